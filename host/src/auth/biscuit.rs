@@ -1,0 +1,42 @@
+//! Biscuit tokens for other services: the authority block holds `right("<resource>", "<operation>")`
+//! for each of the user's scopes, signed by a root key pair that is stored in the database so that
+//! services can pin its public key.
+
+use biscuit_auth::builder::{fact, string};
+use biscuit_auth::{Algorithm, Biscuit, KeyPair, PrivateKey};
+
+use crate::store::{Store, StoreError};
+
+const ROOT_KEY: &str = "biscuit_root_private_key";
+
+pub struct BiscuitIssuer {
+    root: KeyPair,
+}
+
+impl BiscuitIssuer {
+    /// Loads the root key pair from the store, generating and storing it on first start.
+    pub fn load(store: &Store) -> Result<Self, StoreError> {
+        let bytes = store.meta_get_or_init(ROOT_KEY, || KeyPair::new().private().to_bytes().to_vec())?;
+        let private = PrivateKey::from_bytes(&bytes, Algorithm::Ed25519)
+            .map_err(|e| StoreError::Lmdb(heed::Error::Io(std::io::Error::other(e.to_string()))))?;
+        Ok(Self {
+            root: KeyPair::from(&private),
+        })
+    }
+
+    /// The root public key (32 bytes for Ed25519).
+    pub fn public_key(&self) -> Vec<u8> {
+        self.root.public().to_bytes()
+    }
+
+    /// A serialized biscuit granting `scopes` (each `resource:operation`).
+    pub fn token_for(&self, scopes: &[String]) -> Result<Vec<u8>, biscuit_auth::error::Token> {
+        let mut builder = Biscuit::builder();
+        for scope in scopes {
+            if let Some((resource, operation)) = scope.split_once(':') {
+                builder = builder.fact(fact("right", &[string(resource), string(operation)]))?;
+            }
+        }
+        builder.build(&self.root)?.to_vec()
+    }
+}

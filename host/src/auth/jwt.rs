@@ -1,0 +1,57 @@
+//! HS256 JWTs: `iss: "Broker"`, `sub: username`, `aud: scopes joined with ","`, `iat`, `exp`.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::model::User;
+
+const ISSUER: &str = "Broker";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+/// Signing and checking keys, built once from `--jwt_secret`.
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    expiry_secs: u64,
+}
+
+impl JwtKeys {
+    pub fn new(secret: &str, expiry_secs: u64) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        // `aud` carries the scopes for other services; Broker does not restrict on it.
+        validation.validate_aud = false;
+        Self {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+            expiry_secs,
+        }
+    }
+
+    /// A token for `user` issued at `now` (seconds since the epoch).
+    pub fn issue(&self, user: &User, now: u64) -> Result<String, jsonwebtoken::errors::Error> {
+        let claims = Claims {
+            iss: ISSUER.to_owned(),
+            sub: user.username.clone(),
+            aud: user.scope_list().join(","),
+            iat: now,
+            exp: now + self.expiry_secs,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map(|data| data.claims)
+    }
+}

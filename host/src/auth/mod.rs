@@ -1,0 +1,124 @@
+//! Who is calling: `Authorization: Bearer <jwt>` or `Basic <base64(username:password)>`, checked
+//! against the user directory. Revoked users are refused whichever way they come.
+
+pub mod admin;
+pub mod biscuit;
+pub mod jwt;
+pub mod password;
+
+use base64::Engine;
+use hyper::header::{AUTHORIZATION, HeaderMap};
+
+use crate::model::User;
+use crate::state::AppState;
+
+/// Why a caller was refused. The messages are safe to send: they never echo a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing Authorization header")]
+    Missing,
+    #[error("malformed Authorization header")]
+    Malformed,
+    #[error("invalid or expired token")]
+    BadToken,
+    #[error("wrong username or password")]
+    BadCredentials,
+    #[error("user is revoked")]
+    Revoked,
+    #[error("two-factor users must authenticate with a JWT from /login")]
+    TwoFactorNeedsJwt,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("password check failed: {0}")]
+    Hashing(String),
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user: User,
+    /// When the credential expires (seconds since the epoch): the JWT's `exp`, or now + jwt_expiry.
+    pub expiry: u64,
+}
+
+enum Credentials {
+    Bearer(String),
+    Basic { username: String, password: String },
+}
+
+fn parse_credentials(headers: &HeaderMap) -> Result<Credentials, AuthError> {
+    let value = headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?;
+    let value = value.to_str().map_err(|_| AuthError::Malformed)?.trim();
+    let (scheme, rest) = value.split_once(' ').ok_or(AuthError::Malformed)?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(Credentials::Bearer(rest.to_owned()));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .map_err(|_| AuthError::Malformed)?;
+        let decoded = String::from_utf8(decoded).map_err(|_| AuthError::Malformed)?;
+        // A password may contain ':'; a username may not.
+        let (username, password) = decoded.split_once(':').ok_or(AuthError::Malformed)?;
+        return Ok(Credentials::Basic {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        });
+    }
+    Err(AuthError::Malformed)
+}
+
+/// Authenticates the request's caller.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Identity, AuthError> {
+    match parse_credentials(headers)? {
+        Credentials::Bearer(token) => {
+            let claims = state.jwt.verify(&token).map_err(|_| AuthError::BadToken)?;
+            let user = state.store.get_user(&claims.sub)?.ok_or(AuthError::BadToken)?;
+            if user.revoked {
+                return Err(AuthError::Revoked);
+            }
+            Ok(Identity {
+                user,
+                expiry: claims.exp,
+            })
+        }
+        Credentials::Basic { username, password } => {
+            let user = verify_password(state, &username, password).await?;
+            if user.two_factor {
+                return Err(AuthError::TwoFactorNeedsJwt);
+            }
+            Ok(Identity {
+                user,
+                expiry: state.clock.now_secs() + state.config.jwt_expiry,
+            })
+        }
+    }
+}
+
+/// Checks a username and password (on a blocking thread: argon2 is deliberately slow) and refuses
+/// revoked users. Unknown users cost a hash too, so that timing does not reveal which names exist.
+pub async fn verify_password(state: &AppState, username: &str, password: String) -> Result<User, AuthError> {
+    let user = state.store.get_user(username)?;
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let matches = tokio::task::spawn_blocking(move || match hash {
+        Some(hash) => password::verify(&password, &hash),
+        None => {
+            password::burn_time(&password);
+            Ok(false)
+        }
+    })
+    .await
+    .map_err(|e| AuthError::Hashing(e.to_string()))?
+    .map_err(AuthError::Hashing)?;
+    match user {
+        Some(user) if matches => {
+            if user.revoked {
+                Err(AuthError::Revoked)
+            } else {
+                Ok(user)
+            }
+        }
+        _ => Err(AuthError::BadCredentials),
+    }
+}

@@ -1,0 +1,137 @@
+//! Command-line flags (names and defaults as the original `broker` crate), each also readable from an
+//! environment variable so that secrets need not sit on a command line.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser};
+
+/// Everything Broker is told at start-up.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "broker",
+    version,
+    about = "Real-time BaaS with WebAssembly-pluggable event guests"
+)]
+pub struct Config {
+    /// Plain-HTTP port (0 picks a free one; the chosen address is logged).
+    #[arg(long, env = "BROKER_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Address to bind the plain-HTTP port on.
+    #[arg(long, env = "BROKER_BIND", default_value = "0.0.0.0")]
+    pub bind: String,
+
+    /// CORS origin: `*` or one origin.
+    #[arg(long, env = "BROKER_ORIGIN", default_value = "*")]
+    pub origin: String,
+
+    /// Lifetime of issued JWTs, in seconds.
+    #[arg(long = "jwt_expiry", env = "BROKER_JWT_EXPIRY", default_value_t = 86_400)]
+    pub jwt_expiry: u64,
+
+    /// HS256 secret for JWTs. Set it: the default is public.
+    #[arg(long = "jwt_secret", env = "BROKER_JWT_SECRET", default_value = DEFAULT_JWT_SECRET, hide_env_values = true, hide_default_value = true)]
+    pub jwt_secret: String,
+
+    /// Serve HTTPS (see `auto_cert`).
+    #[arg(long, env = "BROKER_SECURE", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub secure: bool,
+
+    /// With `secure`: obtain certificates through ACME instead of reading `key_path`/`cert_path`.
+    #[arg(long = "auto_cert", env = "BROKER_AUTO_CERT", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub auto_cert: bool,
+
+    /// PEM private key for your own certificate.
+    #[arg(
+        long = "key_path",
+        env = "BROKER_KEY_PATH",
+        default_value = "certs/private_key.pem"
+    )]
+    pub key_path: PathBuf,
+
+    /// PEM certificate chain for your own certificate.
+    #[arg(
+        long = "cert_path",
+        env = "BROKER_CERT_PATH",
+        default_value = "certs/chain.pem"
+    )]
+    pub cert_path: PathBuf,
+
+    /// Directory where ACME account and certificates are cached.
+    #[arg(long, env = "BROKER_CERTS", default_value = "certs")]
+    pub certs: PathBuf,
+
+    /// Directory of the embedded LMDB database.
+    #[arg(long, env = "BROKER_DB", default_value = "db")]
+    pub db: PathBuf,
+
+    /// Largest size the database may grow to, in MiB (LMDB map size; address space, not disk).
+    #[arg(long = "db_max_mb", env = "BROKER_DB_MAX_MB", default_value_t = 16_384)]
+    pub db_max_mb: usize,
+
+    /// Domain name for ACME certificates.
+    #[arg(long, env = "BROKER_DOMAIN", default_value = "localhost")]
+    pub domain: String,
+
+    /// Token that admin endpoints require in their body. Set it: the default is public.
+    #[arg(long = "admin_token", env = "BROKER_ADMIN_TOKEN", default_value = DEFAULT_ADMIN_TOKEN, hide_env_values = true, hide_default_value = true)]
+    pub admin_token: String,
+
+    /// Refuse weak passwords (zxcvbn score below 3).
+    #[arg(long = "password_checker", env = "BROKER_PASSWORD_CHECKER", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub password_checker: bool,
+
+    /// Validity of password-reset TOTP codes, in seconds.
+    #[arg(long = "totp_duration", env = "BROKER_TOTP_DURATION", default_value_t = 300)]
+    pub totp_duration: u64,
+
+    /// SSE keep-alive comment interval in seconds; 0 (the default) sends none, because the npm
+    /// `broker-client` mistakes comment lines for messages.
+    #[arg(long = "keep_alive", env = "BROKER_KEEP_ALIVE", default_value_t = 0)]
+    pub keep_alive: u64,
+
+    /// Events a live SSE subscriber may fall behind before it catches up from the store.
+    #[arg(long = "live_buffer", env = "BROKER_LIVE_BUFFER", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub live_buffer: u32,
+
+    /// Directory of per-tenant guest components: `<tenant_name>.wasm`, and `default.wasm` for the rest.
+    #[arg(long, env = "BROKER_GUESTS", default_value = "guests")]
+    pub guests: PathBuf,
+
+    /// Wall-time limit of one guest call, in milliseconds.
+    #[arg(
+        long = "guest_timeout_ms",
+        env = "BROKER_GUEST_TIMEOUT_MS",
+        default_value_t = 50
+    )]
+    pub guest_timeout_ms: u64,
+
+    /// Memory limit of one guest instance, in MiB.
+    #[arg(
+        long = "guest_memory_mb",
+        env = "BROKER_GUEST_MEMORY_MB",
+        default_value_t = 32
+    )]
+    pub guest_memory_mb: u64,
+
+    /// Skip the guest step entirely (for benchmarking the guest's cost only).
+    #[arg(long = "bypass_guests", env = "BROKER_BYPASS_GUESTS", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub bypass_guests: bool,
+}
+
+pub const DEFAULT_JWT_SECRET: &str = "secret";
+pub const DEFAULT_ADMIN_TOKEN: &str = "letmein";
+
+impl Config {
+    /// Names of the secrets that still have their public default value.
+    pub fn default_secrets(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.jwt_secret == DEFAULT_JWT_SECRET {
+            names.push("jwt_secret");
+        }
+        if self.admin_token == DEFAULT_ADMIN_TOKEN {
+            names.push("admin_token");
+        }
+        names
+    }
+}

@@ -1,0 +1,48 @@
+//! `POST /insert`: authenticate, then the library insert path.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::body::read_json;
+use super::{Body, json_response, served_to};
+use crate::auth;
+use crate::error::ApiError;
+use crate::insert::{self, InsertError};
+use crate::state::AppState;
+use crate::store::StoreError;
+use crate::validate;
+
+#[derive(Deserialize)]
+struct Insert {
+    event: String,
+    /// Any JSON, `null` included; the field itself is required.
+    data: Value,
+}
+
+impl From<InsertError> for ApiError {
+    fn from(error: InsertError) -> Self {
+        match error {
+            InsertError::Rejected(_) => ApiError::BadRequest(error.to_string()),
+            InsertError::Guest(e) => ApiError::Guest(e.to_string()),
+            InsertError::Store(StoreError::Full) => ApiError::StorageFull,
+            InsertError::Store(StoreError::WriterStopped) => ApiError::Unavailable,
+            InsertError::Store(e) => ApiError::internal(e),
+        }
+    }
+}
+
+pub async fn insert(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let identity = auth::authenticate(state, request.headers()).await?;
+    let body: Insert = read_json(request).await?;
+    validate::name("event", &body.event).map_err(ApiError::BadRequest)?;
+    let event = insert::insert(state, &identity, body.event, body.data).await?;
+    let answer = json!({ "id": event.id, "seq": event.seq });
+    Ok(served_to(
+        json_response(StatusCode::OK, &answer),
+        &identity.user.username,
+    ))
+}

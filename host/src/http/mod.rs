@@ -1,0 +1,133 @@
+//! The HTTP layer: routing, body parsing, JSON answers, CORS and the per-request log line. Handlers
+//! parse and map results; the work is done by the library calls they invoke.
+
+mod body;
+mod events;
+mod session;
+mod sse;
+mod users;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// The username a handler served, carried in the response extensions up to the log line.
+#[derive(Clone)]
+struct LoggedUser(String);
+
+/// Serves one request: route, answer, add CORS headers, log one line.
+pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let mut response = match route(&state, request).await {
+        Ok(response) => response,
+        Err(error) => error_response(&error),
+    };
+    add_cors_headers(&state.config.origin, &mut response);
+    let user = response.extensions_mut().remove::<LoggedUser>();
+    tracing::info!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        ms = format_args!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
+        user = user.as_ref().map_or("-", |u| u.0.as_str()),
+        "request"
+    );
+    response
+}
+
+async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    if request.method() == Method::OPTIONS {
+        return Ok(preflight());
+    }
+    let post = request.method() == Method::POST;
+    match request.uri().path() {
+        "/" => match *request.method() {
+            Method::GET => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
+            Method::HEAD => Ok(empty(StatusCode::OK)),
+            _ => Err(ApiError::MethodNotAllowed),
+        },
+        "/create_user" if post => users::create_user(state, request).await,
+        "/list_users" if post => users::list_users(state, request).await,
+        "/get_user" if post => users::get_user(state, request).await,
+        "/update_user" if post => users::update_user(state, request).await,
+        "/revoke_user" if post => users::set_revoked(state, request, true).await,
+        "/unrevoke_user" if post => users::set_revoked(state, request, false).await,
+        "/login" if post => session::login(state, request).await,
+        "/verify" if request.method() == Method::GET => session::verify(state, request).await,
+        "/insert" if post => events::insert(state, request).await,
+        "/sse" if request.method() == Method::GET => sse::subscribe(state, request).await,
+        "/create_user" | "/list_users" | "/get_user" | "/update_user" | "/revoke_user" | "/unrevoke_user"
+        | "/login" | "/insert" | "/verify" | "/sse" => Err(ApiError::MethodNotAllowed),
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())).boxed());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(Empty::new().boxed());
+    *response.status_mut() = status;
+    response
+}
+
+/// Marks `response` as served to `username`, for the request log.
+fn served_to(mut response: Response<Body>, username: &str) -> Response<Body> {
+    response.extensions_mut().insert(LoggedUser(username.to_owned()));
+    response
+}
+
+fn error_response(error: &ApiError) -> Response<Body> {
+    match error {
+        ApiError::Internal(source) => tracing::error!(error = format!("{source:#}"), "internal error"),
+        ApiError::Guest(message) => tracing::warn!(message, "guest failure"),
+        _ => {}
+    }
+    json_response(error.status(), &json!({ "error": error.to_string() }))
+}
+
+fn preflight() -> Response<Body> {
+    let mut response = empty(StatusCode::NO_CONTENT);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type, last-event-id"),
+    );
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    response
+}
+
+fn add_cors_headers(origin: &str, response: &mut Response<Body>) {
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(origin) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+    }
+    if origin != "*" {
+        headers.insert(header::VARY, HeaderValue::from_static("origin"));
+    }
+}

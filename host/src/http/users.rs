@@ -1,0 +1,209 @@
+//! The admin user-management endpoints: create, list, get, update, revoke, unrevoke.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::body::{present, read_json};
+use super::{Body, json_response};
+use crate::auth::{admin, password};
+use crate::error::ApiError;
+use crate::model::User;
+use crate::state::AppState;
+use crate::validate;
+
+const WRONG_ADMIN_TOKEN: &str = "admin_token is incorrect";
+
+/// Refuses a wrong admin token with 401 (create_user answers 400, as the original did).
+fn check_admin(state: &AppState, given: &str) -> Result<(), ApiError> {
+    if admin::token_matches(given, &state.config.admin_token) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized(WRONG_ADMIN_TOKEN))
+    }
+}
+
+fn ok() -> Response<Body> {
+    json_response(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+async fn hash_password(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || password::hash(&password))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("hashing a password: {e}")))
+}
+
+#[derive(Deserialize)]
+struct CreateUser {
+    username: String,
+    password: String,
+    tenant_name: String,
+    admin_token: String,
+    email: Option<String>,
+    data: Option<Value>,
+    scopes: Option<Vec<String>>,
+    two_factor: Option<bool>,
+}
+
+pub async fn create_user(
+    state: &Arc<AppState>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let body: CreateUser = read_json(request).await?;
+    if !admin::token_matches(&body.admin_token, &state.config.admin_token) {
+        return Err(ApiError::bad_request(WRONG_ADMIN_TOKEN));
+    }
+    validate::username(&body.username).map_err(ApiError::BadRequest)?;
+    validate::name("tenant_name", &body.tenant_name).map_err(ApiError::BadRequest)?;
+    validate::password(&body.password).map_err(ApiError::BadRequest)?;
+    if let Some(scopes) = &body.scopes {
+        validate::scopes(scopes).map_err(ApiError::BadRequest)?;
+    }
+    if state
+        .store
+        .get_user(&body.username)
+        .map_err(ApiError::internal)?
+        .is_some()
+    {
+        return Err(ApiError::bad_request("username already taken"));
+    }
+    let user = User {
+        id: Uuid::new_v4(),
+        username: body.username,
+        password_hash: hash_password(body.password).await?,
+        revoked: false,
+        tenant_name: body.tenant_name,
+        email: body.email,
+        scopes: body.scopes,
+        data: body.data,
+        two_factor: body.two_factor.unwrap_or(false),
+        totp_secret: None,
+        revision: 0,
+    };
+    // Checked again inside the write transaction: two concurrent creates cannot both win.
+    if !state.store.create_user(&user).map_err(ApiError::internal)? {
+        return Err(ApiError::bad_request("username already taken"));
+    }
+    tracing::info!(
+        username = user.username,
+        tenant = user.tenant_name,
+        "user created"
+    );
+    Ok(ok())
+}
+
+#[derive(Deserialize)]
+struct AdminOnly {
+    admin_token: String,
+}
+
+pub async fn list_users(
+    state: &Arc<AppState>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let body: AdminOnly = read_json(request).await?;
+    check_admin(state, &body.admin_token)?;
+    let users = state.store.list_users().map_err(ApiError::internal)?;
+    let views: Vec<Value> = users.iter().map(User::public_view).collect();
+    Ok(json_response(StatusCode::OK, &Value::Array(views)))
+}
+
+#[derive(Deserialize)]
+struct AdminAndUser {
+    admin_token: String,
+    username: String,
+}
+
+fn user_not_found() -> ApiError {
+    ApiError::bad_request("user not found")
+}
+
+pub async fn get_user(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let body: AdminAndUser = read_json(request).await?;
+    check_admin(state, &body.admin_token)?;
+    let user = state.store.get_user(&body.username).map_err(ApiError::internal)?;
+    let user = user.ok_or_else(user_not_found)?;
+    Ok(json_response(StatusCode::OK, &user.public_view()))
+}
+
+pub async fn set_revoked(
+    state: &Arc<AppState>,
+    request: Request<Incoming>,
+    revoked: bool,
+) -> Result<Response<Body>, ApiError> {
+    let body: AdminAndUser = read_json(request).await?;
+    check_admin(state, &body.admin_token)?;
+    let updated = state
+        .store
+        .update_user(&body.username, |user| user.revoked = revoked);
+    updated.map_err(ApiError::internal)?.ok_or_else(user_not_found)?;
+    state.fanout.user_changed(&body.username);
+    tracing::info!(username = body.username, revoked, "user revocation changed");
+    Ok(ok())
+}
+
+/// Fields absent from the body are left unchanged; `null` clears email, scopes or data.
+#[derive(Deserialize)]
+struct UpdateUser {
+    admin_token: String,
+    username: String,
+    tenant_name: Option<String>,
+    password: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    scopes: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    data: Option<Option<Value>>,
+    two_factor: Option<bool>,
+}
+
+pub async fn update_user(
+    state: &Arc<AppState>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let body: UpdateUser = read_json(request).await?;
+    check_admin(state, &body.admin_token)?;
+    if let Some(tenant) = &body.tenant_name {
+        validate::name("tenant_name", tenant).map_err(ApiError::BadRequest)?;
+    }
+    if let Some(Some(scopes)) = &body.scopes {
+        validate::scopes(scopes).map_err(ApiError::BadRequest)?;
+    }
+    let password_hash = match body.password {
+        Some(password) => {
+            validate::password(&password).map_err(ApiError::BadRequest)?;
+            Some(hash_password(password).await?)
+        }
+        None => None,
+    };
+    let updated = state.store.update_user(&body.username, |user| {
+        if let Some(tenant) = body.tenant_name {
+            user.tenant_name = tenant;
+        }
+        if let Some(hash) = password_hash {
+            user.password_hash = hash;
+        }
+        if let Some(email) = body.email {
+            user.email = email;
+        }
+        if let Some(scopes) = body.scopes {
+            user.scopes = scopes;
+        }
+        if let Some(data) = body.data {
+            user.data = data;
+        }
+        if let Some(two_factor) = body.two_factor {
+            user.two_factor = two_factor;
+        }
+    });
+    updated.map_err(ApiError::internal)?.ok_or_else(user_not_found)?;
+    // Open streams re-check the user: a moved tenant must not keep receiving the old tenant's events.
+    state.fanout.user_changed(&body.username);
+    Ok(ok())
+}

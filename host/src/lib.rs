@@ -1,0 +1,78 @@
+//! Broker: a real-time Backend-as-a-Service whose inserts pass through per-tenant WebAssembly guests.
+//!
+//! The path of one insert: `http` parses → `auth` says who is calling → `guests` validate or
+//! transform the data → `store::writer` commits it (group commit) → `fanout` hands it to the
+//! tenant's live `/sse` streams. Each module has one job:
+//!
+//! - `config`: flags and their environment variables.
+//! - `server`: the accept loop and graceful shutdown; `http`: routing, bodies, CORS, the endpoints.
+//! - `auth`: Bearer JWT and Basic credentials, argon2 passwords, the admin token, biscuit tokens.
+//! - `insert`: the insert path as one library call.
+//! - `guests`: the guest step (validate / replace / reject).
+//! - `store`: LMDB through heed: the user directory, the event log, the single event writer.
+//! - `fanout`: per-tenant live channels and user-change notices.
+//! - `model`: the user and event records; `clock`: "now"; `validate`: field checks; `error`: the
+//!   API error type.
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod fanout;
+pub mod guests;
+pub mod http;
+pub mod insert;
+pub mod model;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::biscuit::BiscuitIssuer;
+use crate::auth::jwt::JwtKeys;
+use crate::config::Config;
+use crate::fanout::Fanout;
+use crate::state::AppState;
+use crate::store::Store;
+use crate::store::writer::EventWriter;
+
+/// How long the writer gets to commit what is queued after the server stops.
+const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs Broker on `listener` until `shutdown` is cancelled; returns once pending commits are done.
+/// The binary and the tests both call this.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = Arc::new(
+        Store::open(&config.db, config.db_max_mb)
+            .with_context(|| format!("opening the database at {}", config.db.display()))?,
+    );
+    let fanout = Arc::new(Fanout::new(config.live_buffer as usize));
+    let publisher = fanout.clone();
+    let (writer, writer_thread) = EventWriter::start(store.clone(), move |event| publisher.publish(event));
+    let state = Arc::new(AppState {
+        jwt: JwtKeys::new(&config.jwt_secret, config.jwt_expiry),
+        biscuit: BiscuitIssuer::load(&store).context("loading the biscuit root key")?,
+        guests: guests::Guests::default(),
+        clock: Arc::default(),
+        config,
+        store,
+        writer,
+        fanout,
+        shutdown,
+    });
+    server::serve(listener, state).await;
+    // The writer stops once the last handle (held by the state, dropped with the connections) is gone.
+    let joined = tokio::task::spawn_blocking(move || writer_thread.join());
+    match tokio::time::timeout(WRITER_DRAIN_TIMEOUT, joined).await {
+        Ok(_) => tracing::info!("stopped"),
+        Err(_) => tracing::warn!("event writer still busy at exit"),
+    }
+    Ok(())
+}

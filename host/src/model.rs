@@ -1,0 +1,99 @@
+//! The records Broker keeps: users and events. The store persists them; nothing here knows how.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// A user account. `password_hash` and `totp_secret` are secrets: they never leave the host, and the
+/// `Debug` impl leaves them out so that they cannot reach a log line by accident.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct User {
+    pub id: Uuid,
+    pub username: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    pub revoked: bool,
+    pub tenant_name: String,
+    pub email: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub data: Option<Value>,
+    #[serde(default)]
+    pub two_factor: bool,
+    /// Base32 TOTP secret for login two-factor, when enabled.
+    #[serde(default)]
+    pub totp_secret: Option<String>,
+    /// Bumped on every update, so that a future replicated directory can compare-and-set.
+    #[serde(default)]
+    pub revision: u64,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("tenant_name", &self.tenant_name)
+            .field("revoked", &self.revoked)
+            .finish_non_exhaustive()
+    }
+}
+
+impl User {
+    /// The user as the admin API shows it, secrets masked. Keys come out sorted.
+    pub fn public_view(&self) -> Value {
+        json!({
+            "data": self.data,
+            "email": self.email,
+            "id": self.id,
+            "password": "***",
+            "revoked": self.revoked,
+            "scopes": self.scopes,
+            "tenant_name": self.tenant_name,
+            "totp": "***",
+            "two_factor": self.two_factor,
+            "username": self.username,
+        })
+    }
+
+    pub fn scope_list(&self) -> &[String] {
+        self.scopes.as_deref().unwrap_or_default()
+    }
+}
+
+/// An event as the insert path hands it to the store, before it has a sequence number.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub tenant_name: String,
+    pub username: String,
+    pub event: String,
+    pub data: Value,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: u64,
+}
+
+/// A stored event. `seq` is strictly increasing per tenant and is the SSE `id:`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    pub id: Uuid,
+    pub seq: u64,
+    pub tenant_name: String,
+    pub username: String,
+    pub event: String,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: u64,
+    pub data: Value,
+}
+
+impl Event {
+    pub fn from_new(new: NewEvent, seq: u64) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            seq,
+            tenant_name: new.tenant_name,
+            username: new.username,
+            event: new.event,
+            timestamp: new.timestamp,
+            data: new.data,
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The event log: append (through the writer), events after a sequence, latest per event name.
+//!
+//! Keys start with a tenant prefix `[len: u16 BE][tenant bytes]`, so one tenant's keys are contiguous
+//! and no tenant name can be a prefix of another's keys. Sequences are big-endian so that LMDB's byte
+//! order is sequence order.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+
+use super::{Store, StoreResult};
+use crate::model::{Event, NewEvent};
+
+/// What a new subscriber is sent first: the newest event of each name, oldest first.
+#[derive(Debug)]
+pub struct LatestReplay {
+    pub events: Vec<Event>,
+    /// The tenant's newest sequence when the replay was read: live events up to it are covered.
+    pub last_seq: u64,
+}
+
+fn tenant_prefix(tenant: &str) -> Vec<u8> {
+    let name = tenant.as_bytes();
+    let len = u16::try_from(name.len()).expect("tenant names are length-checked at the API");
+    let mut key = Vec::with_capacity(2 + name.len() + 8);
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(name);
+    key
+}
+
+fn event_key(tenant: &str, seq: u64) -> Vec<u8> {
+    let mut key = tenant_prefix(tenant);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn latest_key(tenant: &str, event_name: &str) -> Vec<u8> {
+    let mut key = tenant_prefix(tenant);
+    key.extend_from_slice(event_name.as_bytes());
+    key
+}
+
+impl Store {
+    /// Up to `limit` events of `tenant` with a sequence above `after`, in sequence order.
+    pub fn events_after(&self, tenant: &str, after: u64, limit: usize) -> StoreResult<Vec<Event>> {
+        let Some(first) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let (start, end) = (event_key(tenant, first), event_key(tenant, u64::MAX));
+        let rtxn = self.env.read_txn()?;
+        let range = (Bound::Included(&start[..]), Bound::Included(&end[..]));
+        let events = self
+            .events
+            .range(&rtxn, &range)?
+            .take(limit)
+            .map(|entry| entry.map(|(_, e)| e));
+        Ok(events.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest event of each name in `tenant`, oldest first, and the tenant's newest sequence.
+    pub fn latest_events(&self, tenant: &str) -> StoreResult<LatestReplay> {
+        let rtxn = self.env.read_txn()?;
+        let prefix = tenant_prefix(tenant);
+        let mut events = Vec::new();
+        for entry in self.latest.prefix_iter(&rtxn, &prefix)? {
+            let (_, seq) = entry?;
+            if let Some(event) = self.events.get(&rtxn, &event_key(tenant, seq))? {
+                events.push(event);
+            }
+        }
+        events.sort_by_key(|event| event.seq);
+        let last_seq = self.last_seq(&rtxn, tenant)?;
+        Ok(LatestReplay { events, last_seq })
+    }
+
+    fn last_seq(&self, rtxn: &heed::RoTxn, tenant: &str) -> StoreResult<u64> {
+        let prefix = tenant_prefix(tenant);
+        let last = self.events.rev_prefix_iter(rtxn, &prefix)?.next().transpose()?;
+        Ok(last.map_or(0, |(_, event)| event.seq))
+    }
+
+    /// Appends `batch` in one transaction, numbering each event after its tenant's last sequence.
+    /// `last_seqs` caches those per tenant; on error the caller must clear it (nothing was committed).
+    pub(super) fn append_batch(
+        &self,
+        batch: Vec<NewEvent>,
+        last_seqs: &mut HashMap<String, u64>,
+    ) -> StoreResult<Vec<Event>> {
+        let mut wtxn = self.env.write_txn()?;
+        let mut stored = Vec::with_capacity(batch.len());
+        for new in batch {
+            let last = match last_seqs.get(&new.tenant_name) {
+                Some(seq) => *seq,
+                None => self.last_seq(&wtxn, &new.tenant_name)?,
+            };
+            let event = Event::from_new(new, last + 1);
+            self.events
+                .put(&mut wtxn, &event_key(&event.tenant_name, event.seq), &event)?;
+            self.latest.put(
+                &mut wtxn,
+                &latest_key(&event.tenant_name, &event.event),
+                &event.seq,
+            )?;
+            last_seqs.insert(event.tenant_name.clone(), event.seq);
+            stored.push(event);
+        }
+        wtxn.commit()?;
+        Ok(stored)
+    }
+}

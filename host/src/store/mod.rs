@@ -1,0 +1,114 @@
+//! The embedded LMDB store (heed): one struct owning the typed databases. No other module knows that
+//! LMDB is underneath; the two seams the rest of Broker sees are the user directory (`users.rs`) and
+//! the event log (`events.rs`, appended to only through the group-commit `writer`).
+
+mod events;
+mod users;
+pub mod writer;
+
+use std::path::Path;
+
+use heed::types::{Bytes, SerdeJson, Str, U64};
+use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, WithoutTls};
+
+use crate::model::{Event, User};
+
+pub use events::LatestReplay;
+
+const USERS: &str = "users";
+const EVENTS: &str = "events";
+const LATEST: &str = "latest";
+const META: &str = "meta";
+const DATABASES: u32 = 4;
+
+/// Longest tenant name, username or event name in bytes: they are parts of LMDB keys (max 511 bytes).
+pub const MAX_NAME_BYTES: usize = 200;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database is full (raise --db_max_mb)")]
+    Full,
+    #[error("the event writer has stopped")]
+    WriterStopped,
+    #[error("database error: {0}")]
+    Lmdb(heed::Error),
+    /// A batch commit failed for a reason logged by the writer.
+    #[error("the commit failed")]
+    CommitFailed,
+}
+
+impl From<heed::Error> for StoreError {
+    fn from(error: heed::Error) -> Self {
+        match error {
+            heed::Error::Mdb(heed::MdbError::MapFull) => Self::Full,
+            other => Self::Lmdb(other),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The LMDB environment and its typed databases.
+pub struct Store {
+    env: Env<WithoutTls>,
+    /// username → user record (usernames are unique across tenants).
+    users: Database<'static, Str, SerdeJson<User>>,
+    /// (tenant prefix, seq big-endian) → event record.
+    events: Database<'static, Bytes, SerdeJson<Event>>,
+    /// (tenant prefix, event name) → seq of the newest event of that name.
+    latest: Database<'static, Bytes, U64<heed::byteorder::BigEndian>>,
+    /// Server-wide values such as the biscuit root key.
+    meta: Database<'static, Str, Bytes>,
+}
+
+/// Creates (or opens) one named database in its own committed transaction.
+fn create_database<K: 'static, V: 'static>(
+    env: &Env<WithoutTls>,
+    name: &str,
+) -> StoreResult<Database<'static, K, V>> {
+    let wtxn = env.write_txn()?;
+    let created = env.create_databases_and_commit(wtxn, |opener, wtxn| {
+        opener
+            .create_database::<K, V>(wtxn, Some(name))
+            .map(CommitOrAbort::<_, ()>::Commit)
+    })?;
+    Ok(created.unwrap_commit())
+}
+
+impl Store {
+    /// Opens (creating if needed) the database directory.
+    pub fn open(dir: &Path, max_size_mb: usize) -> StoreResult<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Lmdb(heed::Error::Io(e)))?;
+        let mut options = EnvOpenOptions::new().read_txn_without_tls();
+        options
+            .map_size(max_size_mb.max(1) * 1024 * 1024)
+            .max_dbs(DATABASES);
+        // SAFETY: heed's `open` is unsafe because the same LMDB file must not be opened twice in one
+        // process (LMDB's own rule); Broker opens its database directory exactly once, here.
+        #[expect(
+            unsafe_code,
+            reason = "LMDB environments are opened through an unsafe heed API"
+        )]
+        let env = unsafe { options.open(dir)? };
+        Ok(Self {
+            users: create_database(&env, USERS)?,
+            events: create_database(&env, EVENTS)?,
+            latest: create_database(&env, LATEST)?,
+            meta: create_database(&env, META)?,
+            env,
+        })
+    }
+
+    /// The value stored under `key` in the meta table, or `init()` stored there first.
+    pub fn meta_get_or_init(&self, key: &str, init: impl FnOnce() -> Vec<u8>) -> StoreResult<Vec<u8>> {
+        let mut wtxn = self.env.write_txn()?;
+        if let Some(existing) = self.meta.get(&wtxn, key)? {
+            return Ok(existing.to_vec());
+        }
+        let value = init();
+        self.meta.put(&mut wtxn, key, &value)?;
+        wtxn.commit()?;
+        Ok(value)
+    }
+}

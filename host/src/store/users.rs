@@ -1,0 +1,42 @@
+//! The user directory: get, create-if-absent, update in place. Each call is one LMDB transaction, so
+//! a username check and its write cannot interleave with another writer.
+
+use super::{Store, StoreResult};
+use crate::model::User;
+
+impl Store {
+    pub fn get_user(&self, username: &str) -> StoreResult<Option<User>> {
+        let rtxn = self.env.read_txn()?;
+        Ok(self.users.get(&rtxn, username)?)
+    }
+
+    pub fn list_users(&self) -> StoreResult<Vec<User>> {
+        let rtxn = self.env.read_txn()?;
+        let users = self.users.iter(&rtxn)?.map(|entry| entry.map(|(_, user)| user));
+        Ok(users.collect::<Result<_, _>>()?)
+    }
+
+    /// Stores `user` unless its username is taken; returns whether it was stored.
+    pub fn create_user(&self, user: &User) -> StoreResult<bool> {
+        let mut wtxn = self.env.write_txn()?;
+        if self.users.get(&wtxn, &user.username)?.is_some() {
+            return Ok(false);
+        }
+        self.users.put(&mut wtxn, &user.username, user)?;
+        wtxn.commit()?;
+        Ok(true)
+    }
+
+    /// Applies `change` to the stored user and returns the new record, or `None` for an unknown user.
+    pub fn update_user(&self, username: &str, change: impl FnOnce(&mut User)) -> StoreResult<Option<User>> {
+        let mut wtxn = self.env.write_txn()?;
+        let Some(mut user) = self.users.get(&wtxn, username)? else {
+            return Ok(None);
+        };
+        change(&mut user);
+        user.revision += 1;
+        self.users.put(&mut wtxn, username, &user)?;
+        wtxn.commit()?;
+        Ok(Some(user))
+    }
+}

@@ -1,0 +1,88 @@
+//! The single event writer: one thread owns LMDB write transactions for events and commits every
+//! insert waiting at that moment in one transaction (group commit). An insert is answered only after
+//! its commit, and handed to fan-out only after its commit, in commit order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Store, StoreError, StoreResult};
+use crate::model::{Event, NewEvent};
+
+/// Most inserts committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// Inserts that may wait for the writer before callers queue on the channel.
+const QUEUE: usize = 4096;
+
+struct Job {
+    event: NewEvent,
+    reply: oneshot::Sender<StoreResult<Arc<Event>>>,
+}
+
+/// Handle for appending events; cheap to clone. The writer thread ends once every handle is dropped
+/// and the queue is drained.
+#[derive(Clone)]
+pub struct EventWriter {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl EventWriter {
+    /// Starts the writer thread. `published` is called with each committed event, in commit order.
+    pub fn start(
+        store: Arc<Store>,
+        published: impl Fn(Arc<Event>) + Send + 'static,
+    ) -> (Self, JoinHandle<()>) {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("event-writer".into())
+            .spawn(move || write_loop(&store, queue, published))
+            .expect("spawning the event writer thread");
+        (Self { jobs }, thread)
+    }
+
+    /// Appends one event; returns it with its sequence number once it is committed.
+    pub async fn append(&self, event: NewEvent) -> StoreResult<Arc<Event>> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { event, reply })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+}
+
+fn write_loop(store: &Store, mut queue: mpsc::Receiver<Job>, published: impl Fn(Arc<Event>)) {
+    let mut last_seqs = HashMap::new();
+    while let Some(first) = queue.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let (events, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.event, j.reply)).unzip();
+        match store.append_batch(events, &mut last_seqs) {
+            Ok(stored) => {
+                let stored: Vec<Arc<Event>> = stored.into_iter().map(Arc::new).collect();
+                for (event, reply) in stored.iter().zip(replies) {
+                    let _ = reply.send(Ok(event.clone()));
+                }
+                stored.into_iter().for_each(&published);
+            }
+            Err(error) => {
+                tracing::error!(%error, inserts = replies.len(), "event commit failed");
+                last_seqs.clear();
+                for reply in replies {
+                    let _ = reply.send(Err(match &error {
+                        StoreError::Full => StoreError::Full,
+                        _ => StoreError::CommitFailed,
+                    }));
+                }
+            }
+        }
+    }
+    tracing::info!("event writer drained and stopped");
+}

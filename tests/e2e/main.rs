@@ -1,0 +1,11 @@
+//! End-to-end tests: each starts the real `broker` binary on loopback with a temporary database and
+//! talks to it over HTTP and SSE as a client app would.
+
+mod support;
+
+mod accounts;
+mod durability;
+mod events;
+mod load;
+mod npm_client;
+mod protocol;

@@ -1,0 +1,144 @@
+//! HTTP-level promises: health, unknown routes, JSON errors on bad input, body limits, CORS.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::{ADMIN_TOKEN, TestServer};
+
+#[tokio::test]
+async fn health_check_answers_get_and_head() {
+    let server = TestServer::start().await;
+    let get = server.http.get(server.endpoint("/")).send().await.unwrap();
+    assert_eq!(get.status(), StatusCode::OK);
+    let head = server.http.head(server.endpoint("/")).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404_and_wrong_methods_405_with_json_errors() {
+    let server = TestServer::start().await;
+    let (status, body) = server.post("/nope", &json!({})).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::NOT_FOUND, json!({"error": "not found"}))
+    );
+    let response = server.http.get(server.endpoint("/insert")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_400_with_a_reason_and_change_nothing() {
+    let server = TestServer::start().await;
+    let (status, body) = server.post_raw("/create_user", "{\"username\": \"a\",").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"].as_str().unwrap().starts_with("malformed JSON"),
+        "{body}"
+    );
+
+    let (status, body) = server.post_raw("/create_user", vec![0xff, 0xfe, 0x00]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    let (status, body) = server.post_raw("/create_user", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    let wrong_type = json!({"username": 5, "password": "p", "tenant_name": "t", "admin_token": ADMIN_TOKEN});
+    let (status, body) = server.post("/create_user", &wrong_type).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().contains("username"), "{body}");
+
+    let missing = json!({"username": "a", "password": "p", "admin_token": ADMIN_TOKEN});
+    let (status, body) = server.post("/create_user", &missing).await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"error": "missing field `tenant_name`"})
+        )
+    );
+
+    let (status, users) = server
+        .post("/list_users", &json!({"admin_token": ADMIN_TOKEN}))
+        .await;
+    assert_eq!(
+        (status, users),
+        (StatusCode::OK, json!([])),
+        "nothing was half-written"
+    );
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413() {
+    let server = TestServer::start().await;
+    let jwt = server.signup("big", "t").await;
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let response = server
+        .http
+        .post(server.endpoint("/insert"))
+        .bearer_auth(&jwt)
+        .json(&json!({"event": "e", "data": huge}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let mut stream = server.subscribe(&jwt).await;
+    stream.expect_quiet(std::time::Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn cors_preflight_allows_json_posts_and_sse_resume_headers() {
+    let server = TestServer::start_with(&["--origin", "https://app.example"]).await;
+    let response = server
+        .http
+        .request(reqwest::Method::OPTIONS, server.endpoint("/insert"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type, authorization")
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let headers = response.headers();
+    assert_eq!(headers["access-control-allow-origin"], "https://app.example");
+    let allowed = headers["access-control-allow-headers"].to_str().unwrap();
+    for header in ["authorization", "content-type", "last-event-id"] {
+        assert!(allowed.contains(header), "{allowed}");
+    }
+    assert!(
+        headers["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    let get = server.http.get(server.endpoint("/")).send().await.unwrap();
+    assert_eq!(
+        get.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+}
+
+#[tokio::test]
+async fn requests_are_logged_without_secrets() {
+    let server = TestServer::start().await;
+    let jwt = server.signup("logged", "t").await;
+    server.insert_ok(&jwt, "e", json!({"secret-free": true})).await;
+    let (status, _) = server
+        .post(
+            "/revoke_user",
+            &json!({"admin_token": ADMIN_TOKEN, "username": "logged"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let logs = server.logs();
+    assert!(logs.contains("path=\"/insert\" status=200"), "{logs}");
+    assert!(logs.contains("user=\"logged\""), "{logs}");
+    for secret in [
+        crate::support::PASSWORD,
+        ADMIN_TOKEN,
+        crate::support::JWT_SECRET,
+        &jwt,
+        "$argon2",
+    ] {
+        assert!(!logs.contains(secret), "the log leaks {secret:?}:\n{logs}");
+    }
+}

@@ -1,0 +1,216 @@
+//! `TestServer`: the real `broker` binary on a loopback port with a temporary LMDB directory, and
+//! small helpers that read like what a user does (sign up, log in, insert, subscribe).
+
+#![allow(dead_code, reason = "each test binary module uses a different subset")]
+
+pub mod sse;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+pub use sse::SseStream;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-7f3a";
+pub const JWT_SECRET: &str = "test-jwt-secret-9c1e";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub struct TestServer {
+    child: Option<Child>,
+    pub url: String,
+    /// The data directory (database, guests): survives a restart of the server on it.
+    pub dir: Arc<TempDir>,
+    logs: Arc<Mutex<String>>,
+    pub http: reqwest::Client,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra: &[&str]) -> Self {
+        Self::start_in(Arc::new(TempDir::new().expect("temp dir")), extra).await
+    }
+
+    /// Starts `broker` on `dir` (reusing its database when it has one).
+    pub async fn start_in(dir: Arc<TempDir>, extra: &[&str]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_broker"));
+        command
+            .args(["--port", "0", "--bind", "127.0.0.1"])
+            .args(["--admin_token", ADMIN_TOKEN, "--jwt_secret", JWT_SECRET])
+            .arg("--db")
+            .arg(dir.path().join("db"))
+            .arg("--guests")
+            .arg(guests_dir(dir.path()))
+            .args(extra)
+            .env("BROKER_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("starting the broker binary");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (address_tx, address_rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(address) = line.split("broker listening on ").nth(1) {
+                    let _ = address_tx.send(address.trim().to_owned());
+                }
+                let mut logs = sink.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
+        let url = tokio::task::spawn_blocking(move || address_rx.recv_timeout(Duration::from_secs(60)))
+            .await
+            .unwrap()
+            .unwrap_or_else(|_| panic!("broker did not start; its log:\n{}", logs.lock().unwrap()));
+        Self {
+            child: Some(child),
+            url,
+            dir,
+            logs,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Everything the server has logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// SIGKILL: no chance to flush anything that was not already committed.
+    pub fn kill(mut self) -> Arc<TempDir> {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        self.dir.clone()
+    }
+
+    /// SIGTERM, then waits for the process to exit.
+    pub async fn terminate(mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap()
+    }
+
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// POSTs `body` as JSON; returns the status and the parsed JSON answer (Null when not JSON).
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.endpoint(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        status_and_json(response).await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.endpoint(path))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        status_and_json(response).await
+    }
+
+    pub async fn create_user(&self, username: &str, tenant: &str) -> (StatusCode, Value) {
+        self.create_user_with(json!({"username": username, "tenant_name": tenant}))
+            .await
+    }
+
+    /// create_user with the test password and admin token filled in unless `fields` sets them.
+    pub async fn create_user_with(&self, fields: Value) -> (StatusCode, Value) {
+        let mut body = json!({"password": PASSWORD, "admin_token": ADMIN_TOKEN});
+        body.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        self.post("/create_user", &body).await
+    }
+
+    pub async fn login(&self, username: &str) -> String {
+        let (status, body) = self
+            .post("/login", &json!({"username": username, "password": PASSWORD}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "login of {username}: {body}");
+        body["jwt"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a user in `tenant` and logs it in; returns its JWT.
+    pub async fn signup(&self, username: &str, tenant: &str) -> String {
+        let (status, body) = self.create_user(username, tenant).await;
+        assert_eq!(status, StatusCode::OK, "create_user {username}: {body}");
+        self.login(username).await
+    }
+
+    pub async fn insert(&self, jwt: &str, event: &str, data: Value) -> (StatusCode, Value) {
+        let request = self.http.post(self.endpoint("/insert")).bearer_auth(jwt);
+        let response = request
+            .json(&json!({"event": event, "data": data}))
+            .send()
+            .await
+            .unwrap();
+        status_and_json(response).await
+    }
+
+    /// Inserts and asserts it was accepted; returns the event's sequence number.
+    pub async fn insert_ok(&self, jwt: &str, event: &str, data: Value) -> u64 {
+        let (status, body) = self.insert(jwt, event, data).await;
+        assert_eq!(status, StatusCode::OK, "insert {event}: {body}");
+        body["seq"].as_u64().unwrap()
+    }
+
+    pub async fn subscribe(&self, jwt: &str) -> SseStream {
+        self.subscribe_from(jwt, None).await
+    }
+
+    pub async fn subscribe_from(&self, jwt: &str, last_event_id: Option<u64>) -> SseStream {
+        let mut request = self.http.get(self.endpoint("/sse")).bearer_auth(jwt);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "subscribe");
+        SseStream::new(response)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub async fn status_and_json(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+pub fn guests_dir(dir: &Path) -> PathBuf {
+    dir.join("guests")
+}

@@ -1,0 +1,35 @@
+//! A test guest, not an example: its behaviour is chosen by the event name, so one component can
+//! exercise every sandbox limit. Broker's tests install it for a tenant and send it commands.
+
+wit_bindgen::generate!({ path: "../../../wit", world: "validator" });
+
+struct Hostile;
+
+impl Guest for Hostile {
+    fn validate(event: Event) -> Verdict {
+        match event.name.as_str() {
+            "loop" => loop {
+                std::hint::black_box(&event);
+            },
+            "alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(std::hint::black_box(vec![1; 1 << 20]));
+                }
+            }
+            "trap" => panic!("the hostile guest panics on purpose"),
+            "bad-json" => Verdict::Replace("{not json".into()),
+            "reject" => Verdict::Reject(format!("no thanks: {}", event.data)),
+            "replace" => Verdict::Replace(format!("{{\"wrapped\":{}}}", event.data)),
+            "log-flood" => {
+                for i in 0..10_000 {
+                    broker::guest::log::log(broker::guest::log::Level::Warn, &format!("flood {i}"));
+                }
+                Verdict::Accept
+            }
+            _ => Verdict::Accept,
+        }
+    }
+}
+
+export!(Hostile);
