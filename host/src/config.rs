@@ -98,6 +98,10 @@ pub struct Config {
     #[arg(long, env = "BROKER_GUESTS", default_value = "guests")]
     pub guests: PathBuf,
 
+    /// Where compiled guests are cached so restarts do not recompile them (default: `<db>/guest-cache`).
+    #[arg(long = "guest_cache", env = "BROKER_GUEST_CACHE")]
+    pub guest_cache: Option<PathBuf>,
+
     /// Wall-time limit of one guest call, in milliseconds.
     #[arg(
         long = "guest_timeout_ms",
@@ -123,6 +127,12 @@ pub const DEFAULT_JWT_SECRET: &str = "secret";
 pub const DEFAULT_ADMIN_TOKEN: &str = "letmein";
 
 impl Config {
+    pub fn guest_cache_dir(&self) -> PathBuf {
+        self.guest_cache
+            .clone()
+            .unwrap_or_else(|| self.db.join("guest-cache"))
+    }
+
     /// Names of the secrets that still have their public default value.
     pub fn default_secrets(&self) -> Vec<&'static str> {
         let mut names = Vec::new();

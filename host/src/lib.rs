@@ -56,10 +56,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let fanout = Arc::new(Fanout::new(config.live_buffer as usize));
     let publisher = fanout.clone();
     let (writer, writer_thread) = EventWriter::start(store.clone(), move |event| publisher.publish(event));
+    let guests = guests::Guests::start(&config, shutdown.clone())
+        .await
+        .context("starting the guest engine")?;
     let state = Arc::new(AppState {
         jwt: JwtKeys::new(&config.jwt_secret, config.jwt_expiry),
         biscuit: BiscuitIssuer::load(&store).context("loading the biscuit root key")?,
-        guests: guests::Guests::default(),
+        guests,
         clock: Arc::default(),
         config,
         store,
@@ -67,6 +70,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         fanout,
         shutdown,
     });
+    // Logged once everything is ready: tests and supervisors wait for this line.
+    tracing::info!("broker listening on http://{}", listener.local_addr()?);
     server::serve(listener, state).await;
     // The writer stops once the last handle (held by the state, dropped with the connections) is gone.
     let joined = tokio::task::spawn_blocking(move || writer_thread.join());

@@ -40,7 +40,6 @@ async fn start(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind((config.bind.as_str(), config.port))
         .await
         .map_err(|e| anyhow::anyhow!("binding {}:{}: {e}", config.bind, config.port))?;
-    tracing::info!("broker listening on http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     broker::run(config, listener, shutdown).await

@@ -24,7 +24,8 @@ pub struct AppState {
     pub jwt: JwtKeys,
     pub biscuit: BiscuitIssuer,
     pub clock: Arc<Clock>,
-    pub guests: Guests,
+    /// Per-tenant guest components (validate / transform each insert).
+    pub guests: Arc<Guests>,
     /// Cancelled when the server stops: ends every open stream.
     pub shutdown: CancellationToken,
 }

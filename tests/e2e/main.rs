@@ -6,6 +6,7 @@ mod support;
 mod accounts;
 mod durability;
 mod events;
+mod guests;
 mod load;
 mod npm_client;
 mod protocol;

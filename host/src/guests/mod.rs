@@ -1,5 +1,35 @@
-//! The guest step of the insert path: each event's data passes through its tenant's guest, which
-//! accepts it, replaces it with another JSON document, or rejects it with a message.
+//! The guest step of the insert path: each event's data passes through its tenant's guest, a
+//! WebAssembly component that accepts it, replaces it with another JSON document, or rejects it.
+//!
+//! - `bindings`: host side of `wit/broker.wit`;
+//! - `engine`: the wasmtime engine, linker, limits and compiled-guest cache;
+//! - `instance`: a loaded guest and its warm per-tenant instances;
+//! - `sandbox`: what a guest instance can reach (empty WASI, a memory cap, `log`);
+//! - `directory`: the guests directory, watched for new, changed and removed files.
+//!
+//! Selection: `<tenant_name>.wasm` for that tenant, else `default.wasm`, else the built-in
+//! pass-through guest compiled into the binary.
+
+mod bindings;
+mod directory;
+mod engine;
+mod instance;
+mod sandbox;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+pub use engine::{GuestEngine, GuestLimits};
+pub use instance::LoadedGuest;
+
+/// The default guest, built from `guests/passthrough` by `build.rs`.
+const PASSTHROUGH_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guests/passthrough.wasm"));
+const BUILTIN_LABEL: &str = "built-in passthrough";
 
 /// What a guest is shown of an insert.
 #[derive(Debug, Clone)]
@@ -34,15 +64,90 @@ pub enum GuestError {
     Trap(String),
     #[error("guest returned invalid JSON: {0}")]
     InvalidJson(String),
+    #[error("guest could not be started: {0}")]
+    Unavailable(String),
+}
+
+/// Which guest serves which tenant.
+#[derive(Default)]
+struct Installed {
+    /// From `default.wasm`: serves tenants without their own guest.
+    default: Option<Arc<LoadedGuest>>,
+    /// From `<tenant_name>.wasm`.
+    tenants: HashMap<String, Arc<LoadedGuest>>,
 }
 
 /// The guests of every tenant.
-#[derive(Default)]
-pub struct Guests {}
+pub struct Guests {
+    engine: GuestEngine,
+    builtin: Arc<LoadedGuest>,
+    /// Swapped as files change; a call holds its own `Arc`, so a swap never disturbs it.
+    installed: RwLock<Installed>,
+}
 
 impl Guests {
+    /// Builds the engine, compiles the built-in guest, loads the guests directory and starts
+    /// watching it until `shutdown`.
+    pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Arc<Self>> {
+        let limits = GuestLimits {
+            timeout: Duration::from_millis(config.guest_timeout_ms.max(1)),
+            memory_bytes: usize::try_from(config.guest_memory_mb.max(1) * 1024 * 1024).unwrap_or(usize::MAX),
+        };
+        let cache = config.guest_cache_dir();
+        let guests = tokio::task::spawn_blocking(move || -> anyhow::Result<Self> {
+            let engine = GuestEngine::new(limits, Some(cache)).map_err(anyhow::Error::from)?;
+            let builtin = engine
+                .load(BUILTIN_LABEL, PASSTHROUGH_WASM)
+                .map_err(anyhow::Error::from);
+            let builtin = builtin.context("loading the built-in guest")?;
+            Ok(Self {
+                engine,
+                builtin,
+                installed: RwLock::default(),
+            })
+        })
+        .await??;
+        let guests = Arc::new(guests);
+        directory::watch(guests.clone(), config.guests.clone(), shutdown).await;
+        Ok(guests)
+    }
+
     /// Runs `event` through its tenant's guest.
-    pub fn check(&self, _event: &GuestEvent<'_>) -> Result<Verdict, GuestError> {
-        Ok(Verdict::Accept)
+    ///
+    /// On a multi-threaded tokio runtime the call runs under `block_in_place`: wasmtime-wasi's
+    /// synchronous bindings block on futures (which panics on a plain worker thread), and a guest
+    /// that runs to its deadline must not hold up the other tasks of its worker.
+    pub fn check(&self, event: &GuestEvent<'_>) -> Result<Verdict, GuestError> {
+        let guest = self.guest_for(event.tenant);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| guest.validate(event))
+            }
+            _ => guest.validate(event),
+        }
+    }
+
+    fn guest_for(&self, tenant: &str) -> Arc<LoadedGuest> {
+        let installed = self.installed.read().expect("guest registry lock");
+        installed
+            .tenants
+            .get(tenant)
+            .or(installed.default.as_ref())
+            .unwrap_or(&self.builtin)
+            .clone()
+    }
+
+    /// Installs (or with `None` removes) the guest for `slot`.
+    fn set(&self, slot: &directory::Slot, guest: Option<Arc<LoadedGuest>>) {
+        let mut installed = self.installed.write().expect("guest registry lock");
+        match (slot, guest) {
+            (directory::Slot::Default, guest) => installed.default = guest,
+            (directory::Slot::Tenant(name), Some(guest)) => {
+                installed.tenants.insert(name.clone(), guest);
+            }
+            (directory::Slot::Tenant(name), None) => {
+                installed.tenants.remove(name);
+            }
+        }
     }
 }

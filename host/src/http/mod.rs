@@ -104,7 +104,14 @@ fn error_response(error: &ApiError) -> Response<Body> {
         ApiError::Guest(message) => tracing::warn!(message, "guest failure"),
         _ => {}
     }
-    json_response(error.status(), &json!({ "error": error.to_string() }))
+    let mut response = json_response(error.status(), &json!({ "error": error.to_string() }));
+    if matches!(error, ApiError::PayloadTooLarge(_)) {
+        // The rest of the body was never read: the connection cannot carry another request.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 fn preflight() -> Response<Body> {

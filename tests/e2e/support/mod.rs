@@ -214,3 +214,32 @@ pub async fn status_and_json(response: reqwest::Response) -> (StatusCode, Value)
 pub fn guests_dir(dir: &Path) -> PathBuf {
     dir.join("guests")
 }
+
+/// A guest component built by host/build.rs (`passthrough`, `redact`, `require_fields`, `hostile`).
+pub fn test_guest(name: &str) -> PathBuf {
+    PathBuf::from(env!("BROKER_TEST_GUESTS")).join(format!("{name}.wasm"))
+}
+
+/// Installs a guest into a data directory's guests folder as `file` (e.g. `acme.wasm`), atomically.
+pub fn install_guest(dir: &Path, file: &str, guest: &Path) {
+    let guests = guests_dir(dir);
+    std::fs::create_dir_all(&guests).unwrap();
+    let partial = guests.join(format!("{file}.partial"));
+    std::fs::copy(guest, &partial).unwrap();
+    std::fs::rename(partial, guests.join(file)).unwrap();
+}
+
+impl TestServer {
+    /// Waits until the log holds `needle` at least `count` times.
+    pub async fn wait_for_log(&self, needle: &str, count: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while self.logs().matches(needle).count() < count {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {needle:?} in the log:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

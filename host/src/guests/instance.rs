@@ -1,0 +1,129 @@
+//! A loaded guest and its warm instances. Each tenant gets its own warm instances, so no guest
+//! memory is ever shared between tenants; an instance that fails in any way is discarded.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use wasmtime::{Engine, Store, Trap};
+
+use super::bindings::broker::guest::types;
+use super::bindings::{Validator, ValidatorPre};
+use super::engine::GuestLimits;
+use super::sandbox::GuestState;
+use super::{GuestError, GuestEvent, Verdict};
+
+/// Warm instances kept per tenant (about one per core serves concurrent inserts).
+const WARM_PER_TENANT: usize = 2;
+/// Warm instances kept in all, so that many tenants cannot exhaust the instance slots.
+const WARM_TOTAL: usize = 256;
+static WARM_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+struct Warm {
+    store: Store<GuestState>,
+    validator: Validator,
+}
+
+impl Drop for Warm {
+    fn drop(&mut self) {
+        WARM_COUNT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub struct LoadedGuest {
+    label: Arc<str>,
+    pre: ValidatorPre<GuestState>,
+    engine: Engine,
+    limits: GuestLimits,
+    /// tenant → idle instances that have only ever served that tenant.
+    warm: Mutex<HashMap<String, Vec<Warm>>>,
+}
+
+impl LoadedGuest {
+    pub fn new(label: &str, pre: ValidatorPre<GuestState>, engine: Engine, limits: GuestLimits) -> Self {
+        Self {
+            label: label.into(),
+            pre,
+            engine,
+            limits,
+            warm: Mutex::default(),
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Runs one event through the guest under the time and memory limits.
+    pub fn validate(&self, event: &GuestEvent<'_>) -> Result<Verdict, GuestError> {
+        let mut warm = match self.take_warm(event.tenant) {
+            Some(warm) => warm,
+            None => self.instantiate()?,
+        };
+        warm.store.data_mut().begin_call(event.tenant);
+        warm.store.set_epoch_deadline(self.limits.deadline_ticks());
+        let input = types::Event {
+            tenant: event.tenant.to_owned(),
+            username: event.username.to_owned(),
+            scopes: event.scopes.to_vec(),
+            name: event.event.to_owned(),
+            data: event.data.to_owned(),
+            timestamp: event.timestamp,
+        };
+        match warm.validator.call_validate(&mut warm.store, &input) {
+            Ok(verdict) => {
+                self.return_warm(event.tenant, warm);
+                Ok(match verdict {
+                    types::Verdict::Accept => Verdict::Accept,
+                    types::Verdict::Replace(json) => Verdict::Replace(json),
+                    types::Verdict::Reject(message) => Verdict::Reject(message),
+                })
+            }
+            // The instance may be mid-way through anything: never enter it again.
+            Err(error) => Err(self.classify(&error, warm.store.data())),
+        }
+    }
+
+    fn instantiate(&self) -> Result<Warm, GuestError> {
+        let state = GuestState::new(self.label.clone(), self.limits.memory_bytes);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| state);
+        store.set_epoch_deadline(self.limits.deadline_ticks());
+        let validator = self.pre.instantiate(&mut store).map_err(|error| {
+            tracing::warn!(guest = %self.label, error = format!("{error:#}"), "guest instantiation failed");
+            GuestError::Unavailable(format!("{error}"))
+        })?;
+        WARM_COUNT.fetch_add(1, Ordering::Relaxed);
+        Ok(Warm { store, validator })
+    }
+
+    fn take_warm(&self, tenant: &str) -> Option<Warm> {
+        self.warm.lock().expect("warm pool lock").get_mut(tenant)?.pop()
+    }
+
+    fn return_warm(&self, tenant: &str, warm: Warm) {
+        if WARM_COUNT.load(Ordering::Relaxed) > WARM_TOTAL {
+            return;
+        }
+        let mut pools = self.warm.lock().expect("warm pool lock");
+        let pool = pools.entry(tenant.to_owned()).or_default();
+        if pool.len() < WARM_PER_TENANT {
+            pool.push(warm);
+        }
+    }
+
+    fn classify(&self, error: &wasmtime::Error, state: &GuestState) -> GuestError {
+        let failure = if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            GuestError::Timeout(u64::try_from(self.limits.timeout.as_millis()).unwrap_or(u64::MAX))
+        } else if state.memory_refused {
+            GuestError::OutOfMemory((self.limits.memory_bytes / (1024 * 1024)) as u64)
+        } else {
+            match error.downcast_ref::<Trap>() {
+                Some(trap) => GuestError::Trap(trap.to_string()),
+                None => GuestError::Trap(error.to_string()),
+            }
+        };
+        tracing::warn!(guest = %self.label, tenant = state.tenant, %failure, "guest call failed");
+        failure
+    }
+}

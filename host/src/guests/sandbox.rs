@@ -1,0 +1,103 @@
+//! Per-store state of a guest instance: an empty WASI context (no files, network, environment or
+//! arguments), the memory cap, and the `log` import.
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::broker::guest::log::{Host as LogHost, Level};
+
+/// Log lines one guest call may write before the rest are dropped.
+const LOG_LINES_PER_CALL: u32 = 20;
+/// Longest guest log line kept, in bytes.
+const LOG_LINE_BYTES: usize = 500;
+/// Most table elements a guest may grow to.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+pub struct GuestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// Linear-memory limit in bytes, and whether a grow past it was refused.
+    memory_cap: usize,
+    pub memory_refused: bool,
+    /// The guest file and the tenant of the current call, for log lines.
+    label: std::sync::Arc<str>,
+    pub tenant: String,
+    logs_this_call: u32,
+}
+
+impl GuestState {
+    pub fn new(label: std::sync::Arc<str>, memory_cap: usize) -> Self {
+        Self {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            memory_cap,
+            memory_refused: false,
+            label,
+            tenant: String::new(),
+            logs_this_call: 0,
+        }
+    }
+
+    pub fn begin_call(&mut self, tenant: &str) {
+        tenant.clone_into(&mut self.tenant);
+        self.logs_this_call = 0;
+    }
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl ResourceLimiter for GuestState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.memory_refused = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+impl LogHost for GuestState {
+    fn log(&mut self, level: Level, message: String) {
+        self.logs_this_call += 1;
+        if self.logs_this_call > LOG_LINES_PER_CALL {
+            if self.logs_this_call == LOG_LINES_PER_CALL + 1 {
+                tracing::warn!(guest = %self.label, tenant = self.tenant, "further guest log lines dropped for this call");
+            }
+            return;
+        }
+        let mut end = message.len().min(LOG_LINE_BYTES);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let message = &message[..end];
+        let (guest, tenant) = (&*self.label, self.tenant.as_str());
+        match level {
+            Level::Debug => tracing::debug!(guest, tenant, "guest: {message}"),
+            Level::Info => tracing::info!(guest, tenant, "guest: {message}"),
+            Level::Warn => tracing::warn!(guest, tenant, "guest: {message}"),
+            Level::Error => tracing::error!(guest, tenant, "guest: {message}"),
+        }
+    }
+}
