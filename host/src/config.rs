@@ -10,7 +10,9 @@ use clap::{ArgAction, Parser};
 #[command(
     name = "broker",
     version,
-    about = "Real-time BaaS with WebAssembly-pluggable event guests"
+    about = "Real-time BaaS with WebAssembly-pluggable event guests",
+    // A later flag overrides an earlier one (handy for wrappers that add their own).
+    args_override_self = true
 )]
 pub struct Config {
     /// Plain-HTTP port (0 picks a free one; the chosen address is logged).
@@ -85,6 +87,19 @@ pub struct Config {
     #[arg(long = "totp_duration", env = "BROKER_TOTP_DURATION", default_value_t = 300)]
     pub totp_duration: u64,
 
+    /// NTP servers (host:port, comma-separated) that correct the clock for JWTs and TOTP codes; empty
+    /// to use the local clock only.
+    #[arg(
+        long = "ntp_servers",
+        env = "BROKER_NTP_SERVERS",
+        default_value = "pool.ntp.org:123,time.google.com:123"
+    )]
+    pub ntp_servers: String,
+
+    /// Seconds between NTP checks.
+    #[arg(long = "ntp_interval", env = "BROKER_NTP_INTERVAL", default_value_t = 3600)]
+    pub ntp_interval: u64,
+
     /// SSE keep-alive comment interval in seconds; 0 (the default) sends none, because the npm
     /// `broker-client` mistakes comment lines for messages.
     #[arg(long = "keep_alive", env = "BROKER_KEEP_ALIVE", default_value_t = 0)]
@@ -127,6 +142,15 @@ pub const DEFAULT_JWT_SECRET: &str = "secret";
 pub const DEFAULT_ADMIN_TOKEN: &str = "letmein";
 
 impl Config {
+    pub fn ntp_server_list(&self) -> Vec<String> {
+        self.ntp_servers
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
     pub fn guest_cache_dir(&self) -> PathBuf {
         self.guest_cache
             .clone()

@@ -56,6 +56,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let fanout = Arc::new(Fanout::new(config.live_buffer as usize));
     let publisher = fanout.clone();
     let (writer, writer_thread) = EventWriter::start(store.clone(), move |event| publisher.publish(event));
+    let clock = Arc::new(clock::Clock::default());
+    tokio::spawn(clock::sync_with_ntp(
+        clock.clone(),
+        config.ntp_server_list(),
+        Duration::from_secs(config.ntp_interval.max(1)),
+        shutdown.clone(),
+    ));
     let guests = guests::Guests::start(&config, shutdown.clone())
         .await
         .context("starting the guest engine")?;
@@ -63,7 +70,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         jwt: JwtKeys::new(&config.jwt_secret, config.jwt_expiry),
         biscuit: BiscuitIssuer::load(&store).context("loading the biscuit root key")?,
         guests,
-        clock: Arc::default(),
+        clock,
         config,
         store,
         writer,

@@ -22,9 +22,25 @@ pub struct User {
     /// Base32 TOTP secret for login two-factor, when enabled.
     #[serde(default)]
     pub totp_secret: Option<String>,
+    /// The login TOTP step last accepted: a code is accepted once (RFC 6238 §5.2).
+    #[serde(default)]
+    pub last_totp_step: Option<u64>,
+    /// The pending password-reset code, if one was issued.
+    #[serde(default)]
+    pub reset: Option<PasswordReset>,
     /// Bumped on every update, so that a future replicated directory can compare-and-set.
     #[serde(default)]
     pub revision: u64,
+}
+
+/// A password-reset code issued by `/create_totp`: its own secret (never the login one), and when it
+/// was issued. It is cleared when used, so it works once.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PasswordReset {
+    /// Base32 secret.
+    pub secret: String,
+    /// Seconds since the Unix epoch.
+    pub issued_at: u64,
 }
 
 impl std::fmt::Debug for User {

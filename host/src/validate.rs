@@ -33,6 +33,32 @@ pub fn password(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An email address: syntax, and not on mailchecker's list of throwaway domains.
+pub fn email(value: &str) -> Result<(), String> {
+    if mailchecker::is_valid(value) {
+        Ok(())
+    } else {
+        Err("email is invalid".into())
+    }
+}
+
+/// With `--password_checker`: zxcvbn must score the password 3 or more (of 4); the refusal says why.
+pub fn password_strength(password: &str, username: &str) -> Result<(), String> {
+    let estimate = zxcvbn::zxcvbn(password, &[username]);
+    if estimate.score() >= zxcvbn::Score::Three {
+        return Ok(());
+    }
+    let mut reasons = Vec::new();
+    if let Some(feedback) = estimate.feedback() {
+        reasons.extend(feedback.warning().map(|w| w.to_string()));
+        reasons.extend(feedback.suggestions().iter().map(ToString::to_string));
+    }
+    if reasons.is_empty() {
+        reasons.push("it is easy to guess".into());
+    }
+    Err(format!("password is too weak because {}", reasons.join(" ")))
+}
+
 /// Scopes are `resource:operation`, exactly one colon, both parts non-empty.
 pub fn scopes(scopes: &[String]) -> Result<(), String> {
     let valid = |scope: &String| match scope.split_once(':') {
@@ -59,6 +85,20 @@ mod tests {
         for bad in ["news", "news:get:x", ":get", "news:"] {
             assert!(scopes(&[bad.to_owned()]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn emails_need_syntax_and_a_real_domain() {
+        assert!(email("bob@example.com").is_ok());
+        assert!(email("not an email").is_err());
+        assert!(email("bob@mailinator.com").is_err());
+    }
+
+    #[test]
+    fn weak_passwords_are_refused_with_feedback() {
+        let refusal = password_strength("password1", "bob").unwrap_err();
+        assert!(refusal.starts_with("password is too weak because "), "{refusal}");
+        assert!(password_strength("correct horse battery staple", "bob").is_ok());
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod accounts;
 mod durability;
 mod events;
 mod guests;
+mod identity;
 mod load;
 mod npm_client;
 mod protocol;

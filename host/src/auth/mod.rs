@@ -5,6 +5,7 @@ pub mod admin;
 pub mod biscuit;
 pub mod jwt;
 pub mod password;
+pub mod totp;
 
 use base64::Engine;
 use hyper::header::{AUTHORIZATION, HeaderMap};

@@ -28,7 +28,7 @@ pub use engine::{GuestEngine, GuestLimits};
 pub use instance::LoadedGuest;
 
 /// The default guest, built from `guests/passthrough` by `build.rs`.
-const PASSTHROUGH_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guests/passthrough.wasm"));
+pub const PASSTHROUGH_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guests/passthrough.wasm"));
 const BUILTIN_LABEL: &str = "built-in passthrough";
 
 /// What a guest is shown of an insert.

@@ -5,6 +5,7 @@ mod body;
 mod events;
 mod session;
 mod sse;
+mod two_factor;
 mod users;
 
 use std::convert::Infallible;
@@ -68,6 +69,9 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
         "/revoke_user" if post => users::set_revoked(state, request, true).await,
         "/unrevoke_user" if post => users::set_revoked(state, request, false).await,
         "/login" if post => session::login(state, request).await,
+        "/create_qr" if post => two_factor::create_qr(state, request).await,
+        "/create_totp" if post => two_factor::create_totp(state, request).await,
+        "/password_reset" if post => two_factor::password_reset(state, request).await,
         "/verify" if request.method() == Method::GET => session::verify(state, request).await,
         "/insert" if post => events::insert(state, request).await,
         "/sse" if request.method() == Method::GET => sse::subscribe(state, request).await,

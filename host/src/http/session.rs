@@ -9,8 +9,9 @@ use serde_json::json;
 
 use super::body::read_json;
 use super::{Body, json_response, served_to};
-use crate::auth::{self, AuthError};
+use crate::auth::{self, AuthError, totp};
 use crate::error::ApiError;
+use crate::model::User;
 use crate::state::AppState;
 
 impl From<AuthError> for ApiError {
@@ -33,8 +34,8 @@ struct Login {
 pub async fn login(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let body: Login = read_json(request).await?;
     let user = auth::verify_password(state, &body.username, body.password).await?;
-    if user.two_factor && !totp_valid(&user, body.totp.as_deref()) {
-        return Err(ApiError::unauthorized("a valid totp is required for this user"));
+    if user.two_factor {
+        accept_login_code(state, &user, body.totp.as_deref())?;
     }
     let jwt = state
         .jwt
@@ -66,8 +67,21 @@ pub async fn verify(state: &Arc<AppState>, request: Request<Incoming>) -> Result
     ))
 }
 
-/// Login two-factor codes. Until TOTP secrets exist (the identity work), no code is valid, so a
-/// two-factor user is refused rather than let in without a second factor.
-fn totp_valid(_user: &crate::model::User, _code: Option<&str>) -> bool {
-    false
+/// Checks a login two-factor code and records its step, so that the same code cannot log in twice.
+fn accept_login_code(state: &AppState, user: &User, code: Option<&str>) -> Result<(), ApiError> {
+    let refused = || ApiError::unauthorized("a valid totp is required for this user");
+    let (Some(code), Some(secret)) = (code, user.totp_secret.as_deref()) else {
+        return Err(refused());
+    };
+    let step = totp::check_login(secret, code, state.clock.now_secs()).ok_or_else(refused)?;
+    let mut accepted = false;
+    // Checked again inside the write transaction: two logins racing with one code, one wins.
+    let updated = state.store.update_user(&user.username, |stored| {
+        if stored.last_totp_step.is_none_or(|last| step > last) {
+            stored.last_totp_step = Some(step);
+            accepted = true;
+        }
+    });
+    updated.map_err(ApiError::internal)?;
+    if accepted { Ok(()) } else { Err(refused()) }
 }

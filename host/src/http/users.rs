@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::body::{present, read_json};
 use super::{Body, json_response};
-use crate::auth::{admin, password};
+use crate::auth::{admin, password, totp};
 use crate::error::ApiError;
 use crate::model::User;
 use crate::state::AppState;
@@ -19,7 +19,7 @@ use crate::validate;
 const WRONG_ADMIN_TOKEN: &str = "admin_token is incorrect";
 
 /// Refuses a wrong admin token with 401 (create_user answers 400, as the original did).
-fn check_admin(state: &AppState, given: &str) -> Result<(), ApiError> {
+pub fn check_admin(state: &AppState, given: &str) -> Result<(), ApiError> {
     if admin::token_matches(given, &state.config.admin_token) {
         Ok(())
     } else {
@@ -31,7 +31,16 @@ fn ok() -> Response<Body> {
     json_response(StatusCode::OK, &json!({"status": "ok"}))
 }
 
-async fn hash_password(password: String) -> Result<String, ApiError> {
+/// A new password: non-empty, and strong enough when `--password_checker` is on.
+pub fn check_new_password(state: &AppState, password: &str, username: &str) -> Result<(), ApiError> {
+    validate::password(password).map_err(ApiError::BadRequest)?;
+    if state.config.password_checker {
+        validate::password_strength(password, username).map_err(ApiError::BadRequest)?;
+    }
+    Ok(())
+}
+
+pub async fn hash_password(password: String) -> Result<String, ApiError> {
     tokio::task::spawn_blocking(move || password::hash(&password))
         .await
         .map_err(ApiError::internal)?
@@ -60,7 +69,10 @@ pub async fn create_user(
     }
     validate::username(&body.username).map_err(ApiError::BadRequest)?;
     validate::name("tenant_name", &body.tenant_name).map_err(ApiError::BadRequest)?;
-    validate::password(&body.password).map_err(ApiError::BadRequest)?;
+    check_new_password(state, &body.password, &body.username)?;
+    if let Some(email) = &body.email {
+        validate::email(email).map_err(ApiError::BadRequest)?;
+    }
     if let Some(scopes) = &body.scopes {
         validate::scopes(scopes).map_err(ApiError::BadRequest)?;
     }
@@ -72,6 +84,7 @@ pub async fn create_user(
     {
         return Err(ApiError::bad_request("username already taken"));
     }
+    let two_factor = body.two_factor.unwrap_or(false);
     let user = User {
         id: Uuid::new_v4(),
         username: body.username,
@@ -81,8 +94,10 @@ pub async fn create_user(
         email: body.email,
         scopes: body.scopes,
         data: body.data,
-        two_factor: body.two_factor.unwrap_or(false),
-        totp_secret: None,
+        two_factor,
+        totp_secret: two_factor.then(totp::new_secret),
+        last_totp_step: None,
+        reset: None,
         revision: 0,
     };
     // Checked again inside the write transaction: two concurrent creates cannot both win.
@@ -175,9 +190,12 @@ pub async fn update_user(
     if let Some(Some(scopes)) = &body.scopes {
         validate::scopes(scopes).map_err(ApiError::BadRequest)?;
     }
+    if let Some(Some(email)) = &body.email {
+        validate::email(email).map_err(ApiError::BadRequest)?;
+    }
     let password_hash = match body.password {
         Some(password) => {
-            validate::password(&password).map_err(ApiError::BadRequest)?;
+            check_new_password(state, &password, &body.username)?;
             Some(hash_password(password).await?)
         }
         None => None,
@@ -197,6 +215,15 @@ pub async fn update_user(
         }
         if let Some(data) = body.data {
             user.data = data;
+        }
+        match body.two_factor {
+            // Enabling keeps an existing secret, so an app that already scanned it keeps working.
+            Some(true) if user.totp_secret.is_none() => user.totp_secret = Some(totp::new_secret()),
+            Some(false) => {
+                user.totp_secret = None;
+                user.last_totp_step = None;
+            }
+            _ => {}
         }
         if let Some(two_factor) = body.two_factor {
             user.two_factor = two_factor;

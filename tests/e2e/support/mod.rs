@@ -45,6 +45,8 @@ impl TestServer {
         command
             .args(["--port", "0", "--bind", "127.0.0.1"])
             .args(["--admin_token", ADMIN_TOKEN, "--jwt_secret", JWT_SECRET])
+            // Hermetic by default: no NTP traffic unless a test points it at its own responder.
+            .arg("--ntp_servers=")
             .arg("--db")
             .arg(dir.path().join("db"))
             .arg("--guests")

@@ -1,0 +1,184 @@
+//! What the guest step costs. Run with `cargo bench --bench guest_cost` (release build).
+//!
+//! 1. Per call, on the built-in pass-through guest: a warm instance (what Broker does), the same
+//!    under `block_in_place` on a tokio worker (the real insert path), and a fresh instance per call.
+//! 2. Per insert, end to end over HTTP on loopback: a server running the default guest against one
+//!    started with `--bypass_guests`, measured in the same run, interleaved, as a ratio.
+//!
+//! The last line printed is one JSON object with every figure.
+
+use std::time::{Duration, Instant};
+
+use broker::config::Config;
+use broker::guests::{GuestEngine, GuestEvent, GuestLimits, LoadedGuest, PASSTHROUGH_WASM};
+use clap::Parser;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const CALLS: usize = 20_000;
+const INSERT_ROUNDS: usize = 10;
+const INSERTS_PER_ROUND: usize = 300;
+
+fn percentile(samples: &mut [Duration], p: f64) -> f64 {
+    samples.sort_unstable();
+    let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[index].as_secs_f64() * 1e6
+}
+
+fn event<'a>(tenant: &'a str, scopes: &'a [String]) -> GuestEvent<'a> {
+    GuestEvent {
+        tenant,
+        username: "bench",
+        scopes,
+        event: "tick",
+        data: r#"{"name":"Ada","items":[1,2,3],"paid":true}"#,
+        timestamp: 1_700_000_000_000,
+    }
+}
+
+fn time_calls(guest: &LoadedGuest, tenant_of: impl Fn(usize) -> String) -> Vec<Duration> {
+    let scopes = vec!["news:get".to_owned()];
+    (0..CALLS)
+        .map(|i| {
+            let tenant = tenant_of(i);
+            let started = Instant::now();
+            guest
+                .validate(&event(&tenant, &scopes))
+                .expect("passthrough accepts");
+            started.elapsed()
+        })
+        .collect()
+}
+
+async fn start_server(extra: &[&str]) -> (String, CancellationToken, tempfile::TempDir) {
+    let dir = tempfile::TempDir::new().unwrap();
+    let db = dir.path().join("db").display().to_string();
+    let guests = dir.path().join("guests").display().to_string();
+    let mut args = vec!["broker", "--port", "0", "--db", &db, "--guests", &guests];
+    args.extend_from_slice(extra);
+    let config = Config::parse_from(args);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(broker::run(config, listener, shutdown.clone()));
+    (url, shutdown, dir)
+}
+
+async fn login(http: &reqwest::Client, url: &str) -> String {
+    let user = json!({"username": "bench", "password": "pw", "tenant_name": "t", "admin_token": "letmein"});
+    for _ in 0..100 {
+        if http
+            .post(format!("{url}/create_user"))
+            .json(&user)
+            .send()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answer: serde_json::Value = http
+        .post(format!("{url}/login"))
+        .json(&json!({"username": "bench", "password": "pw"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["jwt"].as_str().unwrap().to_owned()
+}
+
+async fn time_inserts(http: &reqwest::Client, url: &str, jwt: &str, samples: &mut Vec<Duration>) {
+    let body = json!({"event": "tick", "data": {"name": "Ada", "items": [1, 2, 3], "paid": true}});
+    for _ in 0..INSERTS_PER_ROUND {
+        let started = Instant::now();
+        let response = http
+            .post(format!("{url}/insert"))
+            .bearer_auth(jwt)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+        samples.push(started.elapsed());
+    }
+}
+
+fn main() {
+    let limits = GuestLimits {
+        timeout: Duration::from_millis(50),
+        memory_bytes: 32 << 20,
+    };
+    let engine = GuestEngine::new(limits, None).unwrap();
+    let guest = engine.load("passthrough", PASSTHROUGH_WASM).unwrap();
+
+    let mut warm = time_calls(&guest, |_| "one-tenant".to_owned());
+    // Past the warm-instance cap, every call with a new tenant instantiates afresh.
+    let mut fresh = time_calls(&guest, |i| format!("tenant-{i}"));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut in_place = runtime.block_on(async {
+        let scopes = vec!["news:get".to_owned()];
+        let mut samples = Vec::with_capacity(CALLS);
+        for _ in 0..CALLS {
+            let started = Instant::now();
+            tokio::task::block_in_place(|| guest.validate(&event("one-tenant", &scopes))).unwrap();
+            samples.push(started.elapsed());
+        }
+        samples
+    });
+
+    let (mut with_guest, mut bypass) = runtime.block_on(async {
+        let (guest_url, stop_a, _dir_a) = start_server(&[]).await;
+        let (bypass_url, stop_b, _dir_b) = start_server(&["--bypass_guests"]).await;
+        let http = reqwest::Client::new();
+        let guest_jwt = login(&http, &guest_url).await;
+        let bypass_jwt = login(&http, &bypass_url).await;
+        let (mut with_guest, mut bypass) = (Vec::new(), Vec::new());
+        for _ in 0..INSERT_ROUNDS {
+            time_inserts(&http, &guest_url, &guest_jwt, &mut with_guest).await;
+            time_inserts(&http, &bypass_url, &bypass_jwt, &mut bypass).await;
+        }
+        stop_a.cancel();
+        stop_b.cancel();
+        (with_guest, bypass)
+    });
+
+    let figures = json!({
+        "guest_call_warm_p50_us": percentile(&mut warm, 0.5),
+        "guest_call_warm_p99_us": percentile(&mut warm, 0.99),
+        "guest_call_block_in_place_p50_us": percentile(&mut in_place, 0.5),
+        "guest_call_fresh_instance_p50_us": percentile(&mut fresh, 0.5),
+        "insert_with_guest_p50_us": percentile(&mut with_guest, 0.5),
+        "insert_bypass_p50_us": percentile(&mut bypass, 0.5),
+        "insert_with_guest_p99_us": percentile(&mut with_guest, 0.99),
+        "insert_bypass_p99_us": percentile(&mut bypass, 0.99),
+    });
+    let added = figures["insert_with_guest_p50_us"].as_f64().unwrap()
+        - figures["insert_bypass_p50_us"].as_f64().unwrap();
+    let ratio = figures["insert_with_guest_p50_us"].as_f64().unwrap()
+        / figures["insert_bypass_p50_us"].as_f64().unwrap();
+    println!(
+        "guest call, warm instance:        p50 {:>7.2} µs",
+        figures["guest_call_warm_p50_us"].as_f64().unwrap()
+    );
+    println!(
+        "guest call, under block_in_place: p50 {:>7.2} µs",
+        figures["guest_call_block_in_place_p50_us"].as_f64().unwrap()
+    );
+    println!(
+        "guest call, fresh instance:       p50 {:>7.2} µs",
+        figures["guest_call_fresh_instance_p50_us"].as_f64().unwrap()
+    );
+    println!("insert p50 with default guest / bypassed: ratio {ratio:.3}, {added:+.1} µs");
+    let mut all = figures;
+    all["insert_p50_ratio_guest_vs_bypass"] = json!(ratio);
+    all["insert_p50_added_us"] = json!(added);
+    println!("{all}");
+}

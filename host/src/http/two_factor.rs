@@ -1,0 +1,125 @@
+//! Two-factor set-up and password resets: `/create_qr` (the otpauth QR code of a user's login
+//! secret), `/create_totp` (a one-time reset code) and `/password_reset`.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::body::read_json;
+use super::users::{check_admin, check_new_password, hash_password};
+use super::{Body, json_response, served_to};
+use crate::auth::totp;
+use crate::error::ApiError;
+use crate::model::PasswordReset;
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+struct CreateQr {
+    admin_token: String,
+    username: String,
+    issuer: String,
+}
+
+pub async fn create_qr(
+    state: &Arc<AppState>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let body: CreateQr = read_json(request).await?;
+    check_admin(state, &body.admin_token)?;
+    if body.issuer.is_empty() || body.issuer.contains(':') {
+        return Err(ApiError::bad_request(
+            "issuer must be non-empty and contain no ':'",
+        ));
+    }
+    let user = state.store.get_user(&body.username).map_err(ApiError::internal)?;
+    let user = user.ok_or_else(|| ApiError::bad_request("user not found"))?;
+    let secret = user
+        .totp_secret
+        .filter(|_| user.two_factor)
+        .ok_or_else(|| ApiError::bad_request("two_factor is not enabled for this user"))?;
+    let qr = totp::qr_base64(&secret, &body.issuer, &user.username)
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("rendering a QR code: {e}")))?;
+    Ok(json_response(StatusCode::OK, &json!({ "qr": qr })))
+}
+
+#[derive(Deserialize)]
+struct CreateTotp {
+    admin_token: String,
+    username: String,
+}
+
+/// Issues a reset code valid for `--totp_duration` seconds; a new one replaces the previous one.
+pub async fn create_totp(
+    state: &Arc<AppState>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let body: CreateTotp = read_json(request).await?;
+    check_admin(state, &body.admin_token)?;
+    let reset = PasswordReset {
+        secret: totp::new_secret(),
+        issued_at: state.clock.now_secs(),
+    };
+    let code = totp::reset_code(&reset.secret, state.config.totp_duration, reset.issued_at)
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("generating a reset code: {e}")))?;
+    let updated = state
+        .store
+        .update_user(&body.username, |user| user.reset = Some(reset));
+    updated
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::bad_request("user not found"))?;
+    Ok(json_response(StatusCode::OK, &json!({ "totp": code })))
+}
+
+#[derive(Deserialize)]
+struct PasswordResetBody {
+    totp: String,
+    username: String,
+    password: String,
+}
+
+fn reset_is_valid(reset: Option<&PasswordReset>, state: &AppState, code: &str) -> bool {
+    let duration = state.config.totp_duration;
+    reset.is_some_and(|reset| {
+        state.clock.now_secs() < reset.issued_at.saturating_add(duration)
+            && totp::reset_code_matches(&reset.secret, duration, reset.issued_at, code)
+    })
+}
+
+pub async fn password_reset(
+    state: &Arc<AppState>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let body: PasswordResetBody = read_json(request).await?;
+    check_new_password(state, &body.password, &body.username)?;
+    let refused = || ApiError::unauthorized("totp is invalid or expired");
+    let user = state
+        .store
+        .get_user(&body.username)
+        .map_err(ApiError::internal)?
+        .ok_or_else(refused)?;
+    if !reset_is_valid(user.reset.as_ref(), state, &body.totp) {
+        return Err(refused());
+    }
+    let hash = hash_password(body.password).await?;
+    let mut accepted = false;
+    // Checked again inside the write transaction, and consumed: a code works once.
+    let updated = state.store.update_user(&body.username, |user| {
+        if reset_is_valid(user.reset.as_ref(), state, &body.totp) {
+            user.password_hash = hash;
+            user.reset = None;
+            accepted = true;
+        }
+    });
+    updated.map_err(ApiError::internal)?;
+    if !accepted {
+        return Err(refused());
+    }
+    tracing::info!(username = body.username, "password reset");
+    Ok(served_to(
+        json_response(StatusCode::OK, &json!({"status": "ok"})),
+        &body.username,
+    ))
+}
