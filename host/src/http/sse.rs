@@ -16,7 +16,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -25,6 +25,8 @@ use crate::auth;
 use crate::error::ApiError;
 use crate::model::Event;
 use crate::state::AppState;
+
+type Live = broadcast::Receiver<Arc<Event>>;
 
 /// Frames buffered per connection before the stream task waits for the client.
 const CONNECTION_BUFFER: usize = 64;
@@ -37,6 +39,9 @@ pub async fn subscribe(
 ) -> Result<Response<Body>, ApiError> {
     let identity = auth::authenticate(state, request.headers()).await?;
     let resume_after = last_event_id(request.headers(), request.uri().query());
+    // Joined before answering: every insert after the client sees 200 reaches this stream.
+    let live = state.fanout.subscribe(&identity.user.tenant_name);
+    let user_changes = state.fanout.watch_user_changes();
     let (frames, outgoing) = mpsc::channel(CONNECTION_BUFFER);
     let stream = EventStream {
         state: state.clone(),
@@ -45,7 +50,7 @@ pub async fn subscribe(
         frames,
         cursor: 0,
     };
-    tokio::spawn(stream.run(resume_after));
+    tokio::spawn(stream.run(resume_after, live, user_changes));
     let body =
         StreamBody::new(ReceiverStream::new(outgoing).map(|bytes| Ok::<_, Infallible>(Frame::data(bytes))));
     let mut response = Response::new(BodyExt::boxed(body));
@@ -102,8 +107,8 @@ struct EventStream {
 }
 
 impl EventStream {
-    async fn run(mut self, resume_after: Option<u64>) {
-        let end = self.serve(resume_after).await;
+    async fn run(mut self, resume_after: Option<u64>, live: Live, user_changes: broadcast::Receiver<String>) {
+        let end = self.serve(resume_after, live, user_changes).await;
         tracing::debug!(
             username = self.username,
             tenant = self.tenant,
@@ -115,10 +120,13 @@ impl EventStream {
         }
     }
 
-    async fn serve(&mut self, resume_after: Option<u64>) -> End {
+    async fn serve(
+        &mut self,
+        resume_after: Option<u64>,
+        mut live: Live,
+        mut user_changes: broadcast::Receiver<String>,
+    ) -> End {
         let state = self.state.clone();
-        let mut live = state.fanout.subscribe(&self.tenant);
-        let mut user_changes = state.fanout.watch_user_changes();
         let replayed = match resume_after {
             Some(after) => {
                 self.cursor = after;

@@ -1,0 +1,149 @@
+//! `broker-load`: drives any server that speaks the Broker HTTP API (this Broker or the original
+//! `broker` crate) through its public endpoints only, and reports comparable figures. It creates its
+//! own tenant and users, is bounded in time, and ends by printing one JSON object as its last line.
+//!
+//! Scenarios: `insert` and `basic` (inserts/s and latency with JWT or Basic auth), `fanout`
+//! (subscribers × publishers: delivery rate, end-to-end latency, lost/duplicated/out-of-order
+//! events, judged from sequence numbers carried in the event data), `connections` (idle SSE
+//! connections and the server's memory per connection), `login` (logins/s: argon2 cost).
+
+mod api;
+mod connections;
+mod fanout;
+mod requests;
+mod stats;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Scenario {
+    Insert,
+    Basic,
+    Fanout,
+    Connections,
+    Login,
+}
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "broker-load",
+    version,
+    about = "Load generator for the Broker HTTP API"
+)]
+pub struct Args {
+    /// Base URL of the server, e.g. http://127.0.0.1:8080
+    #[arg(long)]
+    pub url: String,
+    /// The server's admin token (to create this run's users).
+    #[arg(long = "admin-token")]
+    pub admin_token: String,
+    #[arg(long, value_enum)]
+    pub scenario: Scenario,
+    /// How long the measured phase lasts.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Concurrent clients (publishers in `fanout`, connections in `connections`).
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// SSE subscribers in `fanout`.
+    #[arg(long, default_value_t = 10)]
+    pub subscribers: usize,
+    /// Total requests per second across clients; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// The server's process id, for memory figures (read from /proc/<pid>/status).
+    #[arg(long)]
+    pub pid: Option<u32>,
+}
+
+impl Args {
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.seconds.clamp(0.1, 3600.0))
+    }
+
+    /// The pause between one client's requests for the requested total rate, if any.
+    pub fn client_interval(&self) -> Option<Duration> {
+        (self.rate > 0.0).then(|| Duration::from_secs_f64(self.clients.max(1) as f64 / self.rate))
+    }
+}
+
+/// Counts operations for the once-a-second progress line.
+#[derive(Clone, Default)]
+pub struct Progress {
+    pub done: Arc<AtomicU64>,
+    pub errors: Arc<AtomicU64>,
+}
+
+impl Progress {
+    fn report_every_second(&self, label: &'static str) -> tokio::task::JoinHandle<()> {
+        let progress = self.clone();
+        let started = Instant::now();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                eprintln!(
+                    "[{:>4.0}s] {label}: {} done, {} errors",
+                    started.elapsed().as_secs_f64(),
+                    progress.done.load(Ordering::Relaxed),
+                    progress.errors.load(Ordering::Relaxed)
+                );
+            }
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let run_id = format!("{:x}", api::unix_micros());
+    let target = api::Target {
+        url: args.url.trim_end_matches('/').to_owned(),
+        admin_token: args.admin_token.clone(),
+        run_id,
+    };
+    let progress = Progress::default();
+    let reporter = progress.report_every_second(match args.scenario {
+        Scenario::Insert | Scenario::Basic => "inserts",
+        Scenario::Fanout => "deliveries",
+        Scenario::Connections => "connections",
+        Scenario::Login => "logins",
+    });
+    let result = match args.scenario {
+        Scenario::Insert => requests::inserts(&target, &args, false, &progress).await?,
+        Scenario::Basic => requests::inserts(&target, &args, true, &progress).await?,
+        Scenario::Login => requests::logins(&target, &args, &progress).await?,
+        Scenario::Fanout => fanout::run(&target, &args, &progress).await?,
+        Scenario::Connections => connections::run(&target, &args, &progress).await?,
+    };
+    reporter.abort();
+    eprintln!("{}", human_summary(&result));
+    println!("{result}");
+    Ok(())
+}
+
+/// A short line for people; the JSON line after it is for scripts.
+fn human_summary(result: &serde_json::Value) -> String {
+    let get = |key: &str| {
+        result
+            .get(key)
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "-".into())
+    };
+    format!(
+        "{}: {} ops/s, p50 {} ms, p99 {} ms, errors {}, lost {}, duplicated {}, out of order {}",
+        get("scenario"),
+        get("per_second"),
+        result["latency"]["p50_ms"],
+        result["latency"]["p99_ms"],
+        get("errors"),
+        get("lost"),
+        get("duplicated"),
+        get("out_of_order"),
+    )
+}

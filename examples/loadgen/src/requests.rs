@@ -1,0 +1,110 @@
+//! Request-loop scenarios: `insert`/`basic` (POST /insert with JWT or Basic auth) and `login`.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::api::{Auth, PASSWORD, Target};
+use crate::stats::Latencies;
+use crate::{Args, Progress};
+
+/// Runs `clients` loops of `one_request` until the time is up; each client has its own connection.
+async fn run_clients<F, Fut>(args: &Args, progress: &Progress, one_request: F) -> (u64, u64, Latencies, f64)
+where
+    F: Fn(reqwest::Client, usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + args.duration();
+    let interval = args.client_interval();
+    let tasks: Vec<_> = (0..args.clients.max(1))
+        .map(|client| {
+            let (one_request, progress) = (one_request.clone(), progress.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let (mut ok, mut errors, mut latencies) = (0u64, 0u64, Latencies::default());
+                let mut next = tokio::time::Instant::now();
+                let mut n = 0u64;
+                while tokio::time::Instant::now() < deadline {
+                    if let Some(interval) = interval {
+                        tokio::time::sleep_until(next).await;
+                        next += interval;
+                    }
+                    let sent = Instant::now();
+                    if one_request(http.clone(), client, n).await {
+                        latencies.record(sent.elapsed());
+                        ok += 1;
+                        progress.done.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        errors += 1;
+                        progress.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    n += 1;
+                }
+                (ok, errors, latencies)
+            })
+        })
+        .collect();
+    let (mut ok, mut errors, mut latencies) = (0, 0, Latencies::default());
+    for task in tasks {
+        let (o, e, l) = task.await.expect("client task");
+        ok += o;
+        errors += e;
+        latencies.merge(l);
+    }
+    (ok, errors, latencies, started.elapsed().as_secs_f64())
+}
+
+pub async fn inserts(
+    target: &Target,
+    args: &Args,
+    basic: bool,
+    progress: &Progress,
+) -> anyhow::Result<Value> {
+    let setup = reqwest::Client::new();
+    let auths: Vec<Auth> = target.users(&setup, "writer", args.clients.max(1), basic).await?;
+    let target_for_clients = target.clone();
+    let (ok, errors, mut latencies, elapsed) = run_clients(args, progress, move |http, client, n| {
+        let (target, auth) = (target_for_clients.clone(), auths[client].clone());
+        async move {
+            let data = json!({"client": client, "n": n});
+            target.insert(&http, &auth, "load", &data).await.unwrap_or(false)
+        }
+    })
+    .await;
+    Ok(json!({
+        "scenario": if basic { "basic" } else { "insert" },
+        "clients": args.clients, "seconds": elapsed, "rate": args.rate,
+        "ok": ok, "errors": errors, "per_second": ok as f64 / elapsed,
+        "latency": latencies.summary(),
+    }))
+}
+
+pub async fn logins(target: &Target, args: &Args, progress: &Progress) -> anyhow::Result<Value> {
+    let setup = reqwest::Client::new();
+    let mut usernames = Vec::new();
+    for index in 0..args.clients.max(1) {
+        let username = target.username("login", index);
+        target.create_user(&setup, &username).await?;
+        usernames.push(username);
+    }
+    let url = format!("{}/login", target.url);
+    let (ok, errors, mut latencies, elapsed) = run_clients(args, progress, move |http, client, _| {
+        let body = json!({"username": usernames[client], "password": PASSWORD});
+        let url = url.clone();
+        async move {
+            http.post(&url)
+                .json(&body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await;
+    Ok(json!({
+        "scenario": "login", "clients": args.clients, "seconds": elapsed, "rate": args.rate,
+        "ok": ok, "errors": errors, "per_second": ok as f64 / elapsed,
+        "latency": latencies.summary(),
+    }))
+}
