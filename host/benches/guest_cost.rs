@@ -1,7 +1,7 @@
 //! What the guest step costs. Run with `cargo bench --bench guest_cost` (release build).
 //!
-//! 1. Per call, on the built-in pass-through guest: a warm instance (what Broker does), the same
-//!    under `block_in_place` on a tokio worker (the real insert path), and a fresh instance per call.
+//! 1. Per call, on the built-in pass-through guest: a warm instance (what Broker does) and a fresh
+//!    instance per call, both awaited on a tokio runtime as the insert path does.
 //! 2. Per insert, end to end over HTTP on loopback: a server running the default guest against one
 //!    started with `--bypass_guests`, measured in the same run, interleaved, as a ratio.
 //!
@@ -16,8 +16,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 const CALLS: usize = 20_000;
-const INSERT_ROUNDS: usize = 10;
-const INSERTS_PER_ROUND: usize = 300;
+const INSERTS: usize = 5_000;
 
 fn percentile(samples: &mut [Duration], p: f64) -> f64 {
     samples.sort_unstable();
@@ -36,18 +35,19 @@ fn event<'a>(tenant: &'a str, scopes: &'a [String]) -> GuestEvent<'a> {
     }
 }
 
-fn time_calls(guest: &LoadedGuest, tenant_of: impl Fn(usize) -> String) -> Vec<Duration> {
+async fn time_calls(guest: &LoadedGuest, tenant_of: impl Fn(usize) -> String) -> Vec<Duration> {
     let scopes = vec!["news:get".to_owned()];
-    (0..CALLS)
-        .map(|i| {
-            let tenant = tenant_of(i);
-            let started = Instant::now();
-            guest
-                .validate(&event(&tenant, &scopes))
-                .expect("passthrough accepts");
-            started.elapsed()
-        })
-        .collect()
+    let mut samples = Vec::with_capacity(CALLS);
+    for i in 0..CALLS {
+        let tenant = tenant_of(i);
+        let started = Instant::now();
+        guest
+            .validate(&event(&tenant, &scopes))
+            .await
+            .expect("passthrough accepts");
+        samples.push(started.elapsed());
+    }
+    samples
 }
 
 async fn start_server(extra: &[&str]) -> (String, CancellationToken, tempfile::TempDir) {
@@ -90,19 +90,26 @@ async fn login(http: &reqwest::Client, url: &str) -> String {
     answer["jwt"].as_str().unwrap().to_owned()
 }
 
-async fn time_inserts(http: &reqwest::Client, url: &str, jwt: &str, samples: &mut Vec<Duration>) {
+/// Alternates one insert on each server, so that machine noise falls on both alike.
+async fn time_inserts_interleaved(
+    http: &reqwest::Client,
+    servers: [(&str, &str); 2],
+    samples: &mut [Vec<Duration>; 2],
+) {
     let body = json!({"event": "tick", "data": {"name": "Ada", "items": [1, 2, 3], "paid": true}});
-    for _ in 0..INSERTS_PER_ROUND {
-        let started = Instant::now();
-        let response = http
-            .post(format!("{url}/insert"))
-            .bearer_auth(jwt)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success());
-        samples.push(started.elapsed());
+    for _ in 0..INSERTS {
+        for (which, (url, jwt)) in servers.iter().enumerate() {
+            let started = Instant::now();
+            let response = http
+                .post(format!("{url}/insert"))
+                .bearer_auth(jwt)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success());
+            samples[which].push(started.elapsed());
+        }
     }
 }
 
@@ -114,25 +121,23 @@ fn main() {
     let engine = GuestEngine::new(limits, None).unwrap();
     let guest = engine.load("passthrough", PASSTHROUGH_WASM).unwrap();
 
-    let mut warm = time_calls(&guest, |_| "one-tenant".to_owned());
-    // Past the warm-instance cap, every call with a new tenant instantiates afresh.
-    let mut fresh = time_calls(&guest, |i| format!("tenant-{i}"));
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let mut in_place = runtime.block_on(async {
-        let scopes = vec!["news:get".to_owned()];
-        let mut samples = Vec::with_capacity(CALLS);
-        for _ in 0..CALLS {
-            let started = Instant::now();
-            tokio::task::block_in_place(|| guest.validate(&event("one-tenant", &scopes))).unwrap();
-            samples.push(started.elapsed());
-        }
-        samples
-    });
+    let mut warm = runtime.block_on(time_calls(&guest, |_| "one-tenant".to_owned()));
+    // The same, from a task on a runtime worker thread, where the server's insert path runs it.
+    let on_worker = {
+        let guest = guest.clone();
+        runtime.block_on(async move {
+            tokio::spawn(async move { time_calls(&guest, |_| "worker".to_owned()).await }).await
+        })
+    };
+    let mut on_worker = on_worker.unwrap();
+    // Past the warm-instance cap, every call with a new tenant instantiates afresh.
+    let mut fresh = runtime.block_on(time_calls(&guest, |i| format!("tenant-{i}")));
+    drop(guest);
 
     let (mut with_guest, mut bypass) = runtime.block_on(async {
         let (guest_url, stop_a, _dir_a) = start_server(&[]).await;
@@ -140,11 +145,13 @@ fn main() {
         let http = reqwest::Client::new();
         let guest_jwt = login(&http, &guest_url).await;
         let bypass_jwt = login(&http, &bypass_url).await;
-        let (mut with_guest, mut bypass) = (Vec::new(), Vec::new());
-        for _ in 0..INSERT_ROUNDS {
-            time_inserts(&http, &guest_url, &guest_jwt, &mut with_guest).await;
-            time_inserts(&http, &bypass_url, &bypass_jwt, &mut bypass).await;
-        }
+        let mut samples = [Vec::new(), Vec::new()];
+        let servers = [
+            (guest_url.as_str(), guest_jwt.as_str()),
+            (bypass_url.as_str(), bypass_jwt.as_str()),
+        ];
+        time_inserts_interleaved(&http, servers, &mut samples).await;
+        let [with_guest, bypass] = samples;
         stop_a.cancel();
         stop_b.cancel();
         (with_guest, bypass)
@@ -153,7 +160,7 @@ fn main() {
     let figures = json!({
         "guest_call_warm_p50_us": percentile(&mut warm, 0.5),
         "guest_call_warm_p99_us": percentile(&mut warm, 0.99),
-        "guest_call_block_in_place_p50_us": percentile(&mut in_place, 0.5),
+        "guest_call_warm_on_worker_p50_us": percentile(&mut on_worker, 0.5),
         "guest_call_fresh_instance_p50_us": percentile(&mut fresh, 0.5),
         "insert_with_guest_p50_us": percentile(&mut with_guest, 0.5),
         "insert_bypass_p50_us": percentile(&mut bypass, 0.5),
@@ -167,10 +174,6 @@ fn main() {
     println!(
         "guest call, warm instance:        p50 {:>7.2} µs",
         figures["guest_call_warm_p50_us"].as_f64().unwrap()
-    );
-    println!(
-        "guest call, under block_in_place: p50 {:>7.2} µs",
-        figures["guest_call_block_in_place_p50_us"].as_f64().unwrap()
     );
     println!(
         "guest call, fresh instance:       p50 {:>7.2} µs",

@@ -45,7 +45,7 @@ pub async fn insert(
             data: &text,
             timestamp,
         };
-        match state.guests.check(&guest_event)? {
+        match state.guests.check(&guest_event).await? {
             Verdict::Accept => data,
             Verdict::Replace(json) => {
                 serde_json::from_str(&json).map_err(|e| GuestError::InvalidJson(e.to_string()))?

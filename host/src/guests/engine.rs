@@ -14,10 +14,11 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use super::bindings::ValidatorPre;
 use super::bindings::broker::guest::log;
-use super::instance::LoadedGuest;
+use super::instance::{InstanceCount, LoadedGuest};
 use super::sandbox::GuestState;
 
-/// Epoch ticks drive guest deadlines: a deadline is accurate to about one tick.
+/// Epoch ticks drive guest deadlines: a running guest yields to other tasks every tick and is
+/// interrupted at the first tick past its time limit.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 /// Guest instances that may exist at once (pooling-allocator slots).
 const INSTANCE_SLOTS: u32 = 1000;
@@ -29,13 +30,7 @@ pub struct GuestLimits {
     pub memory_bytes: usize,
 }
 
-impl GuestLimits {
-    /// The epoch deadline, in ticks, that approximates `timeout`.
-    pub fn deadline_ticks(&self) -> u64 {
-        let ticks = self.timeout.as_micros().div_ceil(EPOCH_TICK.as_micros()).max(1);
-        u64::try_from(ticks).unwrap_or(u64::MAX)
-    }
-}
+impl GuestLimits {}
 
 pub struct GuestEngine {
     engine: Engine,
@@ -43,6 +38,8 @@ pub struct GuestEngine {
     pub limits: GuestLimits,
     /// Where compiled guests are kept between restarts (None: no cache).
     cache_dir: Option<PathBuf>,
+    /// Live instances across this engine's guests, to cap the warm ones.
+    instances: InstanceCount,
 }
 
 impl GuestEngine {
@@ -66,7 +63,7 @@ impl GuestEngine {
         start_epoch_ticker(&engine);
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).context("linking WASI")?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).context("linking WASI")?;
         log::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |state| state)
             .context("linking the log import")?;
         if let Some(dir) = &cache_dir {
@@ -77,6 +74,7 @@ impl GuestEngine {
             linker,
             limits,
             cache_dir,
+            instances: InstanceCount::default(),
         })
     }
 
@@ -94,6 +92,7 @@ impl GuestEngine {
             pre,
             self.engine.clone(),
             self.limits,
+            self.instances.clone(),
         )))
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::bindings::broker::guest::types;
 use super::bindings::{Validator, ValidatorPre};
@@ -15,18 +15,21 @@ use super::{GuestError, GuestEvent, Verdict};
 
 /// Warm instances kept per tenant (about one per core serves concurrent inserts).
 const WARM_PER_TENANT: usize = 2;
-/// Warm instances kept in all, so that many tenants cannot exhaust the instance slots.
+/// Warm instances kept in all by one engine, so that many tenants cannot exhaust its slots.
 const WARM_TOTAL: usize = 256;
-static WARM_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// Instances alive for one engine (warm or in a call), shared by its loaded guests.
+pub type InstanceCount = Arc<AtomicUsize>;
 
 struct Warm {
     store: Store<GuestState>,
     validator: Validator,
+    count: InstanceCount,
 }
 
 impl Drop for Warm {
     fn drop(&mut self) {
-        WARM_COUNT.fetch_sub(1, Ordering::Relaxed);
+        self.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -35,17 +38,25 @@ pub struct LoadedGuest {
     pre: ValidatorPre<GuestState>,
     engine: Engine,
     limits: GuestLimits,
+    instances: InstanceCount,
     /// tenant → idle instances that have only ever served that tenant.
     warm: Mutex<HashMap<String, Vec<Warm>>>,
 }
 
 impl LoadedGuest {
-    pub fn new(label: &str, pre: ValidatorPre<GuestState>, engine: Engine, limits: GuestLimits) -> Self {
+    pub fn new(
+        label: &str,
+        pre: ValidatorPre<GuestState>,
+        engine: Engine,
+        limits: GuestLimits,
+        instances: InstanceCount,
+    ) -> Self {
         Self {
             label: label.into(),
             pre,
             engine,
             limits,
+            instances,
             warm: Mutex::default(),
         }
     }
@@ -55,13 +66,13 @@ impl LoadedGuest {
     }
 
     /// Runs one event through the guest under the time and memory limits.
-    pub fn validate(&self, event: &GuestEvent<'_>) -> Result<Verdict, GuestError> {
+    pub async fn validate(&self, event: &GuestEvent<'_>) -> Result<Verdict, GuestError> {
         let mut warm = match self.take_warm(event.tenant) {
             Some(warm) => warm,
-            None => self.instantiate()?,
+            None => self.instantiate().await?,
         };
         warm.store.data_mut().begin_call(event.tenant);
-        warm.store.set_epoch_deadline(self.limits.deadline_ticks());
+        warm.store.set_epoch_deadline(1);
         let input = types::Event {
             tenant: event.tenant.to_owned(),
             username: event.username.to_owned(),
@@ -70,7 +81,7 @@ impl LoadedGuest {
             data: event.data.to_owned(),
             timestamp: event.timestamp,
         };
-        match warm.validator.call_validate(&mut warm.store, &input) {
+        match warm.validator.call_validate(&mut warm.store, &input).await {
             Ok(verdict) => {
                 self.return_warm(event.tenant, warm);
                 Ok(match verdict {
@@ -84,17 +95,30 @@ impl LoadedGuest {
         }
     }
 
-    fn instantiate(&self) -> Result<Warm, GuestError> {
+    async fn instantiate(&self) -> Result<Warm, GuestError> {
         let state = GuestState::new(self.label.clone(), self.limits.memory_bytes);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state);
-        store.set_epoch_deadline(self.limits.deadline_ticks());
-        let validator = self.pre.instantiate(&mut store).map_err(|error| {
+        // At every epoch tick: interrupt a guest past its time limit, else let other tasks run.
+        let timeout = self.limits.timeout;
+        store.epoch_deadline_callback(move |store| {
+            Ok(if store.data().call_started.elapsed() >= timeout {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        store.set_epoch_deadline(1);
+        let validator = self.pre.instantiate_async(&mut store).await.map_err(|error| {
             tracing::warn!(guest = %self.label, error = format!("{error:#}"), "guest instantiation failed");
             GuestError::Unavailable(format!("{error}"))
         })?;
-        WARM_COUNT.fetch_add(1, Ordering::Relaxed);
-        Ok(Warm { store, validator })
+        self.instances.fetch_add(1, Ordering::Relaxed);
+        Ok(Warm {
+            store,
+            validator,
+            count: self.instances.clone(),
+        })
     }
 
     fn take_warm(&self, tenant: &str) -> Option<Warm> {
@@ -102,7 +126,7 @@ impl LoadedGuest {
     }
 
     fn return_warm(&self, tenant: &str, warm: Warm) {
-        if WARM_COUNT.load(Ordering::Relaxed) > WARM_TOTAL {
+        if self.instances.load(Ordering::Relaxed) > WARM_TOTAL {
             return;
         }
         let mut pools = self.warm.lock().expect("warm pool lock");

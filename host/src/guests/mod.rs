@@ -112,19 +112,10 @@ impl Guests {
         Ok(guests)
     }
 
-    /// Runs `event` through its tenant's guest.
-    ///
-    /// On a multi-threaded tokio runtime the call runs under `block_in_place`: wasmtime-wasi's
-    /// synchronous bindings block on futures (which panics on a plain worker thread), and a guest
-    /// that runs to its deadline must not hold up the other tasks of its worker.
-    pub fn check(&self, event: &GuestEvent<'_>) -> Result<Verdict, GuestError> {
+    /// Runs `event` through its tenant's guest, on the calling task (see `instance`).
+    pub async fn check(&self, event: &GuestEvent<'_>) -> Result<Verdict, GuestError> {
         let guest = self.guest_for(event.tenant);
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| guest.validate(event))
-            }
-            _ => guest.validate(event),
-        }
+        guest.validate(event).await
     }
 
     fn guest_for(&self, tenant: &str) -> Arc<LoadedGuest> {

@@ -24,6 +24,8 @@ pub struct GuestState {
     label: std::sync::Arc<str>,
     pub tenant: String,
     logs_this_call: u32,
+    /// When the current call (or the instantiation) began, for the wall-time limit.
+    pub call_started: std::time::Instant,
 }
 
 impl GuestState {
@@ -36,12 +38,14 @@ impl GuestState {
             label,
             tenant: String::new(),
             logs_this_call: 0,
+            call_started: std::time::Instant::now(),
         }
     }
 
     pub fn begin_call(&mut self, tenant: &str) {
         tenant.clone_into(&mut self.tenant);
         self.logs_this_call = 0;
+        self.call_started = std::time::Instant::now();
     }
 }
 

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::read_json;
-use super::users::{check_admin, check_new_password, hash_password};
+use super::users::{check_admin, check_new_password, existing_user, hash_password, user_not_found};
 use super::{Body, json_response, served_to};
 use crate::auth::totp;
 use crate::error::ApiError;
@@ -34,8 +34,7 @@ pub async fn create_qr(
             "issuer must be non-empty and contain no ':'",
         ));
     }
-    let user = state.store.get_user(&body.username).map_err(ApiError::internal)?;
-    let user = user.ok_or_else(|| ApiError::bad_request("user not found"))?;
+    let user = existing_user(state, &body.username)?;
     let secret = user
         .totp_secret
         .filter(|_| user.two_factor)
@@ -67,9 +66,7 @@ pub async fn create_totp(
     let updated = state
         .store
         .update_user(&body.username, |user| user.reset = Some(reset));
-    updated
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::bad_request("user not found"))?;
+    updated.map_err(ApiError::internal)?.ok_or_else(user_not_found)?;
     Ok(json_response(StatusCode::OK, &json!({ "totp": code })))
 }
 

@@ -134,15 +134,23 @@ struct AdminAndUser {
     username: String,
 }
 
-fn user_not_found() -> ApiError {
+pub fn user_not_found() -> ApiError {
     ApiError::bad_request("user not found")
+}
+
+/// The stored user named `username`, or a 400 for an unknown one.
+pub fn existing_user(state: &AppState, username: &str) -> Result<User, ApiError> {
+    state
+        .store
+        .get_user(username)
+        .map_err(ApiError::internal)?
+        .ok_or_else(user_not_found)
 }
 
 pub async fn get_user(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let body: AdminAndUser = read_json(request).await?;
     check_admin(state, &body.admin_token)?;
-    let user = state.store.get_user(&body.username).map_err(ApiError::internal)?;
-    let user = user.ok_or_else(user_not_found)?;
+    let user = existing_user(state, &body.username)?;
     Ok(json_response(StatusCode::OK, &user.public_view()))
 }
 
