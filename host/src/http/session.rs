@@ -74,14 +74,16 @@ fn accept_login_code(state: &AppState, user: &User, code: Option<&str>) -> Resul
         return Err(refused());
     };
     let step = totp::check_login(secret, code, state.clock.now_secs()).ok_or_else(refused)?;
-    let mut accepted = false;
     // Checked again inside the write transaction: two logins racing with one code, one wins.
-    let updated = state.store.update_user(&user.username, |stored| {
-        if stored.last_totp_step.is_none_or(|last| step > last) {
+    let recorded = state.store.update_user_if(&user.username, |stored| {
+        let fresh = stored.last_totp_step.is_none_or(|last| step > last);
+        if fresh {
             stored.last_totp_step = Some(step);
-            accepted = true;
         }
+        fresh
     });
-    updated.map_err(ApiError::internal)?;
-    if accepted { Ok(()) } else { Err(refused()) }
+    recorded
+        .map_err(ApiError::internal)?
+        .map(drop)
+        .ok_or_else(refused)
 }

@@ -101,19 +101,16 @@ pub async fn password_reset(
         return Err(refused());
     }
     let hash = hash_password(body.password).await?;
-    let mut accepted = false;
     // Checked again inside the write transaction, and consumed: a code works once.
-    let updated = state.store.update_user(&body.username, |user| {
-        if reset_is_valid(user.reset.as_ref(), state, &body.totp) {
+    let updated = state.store.update_user_if(&body.username, |user| {
+        let valid = reset_is_valid(user.reset.as_ref(), state, &body.totp);
+        if valid {
             user.password_hash = hash;
             user.reset = None;
-            accepted = true;
         }
+        valid
     });
-    updated.map_err(ApiError::internal)?;
-    if !accepted {
-        return Err(refused());
-    }
+    updated.map_err(ApiError::internal)?.ok_or_else(refused)?;
     tracing::info!(username = body.username, "password reset");
     Ok(served_to(
         json_response(StatusCode::OK, &json!({"status": "ok"})),

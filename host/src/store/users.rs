@@ -29,11 +29,26 @@ impl Store {
 
     /// Applies `change` to the stored user and returns the new record, or `None` for an unknown user.
     pub fn update_user(&self, username: &str, change: impl FnOnce(&mut User)) -> StoreResult<Option<User>> {
+        self.update_user_if(username, |user| {
+            change(user);
+            true
+        })
+    }
+
+    /// Like `update_user`, but `change` may decline by returning false: then nothing is written and
+    /// the answer is `None`, as for an unknown user. The check and the write share one transaction.
+    pub fn update_user_if(
+        &self,
+        username: &str,
+        change: impl FnOnce(&mut User) -> bool,
+    ) -> StoreResult<Option<User>> {
         let mut wtxn = self.env.write_txn()?;
         let Some(mut user) = self.users.get(&wtxn, username)? else {
             return Ok(None);
         };
-        change(&mut user);
+        if !change(&mut user) {
+            return Ok(None);
+        }
         user.revision += 1;
         self.users.put(&mut wtxn, username, &user)?;
         wtxn.commit()?;
