@@ -117,7 +117,8 @@ pub struct Config {
     #[arg(long = "guest_cache", env = "BROKER_GUEST_CACHE")]
     pub guest_cache: Option<PathBuf>,
 
-    /// Wall-time limit of one guest call, in milliseconds.
+    /// Running-time limit of one guest call, in milliseconds (counted in 2 ms epoch ticks while the
+    /// guest runs; time it spends waiting for a thread is not charged).
     #[arg(
         long = "guest_timeout_ms",
         env = "BROKER_GUEST_TIMEOUT_MS",

@@ -107,6 +107,19 @@ async fn misbehaving_guests_fail_their_own_insert_and_nothing_else() {
     let neighbour = server.signup("n", "neighbour").await;
     let mut stream = server.subscribe(&jwt).await;
 
+    // A refused grow that the guest survives leaves a warm instance behind; its next failure
+    // must be reported for what it is, not as the old memory refusal.
+    assert_eq!(
+        server.insert(&jwt, "try-alloc", json!("try-alloc")).await.0,
+        StatusCode::OK
+    );
+    let (status, body) = server.insert(&jwt, "trap", json!(null)).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        body["error"].as_str().unwrap().starts_with("guest trapped"),
+        "{body}"
+    );
+
     let cases = [
         ("loop", "guest exceeded its time limit of 50 ms"),
         ("alloc", "guest exceeded its memory limit of 16 MiB"),
@@ -128,10 +141,16 @@ async fn misbehaving_guests_fail_their_own_insert_and_nothing_else() {
             StatusCode::OK
         );
     }
-    let delivered: Vec<Value> = stream.take(4).await.into_iter().map(|e| e.data).collect();
+    let delivered: Vec<Value> = stream.take(5).await.into_iter().map(|e| e.data).collect();
     assert_eq!(
         delivered,
-        [json!("loop"), json!("alloc"), json!("trap"), json!("bad-json")]
+        [
+            json!("try-alloc"),
+            json!("loop"),
+            json!("alloc"),
+            json!("trap"),
+            json!("bad-json")
+        ]
     );
     stream.expect_quiet(Duration::from_millis(200)).await;
 

@@ -31,10 +31,10 @@ async fn a_thousand_concurrent_inserts_reach_every_subscriber_in_order() {
                     .json(&json!({"event": "tick", "data": {"w": w, "n": n}}));
                 async move {
                     let response = request.send().await.unwrap();
-                    assert_eq!(response.status(), 200);
-                    response.json::<serde_json::Value>().await.unwrap()["seq"]
-                        .as_u64()
-                        .unwrap()
+                    let status = response.status();
+                    let body = response.json::<serde_json::Value>().await.unwrap();
+                    assert_eq!(status, 200, "{body}");
+                    body["seq"].as_u64().unwrap()
                 }
             });
             futures_util::future::join_all(inserts).await

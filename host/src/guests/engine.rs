@@ -17,8 +17,9 @@ use super::bindings::broker::guest::log;
 use super::instance::{InstanceCount, LoadedGuest};
 use super::sandbox::GuestState;
 
-/// Epoch ticks drive guest deadlines: a running guest yields to other tasks every tick and is
-/// interrupted at the first tick past its time limit.
+/// Epoch ticks drive guest time limits: each tick that finds a guest running costs it one tick of
+/// its budget and yields to other tasks; a guest whose budget is spent is interrupted. Time spent
+/// yielded or waiting for a thread is not charged, so host load cannot time out a quick guest.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 /// Guest instances that may exist at once (pooling-allocator slots).
 const INSTANCE_SLOTS: u32 = 1000;
@@ -30,12 +31,18 @@ pub struct GuestLimits {
     pub memory_bytes: usize,
 }
 
-impl GuestLimits {}
+impl GuestLimits {
+    /// The number of epoch ticks a call may run for.
+    pub fn tick_budget(&self) -> u32 {
+        let ticks = self.timeout.as_micros().div_ceil(EPOCH_TICK.as_micros()).max(1);
+        u32::try_from(ticks).unwrap_or(u32::MAX)
+    }
+}
 
 pub struct GuestEngine {
     engine: Engine,
     linker: Linker<GuestState>,
-    pub limits: GuestLimits,
+    limits: GuestLimits,
     /// Where compiled guests are kept between restarts (None: no cache).
     cache_dir: Option<PathBuf>,
     /// Live instances across this engine's guests, to cap the warm ones.

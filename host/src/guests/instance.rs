@@ -61,10 +61,6 @@ impl LoadedGuest {
         }
     }
 
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
     /// Runs one event through the guest under the time and memory limits.
     pub async fn validate(&self, event: &GuestEvent<'_>) -> Result<Verdict, GuestError> {
         let mut warm = match self.take_warm(event.tenant) {
@@ -96,16 +92,23 @@ impl LoadedGuest {
     }
 
     async fn instantiate(&self) -> Result<Warm, GuestError> {
-        let state = GuestState::new(self.label.clone(), self.limits.memory_bytes);
+        let state = GuestState::new(
+            self.label.clone(),
+            self.limits.memory_bytes,
+            self.limits.tick_budget(),
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state);
-        // At every epoch tick: interrupt a guest past its time limit, else let other tasks run.
-        let timeout = self.limits.timeout;
-        store.epoch_deadline_callback(move |store| {
-            Ok(if store.data().call_started.elapsed() >= timeout {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Yield(1)
+        // Each epoch tick that finds the guest running spends one tick of its budget and lets other
+        // tasks run; with the budget spent, the guest is interrupted.
+        store.epoch_deadline_callback(|mut store| {
+            let state = store.data_mut();
+            Ok(match state.ticks_left.checked_sub(1) {
+                Some(left) => {
+                    state.ticks_left = left;
+                    UpdateDeadline::Yield(1)
+                }
+                None => UpdateDeadline::Interrupt,
             })
         });
         store.set_epoch_deadline(1);

@@ -24,12 +24,13 @@ pub struct GuestState {
     label: std::sync::Arc<str>,
     pub tenant: String,
     logs_this_call: u32,
-    /// When the current call (or the instantiation) began, for the wall-time limit.
-    pub call_started: std::time::Instant,
+    /// Epoch ticks the current call (or the instantiation) may still run for.
+    pub ticks_left: u32,
+    tick_budget: u32,
 }
 
 impl GuestState {
-    pub fn new(label: std::sync::Arc<str>, memory_cap: usize) -> Self {
+    pub fn new(label: std::sync::Arc<str>, memory_cap: usize, tick_budget: u32) -> Self {
         Self {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
@@ -38,14 +39,17 @@ impl GuestState {
             label,
             tenant: String::new(),
             logs_this_call: 0,
-            call_started: std::time::Instant::now(),
+            ticks_left: tick_budget,
+            tick_budget,
         }
     }
 
     pub fn begin_call(&mut self, tenant: &str) {
         tenant.clone_into(&mut self.tenant);
         self.logs_this_call = 0;
-        self.call_started = std::time::Instant::now();
+        self.ticks_left = self.tick_budget;
+        // A guest may survive a refused grow; only this call's refusals explain this call's failure.
+        self.memory_refused = false;
     }
 }
 

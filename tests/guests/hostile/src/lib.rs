@@ -17,6 +17,14 @@ impl Guest for Hostile {
                     hoard.push(std::hint::black_box(vec![1; 1 << 20]));
                 }
             }
+            // Asks for more memory than the cap, survives the refusal, and accepts.
+            "try-alloc" => {
+                let mut big: Vec<u8> = Vec::new();
+                match big.try_reserve(64 << 20) {
+                    Ok(()) => Verdict::Reject("64 MiB should exceed the test's memory cap".into()),
+                    Err(_) => Verdict::Accept,
+                }
+            }
             "trap" => panic!("the hostile guest panics on purpose"),
             "bad-json" => Verdict::Replace("{not json".into()),
             "reject" => Verdict::Reject(format!("no thanks: {}", event.data)),
