@@ -60,7 +60,11 @@ async fn start_server(extra: &[&str]) -> (String, CancellationToken, tempfile::T
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    tokio::spawn(broker::run(config, listener, shutdown.clone()));
+    let listeners = broker::Listeners {
+        plain: listener,
+        tls: None,
+    };
+    tokio::spawn(broker::run(config, listeners, shutdown.clone()));
     (url, shutdown, dir)
 }
 
@@ -142,6 +146,7 @@ fn main() {
     let (mut with_guest, mut bypass) = runtime.block_on(async {
         let (guest_url, stop_a, _dir_a) = start_server(&[]).await;
         let (bypass_url, stop_b, _dir_b) = start_server(&["--bypass_guests"]).await;
+        let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
         let http = reqwest::Client::new();
         let guest_jwt = login(&http, &guest_url).await;
         let bypass_jwt = login(&http, &bypass_url).await;

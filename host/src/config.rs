@@ -15,11 +15,17 @@ use clap::{ArgAction, Parser};
     args_override_self = true
 )]
 pub struct Config {
-    /// Plain-HTTP port (0 picks a free one; the chosen address is logged).
+    /// Plain-HTTP port (0 picks a free one; the chosen address is logged). With `secure` it only
+    /// redirects to HTTPS.
     #[arg(long, env = "BROKER_PORT", default_value_t = 8080)]
     pub port: u16,
 
-    /// Address to bind the plain-HTTP port on.
+    /// HTTPS port, used with `secure` (0 picks a free one). ACME's TLS-ALPN-01 challenge arrives here,
+    /// so with `auto_cert` the ACME server must reach it as port 443 of `domain`.
+    #[arg(long = "tls_port", env = "BROKER_TLS_PORT", default_value_t = 443)]
+    pub tls_port: u16,
+
+    /// Address to bind the plain-HTTP and HTTPS ports on.
     #[arg(long, env = "BROKER_BIND", default_value = "0.0.0.0")]
     pub bind: String,
 
@@ -59,7 +65,7 @@ pub struct Config {
     )]
     pub cert_path: PathBuf,
 
-    /// Directory where ACME account and certificates are cached.
+    /// Directory where ACME account and certificates are cached, so restarts do not order again.
     #[arg(long, env = "BROKER_CERTS", default_value = "certs")]
     pub certs: PathBuf,
 
@@ -71,9 +77,25 @@ pub struct Config {
     #[arg(long = "db_max_mb", env = "BROKER_DB_MAX_MB", default_value_t = 16_384)]
     pub db_max_mb: usize,
 
-    /// Domain name for ACME certificates.
+    /// Domain name for ACME certificates (and the host plain HTTP redirects to when a request names none).
     #[arg(long, env = "BROKER_DOMAIN", default_value = "localhost")]
     pub domain: String,
+
+    /// ACME directory URL [default: Let's Encrypt production, or staging with `acme_staging`].
+    #[arg(long = "acme_directory", env = "BROKER_ACME_DIRECTORY")]
+    pub acme_directory: Option<String>,
+
+    /// Use Let's Encrypt's staging directory (untrusted certificates, generous rate limits).
+    #[arg(long = "acme_staging", env = "BROKER_ACME_STAGING", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub acme_staging: bool,
+
+    /// Contact email given to the ACME server (expiry notices).
+    #[arg(long = "acme_email", env = "BROKER_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+
+    /// PEM file of extra root certificates the ACME client trusts (for a private ACME server).
+    #[arg(long = "acme_ca", env = "BROKER_ACME_CA")]
+    pub acme_ca: Option<PathBuf>,
 
     /// Token that admin endpoints require in their body. Set it: the default is public.
     #[arg(long = "admin_token", env = "BROKER_ADMIN_TOKEN", default_value = DEFAULT_ADMIN_TOKEN, hide_env_values = true, hide_default_value = true)]
@@ -141,6 +163,8 @@ pub struct Config {
 
 pub const DEFAULT_JWT_SECRET: &str = "secret";
 pub const DEFAULT_ADMIN_TOKEN: &str = "letmein";
+pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
 impl Config {
     pub fn ntp_server_list(&self) -> Vec<String> {
@@ -150,6 +174,18 @@ impl Config {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect()
+    }
+
+    /// The ACME directory to order from; an error when two flags disagree about it.
+    pub fn acme_directory_url(&self) -> anyhow::Result<&str> {
+        match (&self.acme_directory, self.acme_staging) {
+            (Some(url), true) if url != LETS_ENCRYPT_STAGING => anyhow::bail!(
+                "--acme_staging and --acme_directory={url} both choose the ACME server: pass only one"
+            ),
+            (Some(url), _) => Ok(url),
+            (None, true) => Ok(LETS_ENCRYPT_STAGING),
+            (None, false) => Ok(LETS_ENCRYPT_PRODUCTION),
+        }
     }
 
     pub fn guest_cache_dir(&self) -> PathBuf {

@@ -6,6 +6,7 @@
 //!
 //! - `config`: flags and their environment variables.
 //! - `server`: the accept loop and graceful shutdown; `http`: routing, bodies, CORS, the endpoints.
+//! - `tls`: HTTPS with your own certificate or ACME (`--secure`).
 //! - `auth`: Bearer JWT and Basic credentials, argon2 passwords, the admin token, biscuit tokens.
 //! - `insert`: the insert path as one library call.
 //! - `guests`: the guest step (validate / replace / reject).
@@ -26,12 +27,15 @@ pub mod model;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod validate;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use hyper::Request;
+use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -39,16 +43,51 @@ use crate::auth::biscuit::BiscuitIssuer;
 use crate::auth::jwt::JwtKeys;
 use crate::config::Config;
 use crate::fanout::Fanout;
+use crate::http::redirect::HttpsRedirect;
 use crate::state::AppState;
 use crate::store::Store;
 use crate::store::writer::EventWriter;
+use crate::tls::TlsTerminator;
 
 /// How long the writer gets to commit what is queued after the server stops.
 const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs Broker on `listener` until `shutdown` is cancelled; returns once pending commits are done.
-/// The binary and the tests both call this.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// The sockets Broker serves: the plain-HTTP port always; the HTTPS port with `--secure`.
+pub struct Listeners {
+    pub plain: TcpListener,
+    pub tls: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `--port`, and `--tls_port` when `--secure`, on `--bind`.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let bind = |port: u16| async move {
+            TcpListener::bind((config.bind.as_str(), port))
+                .await
+                .with_context(|| format!("binding {}:{port}", config.bind))
+        };
+        Ok(Self {
+            plain: bind(config.port).await?,
+            tls: match config.secure {
+                true => Some(bind(config.tls_port).await?),
+                false => None,
+            },
+        })
+    }
+}
+
+/// Runs Broker on `listeners` until `shutdown` is cancelled; returns once pending commits are done.
+/// The binary and the benchmarks both call this.
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Certificates first: a bad key or chain stops start-up before anything is opened.
+    let tls = match (config.secure, listeners.tls) {
+        (false, _) => None,
+        (true, Some(listener)) => Some((
+            listener,
+            Arc::new(TlsTerminator::start(&config, shutdown.clone())?),
+        )),
+        (true, None) => anyhow::bail!("--secure=true needs an HTTPS listener"),
+    };
     let store = Arc::new(
         Store::open(&config.db, config.db_max_mb)
             .with_context(|| format!("opening the database at {}", config.db.display()))?,
@@ -75,11 +114,37 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         store,
         writer,
         fanout,
-        shutdown,
+        shutdown: shutdown.clone(),
     });
-    // Logged once everything is ready: tests and supervisors wait for this line.
-    tracing::info!("broker listening on http://{}", listener.local_addr()?);
-    server::serve(listener, state).await;
+    let api = {
+        let state = state.clone();
+        move |request| http::handle(state.clone(), request)
+    };
+    let plain = listeners.plain;
+    match tls {
+        None => {
+            // Logged once everything is ready: tests and supervisors wait for this line.
+            tracing::info!("broker listening on http://{}", plain.local_addr()?);
+            drop(state);
+            server::serve(plain, None, shutdown, api).await;
+        }
+        Some((listener, terminator)) => {
+            let https = listener.local_addr()?;
+            let redirect = HttpsRedirect {
+                fallback_host: state.config.domain.clone(),
+                tls_port: https.port(),
+            };
+            drop(state);
+            tracing::info!("plain HTTP on {} only redirects to HTTPS", plain.local_addr()?);
+            tracing::info!("broker listening on https://{https}");
+            let redirect = move |request: Request<Incoming>| std::future::ready(redirect.answer(&request));
+            tokio::join!(
+                server::serve(listener, Some(terminator), shutdown.clone(), api),
+                server::serve(plain, None, shutdown, redirect),
+            );
+        }
+    }
+    tracing::info!("connections closed");
     // The writer stops once the last handle (held by the state, dropped with the connections) is gone.
     let joined = tokio::task::spawn_blocking(move || writer_thread.join());
     match tokio::time::timeout(WRITER_DRAIN_TIMEOUT, joined).await {

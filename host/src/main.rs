@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use broker::config::Config;
 use clap::Parser;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -34,15 +33,10 @@ async fn start(config: Config) -> anyhow::Result<()> {
             name.to_uppercase()
         );
     }
-    if config.secure {
-        anyhow::bail!("--secure=true (HTTPS) is not available in this build yet; run without it");
-    }
-    let listener = TcpListener::bind((config.bind.as_str(), config.port))
-        .await
-        .map_err(|e| anyhow::anyhow!("binding {}:{}: {e}", config.bind, config.port))?;
+    let listeners = broker::Listeners::bind(&config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    broker::run(config, listener, shutdown).await
+    broker::run(config, listeners, shutdown).await
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

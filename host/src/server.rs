@@ -1,27 +1,40 @@
-//! The accept loop: HTTP/1.1 and HTTP/2 on each connection, graceful shutdown on cancel.
+//! The accept loop: HTTP/1.1 and HTTP/2 on each connection (over TLS when given a terminator),
+//! graceful shutdown on cancel.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
-use crate::http;
-use crate::state::AppState;
+use crate::http::Body;
+use crate::tls::TlsTerminator;
 
 /// How long open connections get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `listener` until `state.shutdown` is cancelled, then waits for open connections.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
+/// Serves `listener` with `handler` until `shutdown` is cancelled, then waits for open connections.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    tls: Option<Arc<TlsTerminator>>,
+    shutdown: CancellationToken,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
     loop {
         let accepted = tokio::select! {
-            () = state.shutdown.cancelled() => break,
+            () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -34,25 +47,50 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let service = service_fn(move |request| {
-            let state = state.clone();
-            async move { Ok::<_, std::convert::Infallible>(http::handle(state, request).await) }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let watcher = graceful.watcher();
+        let handler = handler.clone();
+        let tls = tls.clone();
+        // The TLS handshake runs on the connection's own task so a slow client cannot stall accepts.
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let result = match tls {
+                None => serve_connection(stream, watcher, handler).await,
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(Some(stream)) => serve_connection(stream, watcher, handler).await,
+                    Ok(None) => Ok(()),
+                    Err(error) => {
+                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(error) = result {
                 tracing::debug!(%peer, error, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    tracing::info!("stopped accepting; draining open connections");
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = graceful.shutdown() => {}
         () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing"),
     }
+}
+
+async fn serve_connection<S, H, F>(
+    stream: S,
+    watcher: Watcher,
+    handler: H,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let answer = handler(request);
+        async move { Ok::<_, std::convert::Infallible>(answer.await) }
+    });
+    let connection = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), service)
+        .into_owned();
+    watcher.watch(connection).await
 }

@@ -20,7 +20,7 @@ async fn a_thousand_concurrent_inserts_reach_every_subscriber_in_order() {
 
     // 20 clients with their own connections, 50 inserts each, all in flight together.
     let clients = writers.iter().enumerate().map(|(w, jwt)| {
-        let client = reqwest::Client::new();
+        let client = crate::support::http_client().build().unwrap();
         let url = server.endpoint("/insert");
         let jwt = jwt.clone();
         tokio::spawn(async move {

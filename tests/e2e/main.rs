@@ -4,6 +4,7 @@
 mod support;
 
 mod accounts;
+mod acme;
 mod durability;
 mod events;
 mod guests;
@@ -11,3 +12,4 @@ mod identity;
 mod load;
 mod npm_client;
 mod protocol;
+mod tls;

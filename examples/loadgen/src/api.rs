@@ -15,6 +15,8 @@ pub struct Target {
     pub admin_token: String,
     /// Unique per run, so runs never see each other's users or events.
     pub run_id: String,
+    /// Extra root certificate (`--ca`) for an `https://` server with a private CA.
+    pub ca: Option<reqwest::Certificate>,
 }
 
 /// How a client proves who it is.
@@ -40,6 +42,19 @@ pub fn unix_micros() -> u64 {
 }
 
 impl Target {
+    /// A client for this server: one connection pool, trusting the web PKI and `--ca`.
+    pub fn client(&self) -> reqwest::ClientBuilder {
+        let builder = reqwest::Client::builder().use_rustls_tls();
+        match &self.ca {
+            Some(ca) => builder.add_root_certificate(ca.clone()),
+            None => builder,
+        }
+    }
+
+    pub fn new_client(&self) -> anyhow::Result<reqwest::Client> {
+        Ok(self.client().build()?)
+    }
+
     pub fn tenant(&self) -> String {
         format!("load-{}", self.run_id)
     }

@@ -22,14 +22,14 @@ fn resident_kib(pid: u32) -> Option<u64> {
 }
 
 pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::Result<Value> {
-    let setup = reqwest::Client::new();
+    let setup = target.new_client()?;
     let reader = target.users(&setup, "idle", 1, false).await?.remove(0);
     let before = args.pid.and_then(resident_kib);
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + args.duration();
     let ended_early = Arc::new(AtomicU64::new(0));
     let opening = Arc::new(Semaphore::new(OPENING_AT_ONCE));
-    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build()?;
+    let http = target.client().pool_max_idle_per_host(0).build()?;
     let holders: Vec<_> = (0..args.clients)
         .map(|_| {
             let (target, reader, http, progress) =

@@ -75,7 +75,7 @@ async fn subscriber(
 }
 
 pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::Result<Value> {
-    let setup = reqwest::Client::new();
+    let setup = target.new_client()?;
     let publishers = target
         .users(&setup, "publisher", args.clients.max(1), false)
         .await?;
@@ -85,7 +85,7 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
     let mut subscribers = Vec::new();
     for _ in 0..args.subscribers {
         // Each subscriber on its own connection, connected before anything is published.
-        let frames = target.subscribe(&reqwest::Client::new(), &reader).await?;
+        let frames = target.subscribe(&target.new_client()?, &reader).await?;
         subscribers.push(tokio::spawn(subscriber(
             frames,
             expected.clone(),
@@ -102,8 +102,8 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
         .enumerate()
         .map(|(p, auth)| {
             let (target, progress) = (target.clone(), progress.clone());
-            tokio::spawn(async move {
-                let http = reqwest::Client::new();
+            let http = target.new_client()?;
+            Ok(tokio::spawn(async move {
                 let (mut acknowledged, mut errors, mut n) = (0u64, 0u64, 0u64);
                 let mut next = tokio::time::Instant::now();
                 while tokio::time::Instant::now() < deadline {
@@ -121,9 +121,9 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
                     }
                 }
                 (acknowledged, errors)
-            })
+            }))
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let (mut inserts, mut insert_errors) = (0, 0);
     for task in publishing {
         let (acknowledged, errors) = task.await?;

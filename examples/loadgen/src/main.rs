@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -58,6 +59,9 @@ pub struct Args {
     /// The server's process id, for memory figures (read from /proc/<pid>/status).
     #[arg(long)]
     pub pid: Option<u32>,
+    /// PEM file of a CA to trust (besides the web PKI) for an `https://` server with a private CA.
+    #[arg(long)]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl Args {
@@ -101,11 +105,21 @@ impl Progress {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // reqwest's rustls backend needs a process-wide provider; aws-lc-rs, as the Broker host uses.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let ca = match &args.ca {
+        Some(path) => {
+            let pem = std::fs::read(path).with_context(|| format!("reading --ca {}", path.display()))?;
+            Some(reqwest::Certificate::from_pem(&pem).with_context(|| format!("--ca {}", path.display()))?)
+        }
+        None => None,
+    };
     let run_id = format!("{:x}", api::unix_micros());
     let target = api::Target {
         url: args.url.trim_end_matches('/').to_owned(),
         admin_token: args.admin_token.clone(),
         run_id,
+        ca,
     };
     let progress = Progress::default();
     let reporter = progress.report_every_second(match args.scenario {

@@ -10,7 +10,12 @@ use crate::stats::Latencies;
 use crate::{Args, Progress};
 
 /// Runs `clients` loops of `one_request` until the time is up; each client has its own connection.
-async fn run_clients<F, Fut>(args: &Args, progress: &Progress, one_request: F) -> (u64, u64, Latencies, f64)
+async fn run_clients<F, Fut>(
+    target: &Target,
+    args: &Args,
+    progress: &Progress,
+    one_request: F,
+) -> anyhow::Result<(u64, u64, Latencies, f64)>
 where
     F: Fn(reqwest::Client, usize, u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -18,11 +23,15 @@ where
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + args.duration();
     let interval = args.client_interval();
-    let tasks: Vec<_> = (0..args.clients.max(1))
-        .map(|client| {
+    let clients = (0..args.clients.max(1))
+        .map(|_| target.new_client())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(client, http)| {
             let (one_request, progress) = (one_request.clone(), progress.clone());
             tokio::spawn(async move {
-                let http = reqwest::Client::new();
                 let (mut ok, mut errors, mut latencies) = (0u64, 0u64, Latencies::default());
                 let mut next = tokio::time::Instant::now();
                 let mut n = 0u64;
@@ -53,7 +62,7 @@ where
         errors += e;
         latencies.merge(l);
     }
-    (ok, errors, latencies, started.elapsed().as_secs_f64())
+    Ok((ok, errors, latencies, started.elapsed().as_secs_f64()))
 }
 
 pub async fn inserts(
@@ -62,17 +71,17 @@ pub async fn inserts(
     basic: bool,
     progress: &Progress,
 ) -> anyhow::Result<Value> {
-    let setup = reqwest::Client::new();
+    let setup = target.new_client()?;
     let auths: Vec<Auth> = target.users(&setup, "writer", args.clients.max(1), basic).await?;
     let target_for_clients = target.clone();
-    let (ok, errors, mut latencies, elapsed) = run_clients(args, progress, move |http, client, n| {
+    let (ok, errors, mut latencies, elapsed) = run_clients(target, args, progress, move |http, client, n| {
         let (target, auth) = (target_for_clients.clone(), auths[client].clone());
         async move {
             let data = json!({"client": client, "n": n});
             target.insert(&http, &auth, "load", &data).await.unwrap_or(false)
         }
     })
-    .await;
+    .await?;
     Ok(json!({
         "scenario": if basic { "basic" } else { "insert" },
         "clients": args.clients, "seconds": elapsed, "rate": args.rate,
@@ -82,7 +91,7 @@ pub async fn inserts(
 }
 
 pub async fn logins(target: &Target, args: &Args, progress: &Progress) -> anyhow::Result<Value> {
-    let setup = reqwest::Client::new();
+    let setup = target.new_client()?;
     let mut usernames = Vec::new();
     for index in 0..args.clients.max(1) {
         let username = target.username("login", index);
@@ -90,7 +99,7 @@ pub async fn logins(target: &Target, args: &Args, progress: &Progress) -> anyhow
         usernames.push(username);
     }
     let url = format!("{}/login", target.url);
-    let (ok, errors, mut latencies, elapsed) = run_clients(args, progress, move |http, client, _| {
+    let (ok, errors, mut latencies, elapsed) = run_clients(target, args, progress, move |http, client, _| {
         let body = json!({"username": usernames[client], "password": PASSWORD});
         let url = url.clone();
         async move {
@@ -101,7 +110,7 @@ pub async fn logins(target: &Target, args: &Args, progress: &Progress) -> anyhow
                 .is_ok_and(|r| r.status().is_success())
         }
     })
-    .await;
+    .await?;
     Ok(json!({
         "scenario": "login", "clients": args.clients, "seconds": elapsed, "rate": args.rate,
         "ok": ok, "errors": errors, "per_second": ok as f64 / elapsed,

@@ -3,6 +3,7 @@
 
 mod body;
 mod events;
+pub mod redirect;
 mod session;
 mod sse;
 mod two_factor;

@@ -3,7 +3,9 @@
 
 #![allow(dead_code, reason = "each test binary module uses a different subset")]
 
+pub mod pebble;
 pub mod sse;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -41,22 +43,9 @@ impl TestServer {
 
     /// Starts `broker` on `dir` (reusing its database when it has one).
     pub async fn start_in(dir: Arc<TempDir>, extra: &[&str]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_broker"));
-        command
-            .args(["--port", "0", "--bind", "127.0.0.1"])
-            .args(["--admin_token", ADMIN_TOKEN, "--jwt_secret", JWT_SECRET])
-            // Hermetic by default: no NTP traffic unless a test points it at its own responder.
-            .arg("--ntp_servers=")
-            .arg("--db")
-            .arg(dir.path().join("db"))
-            .arg("--guests")
-            .arg(guests_dir(dir.path()))
-            .args(extra)
-            .env("BROKER_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("starting the broker binary");
+        let mut child = broker_command(dir.path(), extra)
+            .spawn()
+            .expect("starting the broker binary");
         let logs = Arc::new(Mutex::new(String::new()));
         let (address_tx, address_rx) = mpsc::channel();
         let stderr = child.stderr.take().expect("stderr");
@@ -80,7 +69,7 @@ impl TestServer {
             url,
             dir,
             logs,
-            http: reqwest::Client::new(),
+            http: http_client().build().unwrap(),
         }
     }
 
@@ -198,6 +187,48 @@ impl TestServer {
     }
 }
 
+/// The `broker` command line every test starts from: loopback, free ports, test secrets, `dir`.
+fn broker_command(dir: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_broker"));
+    command
+        .args(["--port", "0", "--tls_port", "0", "--bind", "127.0.0.1"])
+        .args(["--admin_token", ADMIN_TOKEN, "--jwt_secret", JWT_SECRET])
+        // Hermetic by default: no NTP traffic unless a test points it at its own responder.
+        .arg("--ntp_servers=")
+        .arg("--db")
+        .arg(dir.join("db"))
+        .arg("--guests")
+        .arg(guests_dir(dir))
+        .args(extra)
+        .env("BROKER_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs `broker` with `extra` flags, expecting it to refuse to start; returns its exit status and
+/// log. Fails the test if it is still running after 30 s.
+pub async fn start_refused(dir: &Path, extra: &[&str]) -> (ExitStatus, String) {
+    let mut child = broker_command(dir, extra)
+        .spawn()
+        .expect("starting the broker binary");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("broker started with {extra:?} although it should have refused");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    (status, log)
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -205,6 +236,13 @@ impl Drop for TestServer {
             let _ = child.wait();
         }
     }
+}
+
+/// A reqwest client builder. reqwest's rustls backend (used by the HTTPS tests) needs a
+/// process-wide crypto provider before any client is built; aws-lc-rs, as Broker uses.
+pub fn http_client() -> reqwest::ClientBuilder {
+    let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::builder()
 }
 
 pub async fn status_and_json(response: reqwest::Response) -> (StatusCode, Value) {

@@ -1,0 +1,133 @@
+//! Debian's `pebble` ACME test server, started on loopback for one test: its own HTTPS listener
+//! uses a certificate from a test CA (which Broker's ACME client is told to trust with `--acme_ca`),
+//! and it validates TLS-ALPN-01 challenges for real by connecting to the port Broker serves HTTPS on.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use serde_json::json;
+use tempfile::TempDir;
+
+use super::tls::{TestCa, client_trusting};
+
+pub struct Pebble {
+    child: Child,
+    _dir: TempDir,
+    log: Arc<Mutex<String>>,
+    /// The ACME directory URL.
+    pub directory: String,
+    /// PEM of the CA that signed pebble's own HTTPS certificate (for `--acme_ca`).
+    pub listener_ca_path: PathBuf,
+    /// PEM of the root pebble issues certificates under: what a Broker client must trust.
+    pub issuing_root: String,
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Pebble {
+    /// Starts pebble validating TLS-ALPN-01 on `validation_port`, or returns `None` (printing why)
+    /// where pebble is not installed.
+    pub async fn start(validation_port: u16) -> Option<Self> {
+        if Command::new("pebble").arg("-h").output().is_err() {
+            eprintln!(
+                "SKIPPED: the `pebble` ACME test server is not installed (apt-get install pebble; .ci/run installs it)"
+            );
+            return None;
+        }
+        let dir = TempDir::new().unwrap();
+        let ca = TestCa::new("pebble listener CA");
+        let listener = ca.issue(&["localhost", "127.0.0.1"]);
+        let (key_path, cert_path) = listener.write(dir.path());
+        let listener_ca_path = dir.path().join("listener-ca.pem");
+        std::fs::write(&listener_ca_path, ca.pem()).unwrap();
+        let (acme_port, management_port) = (free_port(), free_port());
+        let config = json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{acme_port}"),
+            "managementListenAddress": format!("127.0.0.1:{management_port}"),
+            "certificate": cert_path,
+            "privateKey": key_path,
+            "httpPort": free_port(),
+            "tlsPort": validation_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        }});
+        let config_path = dir.path().join("pebble.json");
+        std::fs::write(&config_path, config.to_string()).unwrap();
+
+        let mut child = Command::new("pebble")
+            .arg("-config")
+            .arg(&config_path)
+            // No random validation delays and no nonce rejections: the test is about Broker.
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting pebble");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("ACME directory available at") {
+                    let _ = ready_tx.send(());
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let ready = tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert!(ready.is_ok(), "pebble did not start:\n{}", log.lock().unwrap());
+
+        let management = client_trusting(&ca.pem()).build().unwrap();
+        let root = management
+            .get(format!("https://127.0.0.1:{management_port}/roots/0"))
+            .send()
+            .await
+            .unwrap();
+        assert!(root.status().is_success(), "pebble root: {}", root.status());
+        Some(Self {
+            child,
+            _dir: dir,
+            log,
+            directory: format!("https://127.0.0.1:{acme_port}/dir"),
+            listener_ca_path,
+            issuing_root: root.text().await.unwrap(),
+        })
+    }
+
+    /// How many certificates pebble has issued so far.
+    pub fn issued(&self) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .matches("Issued certificate serial")
+            .count()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
