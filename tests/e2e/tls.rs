@@ -147,10 +147,18 @@ async fn a_certificate_replaced_on_disk_reaches_new_connections_and_open_streams
     let jwt = server.signup("alice", "acme").await;
     let mut stream = server.subscribe(&jwt).await;
 
+    // A file that disappears is reported once; the certificate in memory stays in service.
+    let certs = dir.path().join("certs");
+    std::fs::remove_file(certs.join("chain.pem")).unwrap();
+    server.wait_for_log("cannot read the certificate chain", 1).await;
+    let fresh = client_trusting(&ca.pem()).build().unwrap();
+    let response = fresh.get(server.endpoint("/")).send().await.unwrap();
+    assert_eq!(served_certificate(&response), first.der);
+    crate::support::tls::write_atomically(&certs.join("chain.pem"), &first.cert_pem);
+
     // A renewal tool writes the key and then the chain: in between the pair does not match, which
     // Broker refuses while it keeps serving the first certificate.
     let second = ca.issue(LOOPBACK_NAMES);
-    let certs = dir.path().join("certs");
     crate::support::tls::write_atomically(&certs.join("key.pem"), &second.key_pem);
     server
         .wait_for_log("do not load, still serving the previous certificate", 1)

@@ -33,6 +33,12 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Acme> {
     let directory = config.acme_directory_url()?.to_owned();
+    if directory.contains("letsencrypt.org") && !is_public_name(&config.domain) {
+        tracing::warn!(
+            "ACME: Let's Encrypt only issues certificates for public names, not {:?}: set --domain to a name that resolves to this server",
+            config.domain
+        );
+    }
     prepare_cache_dir(&config.certs)?;
     let client = acme_client_config(config.acme_ca.as_deref(), provider.clone())?;
     let mut state = AcmeConfig::new_with_client_config([config.domain.as_str()], client)
@@ -69,6 +75,14 @@ pub fn start(
         }
     });
     Ok(acme)
+}
+
+/// A name a public CA could validate: dotted, not an IP address, not `localhost`.
+fn is_public_name(domain: &str) -> bool {
+    domain.contains('.')
+        && domain.parse::<std::net::IpAddr>().is_err()
+        && !domain.eq_ignore_ascii_case("localhost")
+        && !domain.to_ascii_lowercase().ends_with(".localhost")
 }
 
 /// The cache holds the account key and the certificate's private key: keep it to this user.

@@ -30,6 +30,8 @@ pub struct OwnCertificate {
     current: RwLock<Arc<CertifiedKey>>,
     /// Fingerprint of the file contents last tried, loaded or not.
     tried: RwLock<[u8; 32]>,
+    /// The last failure to read the files, so it is logged once rather than every poll.
+    unreadable: RwLock<Option<String>>,
 }
 
 impl OwnCertificate {
@@ -43,16 +45,24 @@ impl OwnCertificate {
             cert_path: cert_path.to_owned(),
             current: RwLock::new(Arc::new(certified)),
             tried: RwLock::new(fingerprint(&key_pem, &cert_pem)),
+            unreadable: RwLock::new(None),
         }))
     }
 
     /// Re-reads the files; swaps the certificate in when they changed and load.
     fn reload_if_changed(&self, provider: &CryptoProvider) {
         let (key_pem, cert_pem) = match read_pair(&self.key_path, &self.cert_path) {
-            Ok(pair) => pair,
-            // Usually a renewal tool mid-rename: the next poll sees the finished files.
+            Ok(pair) => {
+                *self.unreadable.write().unwrap() = None;
+                pair
+            }
             Err(error) => {
-                tracing::debug!("{error:#}");
+                let error = format!("{error:#}");
+                let mut unreadable = self.unreadable.write().unwrap();
+                if unreadable.as_ref() != Some(&error) {
+                    tracing::warn!("{error}; still serving the previous certificate");
+                    *unreadable = Some(error);
+                }
                 return;
             }
         };
