@@ -29,7 +29,8 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
     let deadline = tokio::time::Instant::now() + args.duration();
     let ended_early = Arc::new(AtomicU64::new(0));
     let opening = Arc::new(Semaphore::new(OPENING_AT_ONCE));
-    let http = target.client().pool_max_idle_per_host(0).build()?;
+    // One connection per stream: over HTTPS, HTTP/2 would multiplex them all onto one connection.
+    let http = target.client().http1_only().pool_max_idle_per_host(0).build()?;
     let holders: Vec<_> = (0..args.clients)
         .map(|_| {
             let (target, reader, http, progress) =
