@@ -70,6 +70,19 @@ async fn the_api_and_sse_work_over_https_with_your_own_certificate() {
 }
 
 #[tokio::test]
+async fn a_chain_file_with_an_intermediate_is_served_whole() {
+    let root = TestCa::new("Broker test root");
+    let intermediate = root.intermediate("Broker test intermediate");
+    let mut leaf = intermediate.issue(LOOPBACK_NAMES);
+    // chain.pem: the leaf, then the intermediate. A client trusting only the root needs both.
+    leaf.cert_pem = format!("{}{}", leaf.cert_pem, intermediate.pem());
+    let server = start_secure(Arc::new(TempDir::new().unwrap()), &root, &leaf).await;
+    let response = server.http.get(server.endpoint("/")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(served_certificate(&response), leaf.der);
+}
+
+#[tokio::test]
 async fn the_plain_port_only_redirects_to_https() {
     let ca = TestCa::new("Broker test CA");
     let server = start_secure(Arc::new(TempDir::new().unwrap()), &ca, &ca.issue(LOOPBACK_NAMES)).await;

@@ -18,16 +18,19 @@ pub struct Leaf {
 
 impl TestCa {
     pub fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let issuer = CertifiedIssuer::self_signed(ca_params(name), KeyPair::generate().unwrap()).unwrap();
         Self { issuer }
     }
 
     pub fn pem(&self) -> String {
         self.issuer.pem()
+    }
+
+    /// An intermediate CA signed by this one.
+    pub fn intermediate(&self, name: &str) -> Self {
+        let issuer =
+            CertifiedIssuer::signed_by(ca_params(name), KeyPair::generate().unwrap(), &self.issuer).unwrap();
+        Self { issuer }
     }
 
     /// A server certificate for `names` (DNS names or IP addresses), with a fresh key.
@@ -42,6 +45,14 @@ impl TestCa {
             der: cert.der().to_vec(),
         }
     }
+}
+
+fn ca_params(name: &str) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
 }
 
 impl Leaf {
