@@ -4,6 +4,7 @@
 //! An unreachable ACME server is retried in the background without taking the server down.
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +56,17 @@ async fn a_certificate_is_obtained_by_acme_serves_sse_and_is_reused_after_a_rest
         "pebble validated the challenge on Broker's HTTPS port:\n{logs}"
     );
     assert_eq!(pebble.issued(), 1, "{}", pebble.log());
+    // The cache holds private keys: owner-only files, and no partial writes left behind.
+    let mut cached: Vec<String> = Vec::new();
+    for entry in std::fs::read_dir(dir.path().join("certs")).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name} has mode {mode:o}");
+        cached.push(name.split('-').next().unwrap().to_owned());
+    }
+    cached.sort();
+    assert_eq!(cached, ["account", "cert"]);
 
     let jwt = server.signup("alice", "acme").await;
     let mut stream = server.subscribe(&jwt).await;

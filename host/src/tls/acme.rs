@@ -8,7 +8,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use rustls_acme::caches::DirCache;
 use rustls_acme::{AcmeConfig, EventOk};
 use tokio_rustls::rustls::crypto::CryptoProvider;
 use tokio_rustls::rustls::pki_types::CertificateDer;
@@ -18,6 +17,7 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::acme_cache::AcmeCache;
 use crate::config::Config;
 
 pub struct Acme {
@@ -43,7 +43,7 @@ pub fn start(
     let client = acme_client_config(config.acme_ca.as_deref(), provider.clone())?;
     let mut state = AcmeConfig::new_with_client_config([config.domain.as_str()], client)
         .contact(config.acme_email.iter().map(|email| format!("mailto:{email}")))
-        .cache(DirCache::new(config.certs.clone()))
+        .cache(AcmeCache::new(config.certs.clone()))
         .directory(&directory)
         .state();
     let acme = Acme {

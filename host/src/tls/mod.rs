@@ -3,6 +3,7 @@
 //! change) or from an ACME server (`acme`, TLS-ALPN-01 on the same port, renewed in the background).
 
 mod acme;
+mod acme_cache;
 mod describe;
 mod own_cert;
 

@@ -43,6 +43,9 @@ impl TestServer {
 
     /// Starts `broker` on `dir` (reusing its database when it has one).
     pub async fn start_in(dir: Arc<TempDir>, extra: &[&str]) -> Self {
+        // Everything that can panic comes before the spawn or kills the child first: a panic
+        // between the two would leave a broker running after the test.
+        let http = http_client().build().unwrap();
         let mut child = broker_command(dir.path(), extra)
             .spawn()
             .expect("starting the broker binary");
@@ -62,14 +65,18 @@ impl TestServer {
         });
         let url = tokio::task::spawn_blocking(move || address_rx.recv_timeout(Duration::from_secs(60)))
             .await
-            .unwrap()
-            .unwrap_or_else(|_| panic!("broker did not start; its log:\n{}", logs.lock().unwrap()));
+            .unwrap();
+        let Ok(url) = url else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("broker did not start; its log:\n{}", logs.lock().unwrap());
+        };
         Self {
             child: Some(child),
             url,
             dir,
             logs,
-            http: http_client().build().unwrap(),
+            http,
         }
     }
 

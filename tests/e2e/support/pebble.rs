@@ -91,10 +91,19 @@ impl Pebble {
                 log.push('\n');
             }
         });
+        // From here on a failed assertion drops `pebble`, which stops the process.
+        let mut pebble = Self {
+            child,
+            _dir: dir,
+            log,
+            directory: format!("https://127.0.0.1:{acme_port}/dir"),
+            listener_ca_path,
+            issuing_root: String::new(),
+        };
         let ready = tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(30)))
             .await
             .unwrap();
-        assert!(ready.is_ok(), "pebble did not start:\n{}", log.lock().unwrap());
+        assert!(ready.is_ok(), "pebble did not start:\n{}", pebble.log());
 
         let management = client_trusting(&ca.pem()).build().unwrap();
         let root = management
@@ -103,14 +112,8 @@ impl Pebble {
             .await
             .unwrap();
         assert!(root.status().is_success(), "pebble root: {}", root.status());
-        Some(Self {
-            child,
-            _dir: dir,
-            log,
-            directory: format!("https://127.0.0.1:{acme_port}/dir"),
-            listener_ca_path,
-            issuing_root: root.text().await.unwrap(),
-        })
+        pebble.issuing_root = root.text().await.unwrap();
+        Some(pebble)
     }
 
     /// How many certificates pebble has issued so far.
