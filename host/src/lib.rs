@@ -105,6 +105,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let guests = guests::Guests::start(&config, shutdown.clone())
         .await
         .context("starting the guest engine")?;
+    let redirect_host = config.domain.clone();
     let state = Arc::new(AppState {
         jwt: JwtKeys::new(&config.jwt_secret, config.jwt_expiry),
         biscuit: BiscuitIssuer::load(&store).context("loading the biscuit root key")?,
@@ -116,25 +117,21 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         fanout,
         shutdown: shutdown.clone(),
     });
-    let api = {
-        let state = state.clone();
-        move |request| http::handle(state.clone(), request)
-    };
+    // The handler owns the state: once the servers return, the last handle on the writer goes.
+    let api = move |request| http::handle(state.clone(), request);
     let plain = listeners.plain;
     match tls {
         None => {
             // Logged once everything is ready: tests and supervisors wait for this line.
             tracing::info!("broker listening on http://{}", plain.local_addr()?);
-            drop(state);
             server::serve(plain, None, shutdown, api).await;
         }
         Some((listener, terminator)) => {
             let https = listener.local_addr()?;
             let redirect = HttpsRedirect {
-                fallback_host: state.config.domain.clone(),
+                fallback_host: redirect_host,
                 tls_port: https.port(),
             };
-            drop(state);
             tracing::info!("plain HTTP on {} only redirects to HTTPS", plain.local_addr()?);
             tracing::info!("broker listening on https://{https}");
             let redirect = move |request: Request<Incoming>| std::future::ready(redirect.answer(&request));

@@ -41,8 +41,9 @@ impl TlsTerminator {
             let acme = acme::start(config, provider.clone(), shutdown)?;
             (acme.resolver, Some(acme.challenge))
         } else {
-            let certificate = own_cert::OwnCertificate::load(&config.key_path, &config.cert_path, &provider)?;
-            tokio::spawn(own_cert::watch(certificate.clone(), provider.clone(), shutdown));
+            let (certificate, reloader) =
+                own_cert::OwnCertificate::load(&config.key_path, &config.cert_path, provider.clone())?;
+            tokio::spawn(own_cert::watch(reloader, shutdown));
             (certificate, None)
         };
         let mut api = ServerConfig::builder_with_provider(provider)

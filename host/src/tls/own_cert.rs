@@ -22,64 +22,47 @@ use super::describe;
 
 const POLL: Duration = Duration::from_secs(1);
 
-/// The certificate being served, swapped in place on reload.
+/// The certificate being served, swapped in place on reload: what every handshake asks.
 #[derive(Debug)]
 pub struct OwnCertificate {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+/// What the watcher remembers between polls; owned by `watch` alone.
+pub struct Reloader {
     key_path: PathBuf,
     cert_path: PathBuf,
-    current: RwLock<Arc<CertifiedKey>>,
+    certificate: Arc<OwnCertificate>,
+    provider: Arc<CryptoProvider>,
     /// Fingerprint of the file contents last tried, loaded or not.
-    tried: RwLock<[u8; 32]>,
+    tried: [u8; 32],
     /// The last failure to read the files, so it is logged once rather than every poll.
-    unreadable: RwLock<Option<String>>,
+    unreadable: Option<String>,
 }
 
 impl OwnCertificate {
-    /// Reads and checks the pair; any problem is an error naming the file.
-    pub fn load(key_path: &Path, cert_path: &Path, provider: &CryptoProvider) -> anyhow::Result<Arc<Self>> {
+    /// Reads and checks the pair; any problem is an error naming the file. Returns the certificate
+    /// and the reloader to hand to `watch`.
+    pub fn load(
+        key_path: &Path,
+        cert_path: &Path,
+        provider: Arc<CryptoProvider>,
+    ) -> anyhow::Result<(Arc<Self>, Reloader)> {
         let (key_pem, cert_pem) = read_pair(key_path, cert_path)?;
-        let certified = parse_pair(key_path, &key_pem, cert_path, &cert_pem, provider)?;
+        let certified = parse_pair(key_path, &key_pem, cert_path, &cert_pem, &provider)?;
         log_serving(cert_path, &certified, "serving");
-        Ok(Arc::new(Self {
+        let certificate = Arc::new(Self {
+            current: RwLock::new(Arc::new(certified)),
+        });
+        let reloader = Reloader {
             key_path: key_path.to_owned(),
             cert_path: cert_path.to_owned(),
-            current: RwLock::new(Arc::new(certified)),
-            tried: RwLock::new(fingerprint(&key_pem, &cert_pem)),
-            unreadable: RwLock::new(None),
-        }))
-    }
-
-    /// Re-reads the files; swaps the certificate in when they changed and load.
-    fn reload_if_changed(&self, provider: &CryptoProvider) {
-        let (key_pem, cert_pem) = match read_pair(&self.key_path, &self.cert_path) {
-            Ok(pair) => {
-                *self.unreadable.write().unwrap() = None;
-                pair
-            }
-            Err(error) => {
-                let error = format!("{error:#}");
-                let mut unreadable = self.unreadable.write().unwrap();
-                if unreadable.as_ref() != Some(&error) {
-                    tracing::warn!("{error}; still serving the previous certificate");
-                    *unreadable = Some(error);
-                }
-                return;
-            }
+            certificate: certificate.clone(),
+            provider,
+            tried: fingerprint(&key_pem, &cert_pem),
+            unreadable: None,
         };
-        let seen = fingerprint(&key_pem, &cert_pem);
-        if *self.tried.read().unwrap() == seen {
-            return;
-        }
-        *self.tried.write().unwrap() = seen;
-        match parse_pair(&self.key_path, &key_pem, &self.cert_path, &cert_pem, provider) {
-            Ok(certified) => {
-                log_serving(&self.cert_path, &certified, "reloaded; now serving");
-                *self.current.write().unwrap() = Arc::new(certified);
-            }
-            Err(error) => tracing::warn!(
-                "certificate files changed but do not load, still serving the previous certificate: {error:#}"
-            ),
-        }
+        Ok((certificate, reloader))
     }
 }
 
@@ -89,21 +72,62 @@ impl ResolvesServerCert for OwnCertificate {
     }
 }
 
+impl Reloader {
+    /// Re-reads the files; swaps the certificate in when they changed and load.
+    fn reload_if_changed(&mut self) {
+        let (key_pem, cert_pem) = match read_pair(&self.key_path, &self.cert_path) {
+            Ok(pair) => {
+                self.unreadable = None;
+                pair
+            }
+            Err(error) => {
+                let error = format!("{error:#}");
+                if self.unreadable.as_ref() != Some(&error) {
+                    tracing::warn!("{error}; still serving the previous certificate");
+                    self.unreadable = Some(error);
+                }
+                return;
+            }
+        };
+        let seen = fingerprint(&key_pem, &cert_pem);
+        if self.tried == seen {
+            return;
+        }
+        self.tried = seen;
+        match parse_pair(
+            &self.key_path,
+            &key_pem,
+            &self.cert_path,
+            &cert_pem,
+            &self.provider,
+        ) {
+            Ok(certified) => {
+                log_serving(&self.cert_path, &certified, "reloaded; now serving");
+                *self.certificate.current.write().unwrap() = Arc::new(certified);
+            }
+            Err(error) => tracing::warn!(
+                "certificate files changed but do not load, still serving the previous certificate: {error:#}"
+            ),
+        }
+    }
+}
+
 /// Polls the files until `shutdown`.
-pub async fn watch(
-    certificate: Arc<OwnCertificate>,
-    provider: Arc<CryptoProvider>,
-    shutdown: CancellationToken,
-) {
+pub async fn watch(mut reloader: Reloader, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(POLL) => {}
         }
-        let certificate = certificate.clone();
-        let provider = provider.clone();
         // File reads and key parsing are blocking work.
-        let _ = tokio::task::spawn_blocking(move || certificate.reload_if_changed(&provider)).await;
+        let polled = tokio::task::spawn_blocking(move || {
+            reloader.reload_if_changed();
+            reloader
+        });
+        match polled.await {
+            Ok(polled) => reloader = polled,
+            Err(_) => return,
+        }
     }
 }
 
