@@ -9,7 +9,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::read_json;
-use super::users::{check_admin, check_new_password, existing_user, hash_password, user_not_found};
+use super::users::{
+    AdminAndUser, check_admin, check_new_password, existing_user, hash_password, user_not_found,
+};
 use super::{Body, json_response, served_to};
 use crate::auth::totp;
 use crate::error::ApiError;
@@ -44,18 +46,12 @@ pub async fn create_qr(
     Ok(json_response(StatusCode::OK, &json!({ "qr": qr })))
 }
 
-#[derive(Deserialize)]
-struct CreateTotp {
-    admin_token: String,
-    username: String,
-}
-
 /// Issues a reset code valid for `--totp_duration` seconds; a new one replaces the previous one.
 pub async fn create_totp(
     state: &Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let body: CreateTotp = read_json(request).await?;
+    let body: AdminAndUser = read_json(request).await?;
     check_admin(state, &body.admin_token)?;
     let reset = PasswordReset {
         secret: totp::new_secret(),

@@ -128,10 +128,11 @@ pub async fn list_users(
     Ok(json_response(StatusCode::OK, &Value::Array(views)))
 }
 
+/// The body of admin calls about one user (get, revoke, unrevoke, create_totp).
 #[derive(Deserialize)]
-struct AdminAndUser {
-    admin_token: String,
-    username: String,
+pub(super) struct AdminAndUser {
+    pub admin_token: String,
+    pub username: String,
 }
 
 pub fn user_not_found() -> ApiError {
