@@ -39,7 +39,7 @@ pub struct Config {
 
     /// HS256 secret for JWTs. Set it: the default is public.
     #[arg(long = "jwt_secret", env = "BROKER_JWT_SECRET", default_value = DEFAULT_JWT_SECRET, hide_env_values = true, hide_default_value = true)]
-    pub jwt_secret: String,
+    pub jwt_secret: Secret,
 
     /// Serve HTTPS (see `auto_cert`).
     #[arg(long, env = "BROKER_SECURE", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -99,11 +99,25 @@ pub struct Config {
 
     /// Token that admin endpoints require in their body. Set it: the default is public.
     #[arg(long = "admin_token", env = "BROKER_ADMIN_TOKEN", default_value = DEFAULT_ADMIN_TOKEN, hide_env_values = true, hide_default_value = true)]
-    pub admin_token: String,
+    pub admin_token: Secret,
 
     /// Refuse weak passwords (zxcvbn score below 3).
     #[arg(long = "password_checker", env = "BROKER_PASSWORD_CHECKER", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub password_checker: bool,
+
+    /// Threads that run argon2 (hashes and password checks); 0 means one per core. Each holds about
+    /// 19 MiB while it works, so this also bounds the memory passwords can take.
+    #[arg(
+        long = "password_workers",
+        env = "BROKER_PASSWORD_WORKERS",
+        default_value_t = 0
+    )]
+    pub password_workers: usize,
+
+    /// Password checks that may wait for a worker; past that, callers get 503 with `Retry-After`
+    /// instead of queueing without end (64 waits at most about a second on 2 cores).
+    #[arg(long = "password_queue", env = "BROKER_PASSWORD_QUEUE", default_value_t = 64)]
+    pub password_queue: usize,
 
     /// Validity of password-reset TOTP codes, in seconds.
     #[arg(long = "totp_duration", env = "BROKER_TOTP_DURATION", default_value_t = 300)]
@@ -161,6 +175,31 @@ pub struct Config {
     pub bypass_guests: bool,
 }
 
+/// A secret flag value: usable as a `&str`, printed as `***` by `Debug`, so that logging the config
+/// (or an error that carries it) cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(Self(value.to_owned()))
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 pub const DEFAULT_JWT_SECRET: &str = "secret";
 pub const DEFAULT_ADMIN_TOKEN: &str = "letmein";
 pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -188,6 +227,14 @@ impl Config {
         }
     }
 
+    /// The number of argon2 threads: `--password_workers`, or one per core.
+    pub fn password_workers(&self) -> usize {
+        match self.password_workers {
+            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            n => n,
+        }
+    }
+
     pub fn guest_cache_dir(&self) -> PathBuf {
         self.guest_cache
             .clone()
@@ -197,12 +244,36 @@ impl Config {
     /// Names of the secrets that still have their public default value.
     pub fn default_secrets(&self) -> Vec<&'static str> {
         let mut names = Vec::new();
-        if self.jwt_secret == DEFAULT_JWT_SECRET {
+        if &*self.jwt_secret == DEFAULT_JWT_SECRET {
             names.push("jwt_secret");
         }
-        if self.admin_token == DEFAULT_ADMIN_TOKEN {
+        if &*self.admin_token == DEFAULT_ADMIN_TOKEN {
             names.push("admin_token");
         }
         names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Config;
+
+    #[test]
+    fn debug_output_never_shows_the_secrets() {
+        let config = Config::parse_from([
+            "broker",
+            "--jwt_secret",
+            "jwt-s3cret",
+            "--admin_token",
+            "adm1n-t0ken",
+        ]);
+        let printed = format!("{config:?}");
+        assert!(
+            !printed.contains("jwt-s3cret") && !printed.contains("adm1n-t0ken"),
+            "{printed}"
+        );
+        assert_eq!(&*config.jwt_secret, "jwt-s3cret");
     }
 }

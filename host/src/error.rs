@@ -23,6 +23,9 @@ pub enum ApiError {
     StorageFull,
     #[error("the server is shutting down")]
     Unavailable,
+    /// A bounded resource is at its limit: answered 503 with `Retry-After`.
+    #[error("{0}")]
+    Overloaded(String),
     /// Anything unexpected: logged in full, answered as a bare "internal error".
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -50,7 +53,18 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Guest(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl From<crate::auth::password_workers::PasswordJobError> for ApiError {
+    fn from(error: crate::auth::password_workers::PasswordJobError) -> Self {
+        use crate::auth::password_workers::PasswordJobError;
+        match error {
+            PasswordJobError::Busy => Self::Overloaded(error.to_string()),
+            PasswordJobError::Stopped => Self::Unavailable,
+            PasswordJobError::Failed(_) => Self::internal(error),
         }
     }
 }

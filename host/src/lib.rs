@@ -8,10 +8,10 @@
 //! - `server`: the accept loop and graceful shutdown; `http`: routing, bodies, CORS, the endpoints.
 //! - `tls`: HTTPS with your own certificate or ACME (`--secure`).
 //! - `auth`: Bearer JWT and Basic credentials, argon2 passwords, the admin token, biscuit tokens.
-//! - `insert`: the insert path as one library call.
+//! - `insert`: the insert path as one library call; `subscribe`: the subscribe path as one call.
 //! - `guests`: the guest step (validate / replace / reject).
 //! - `store`: LMDB through heed: the user directory, the event log, the single event writer.
-//! - `fanout`: per-tenant live channels and user-change notices.
+//! - `fanout`: per-tenant live channels of pre-rendered frames and per-user change watches.
 //! - `model`: the user and event records; `clock`: "now"; `validate`: field checks; `error`: the
 //!   API error type.
 
@@ -27,6 +27,7 @@ pub mod model;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod subscribe;
 pub mod tls;
 pub mod validate;
 
@@ -40,7 +41,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::biscuit::BiscuitIssuer;
+use crate::auth::credential_cache::CredentialCache;
 use crate::auth::jwt::JwtKeys;
+use crate::auth::password_workers::PasswordWorkers;
 use crate::config::Config;
 use crate::fanout::Fanout;
 use crate::http::redirect::HttpsRedirect;
@@ -94,7 +97,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     );
     let fanout = Arc::new(Fanout::new(config.live_buffer as usize));
     let publisher = fanout.clone();
-    let (writer, writer_thread) = EventWriter::start(store.clone(), move |event| publisher.publish(event));
+    let (writer, writer_thread) = EventWriter::start(store.clone(), move |batch| {
+        publisher.publish(batch.iter().map(|event| &**event));
+    });
     let clock = Arc::new(clock::Clock::default());
     tokio::spawn(clock::sync_with_ntp(
         clock.clone(),
@@ -109,6 +114,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let state = Arc::new(AppState {
         jwt: JwtKeys::new(&config.jwt_secret, config.jwt_expiry),
         biscuit: BiscuitIssuer::load(&store).context("loading the biscuit root key")?,
+        passwords: PasswordWorkers::start(config.password_workers(), config.password_queue),
+        credentials: CredentialCache::default(),
         guests,
         clock,
         config,

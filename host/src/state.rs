@@ -5,7 +5,9 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::biscuit::BiscuitIssuer;
+use crate::auth::credential_cache::CredentialCache;
 use crate::auth::jwt::JwtKeys;
+use crate::auth::password_workers::PasswordWorkers;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::fanout::Fanout;
@@ -23,6 +25,10 @@ pub struct AppState {
     pub fanout: Arc<Fanout>,
     pub jwt: JwtKeys,
     pub biscuit: BiscuitIssuer,
+    /// Every argon2 hash and verification runs here: bounded in threads, memory and queue.
+    pub passwords: PasswordWorkers,
+    /// Basic credentials argon2 accepted recently, valid for the user revision they were checked on.
+    pub credentials: CredentialCache,
     pub clock: Arc<Clock>,
     /// Per-tenant guest components (validate / transform each insert).
     pub guests: Arc<Guests>,

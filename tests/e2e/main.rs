@@ -11,5 +11,7 @@ mod guests;
 mod identity;
 mod load;
 mod npm_client;
+mod passwords;
 mod protocol;
+mod streams;
 mod tls;

@@ -3,8 +3,10 @@
 
 pub mod admin;
 pub mod biscuit;
+pub mod credential_cache;
 pub mod jwt;
 pub mod password;
+pub mod password_workers;
 pub mod totp;
 
 use base64::Engine;
@@ -30,8 +32,8 @@ pub enum AuthError {
     TwoFactorNeedsJwt,
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error("password check failed: {0}")]
-    Hashing(String),
+    #[error(transparent)]
+    Password(#[from] password_workers::PasswordJobError),
 }
 
 /// An authenticated caller.
@@ -97,21 +99,24 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Ident
     }
 }
 
-/// Checks a username and password (on a blocking thread: argon2 is deliberately slow) and refuses
-/// revoked users. Unknown users cost a hash too, so that timing does not reveal which names exist.
+/// Checks a username and password and refuses revoked users. A credential verified moments ago
+/// for the same revision of the user is taken from the cache; anything else costs one argon2 run on
+/// the bounded password workers (unknown users too, so that timing does not reveal which names
+/// exist).
 pub async fn verify_password(state: &AppState, username: &str, password: String) -> Result<User, AuthError> {
     let user = state.store.get_user(username)?;
-    let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let matches = tokio::task::spawn_blocking(move || match hash {
-        Some(hash) => password::verify(&password, &hash),
-        None => {
-            password::burn_time(&password);
-            Ok(false)
+    let cached = user
+        .as_ref()
+        .is_some_and(|user| state.credentials.accepts(user, &password));
+    let matches = cached || {
+        let hash = user.as_ref().map(|u| u.password_hash.clone());
+        let remembered = user.is_some().then(|| password.clone());
+        let matches = state.passwords.verify(password, hash).await?;
+        if let (true, Some(user), Some(password)) = (matches, &user, remembered) {
+            state.credentials.remember(user, &password);
         }
-    })
-    .await
-    .map_err(|e| AuthError::Hashing(e.to_string()))?
-    .map_err(AuthError::Hashing)?;
+        matches
+    };
     match user {
         Some(user) if matches => {
             if user.revoked {

@@ -110,6 +110,11 @@ fn error_response(error: &ApiError) -> Response<Body> {
         _ => {}
     }
     let mut response = json_response(error.status(), &json!({ "error": error.to_string() }));
+    if matches!(error, ApiError::Overloaded(_)) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     if matches!(error, ApiError::PayloadTooLarge(_)) {
         // The rest of the body was never read: the connection cannot carry another request.
         response

@@ -18,7 +18,7 @@ impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> Self {
         match error {
             AuthError::Store(e) => ApiError::internal(e),
-            AuthError::Hashing(e) => ApiError::internal(anyhow::anyhow!(e)),
+            AuthError::Password(e) => e.into(),
             other => ApiError::Unauthorized(other.to_string()),
         }
     }

@@ -96,7 +96,7 @@ pub async fn password_reset(
     if !reset_is_valid(user.reset.as_ref(), state, &body.totp) {
         return Err(refused());
     }
-    let hash = hash_password(body.password).await?;
+    let hash = hash_password(state, body.password).await?;
     // Checked again inside the write transaction, and consumed: a code works once.
     let updated = state.store.update_user_if(&body.username, |user| {
         let valid = reset_is_valid(user.reset.as_ref(), state, &body.totp);
@@ -107,6 +107,7 @@ pub async fn password_reset(
         valid
     });
     updated.map_err(ApiError::internal)?.ok_or_else(refused)?;
+    state.fanout.user_changed(&body.username);
     tracing::info!(username = body.username, "password reset");
     Ok(served_to(
         json_response(StatusCode::OK, &json!({"status": "ok"})),

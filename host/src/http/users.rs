@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::body::{present, read_json};
 use super::{Body, json_response};
-use crate::auth::{admin, password, totp};
+use crate::auth::{admin, totp};
 use crate::error::ApiError;
 use crate::model::User;
 use crate::state::AppState;
@@ -40,11 +40,8 @@ pub fn check_new_password(state: &AppState, password: &str, username: &str) -> R
     Ok(())
 }
 
-pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || password::hash(&password))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("hashing a password: {e}")))
+pub async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
+    Ok(state.passwords.hash(password).await?)
 }
 
 #[derive(Deserialize)]
@@ -88,7 +85,7 @@ pub async fn create_user(
     let user = User {
         id: Uuid::new_v4(),
         username: body.username,
-        password_hash: hash_password(body.password).await?,
+        password_hash: hash_password(state, body.password).await?,
         revoked: false,
         tenant_name: body.tenant_name,
         email: body.email,
@@ -205,7 +202,7 @@ pub async fn update_user(
     let password_hash = match body.password {
         Some(password) => {
             check_new_password(state, &password, &body.username)?;
-            Some(hash_password(password).await?)
+            Some(hash_password(state, password).await?)
         }
         None => None,
     };

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::ops::Bound;
 
-use super::{Store, StoreResult};
+use super::{Store, StoreError, StoreResult};
 use crate::model::{Event, NewEvent};
 
 /// What a new subscriber is sent first: the newest event of each name, oldest first.
@@ -16,6 +16,13 @@ pub struct LatestReplay {
     pub events: Vec<Event>,
     /// The tenant's newest sequence when the replay was read: live events up to it are covered.
     pub last_seq: u64,
+}
+
+/// One page of a tenant's events in sequence order, and the stored bytes they took.
+#[derive(Debug, Default)]
+pub struct EventPage {
+    pub events: Vec<Event>,
+    pub bytes: usize,
 }
 
 fn tenant_prefix(tenant: &str) -> Vec<u8> {
@@ -40,20 +47,40 @@ fn latest_key(tenant: &str, event_name: &str) -> Vec<u8> {
 }
 
 impl Store {
-    /// Up to `limit` events of `tenant` with a sequence above `after`, in sequence order.
-    pub fn events_after(&self, tenant: &str, after: u64, limit: usize) -> StoreResult<Vec<Event>> {
+    /// Events of `tenant` with a sequence above `after`, in sequence order: at most `limit` of them,
+    /// and no more once `max_bytes` of stored records have been read (always at least one).
+    pub fn events_after(
+        &self,
+        tenant: &str,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> StoreResult<EventPage> {
+        let mut page = EventPage::default();
         let Some(first) = after.checked_add(1) else {
-            return Ok(Vec::new());
+            return Ok(page);
         };
         let (start, end) = (event_key(tenant, first), event_key(tenant, u64::MAX));
         let rtxn = self.env.read_txn()?;
         let range = (Bound::Included(&start[..]), Bound::Included(&end[..]));
-        let events = self
-            .events
-            .range(&rtxn, &range)?
-            .take(limit)
-            .map(|entry| entry.map(|(_, e)| e));
-        Ok(events.collect::<Result<_, _>>()?)
+        let raw = self.events.remap_data_type::<heed::types::Bytes>();
+        for entry in raw.range(&rtxn, &range)? {
+            if page.events.len() >= limit || page.bytes >= max_bytes {
+                break;
+            }
+            let (_, record) = entry?;
+            let event = serde_json::from_slice(record)
+                .map_err(|e| StoreError::Lmdb(heed::Error::Decoding(e.into())))?;
+            page.bytes += record.len();
+            page.events.push(event);
+        }
+        Ok(page)
+    }
+
+    /// The tenant's newest sequence number (0 before its first event).
+    pub fn newest_seq(&self, tenant: &str) -> StoreResult<u64> {
+        let rtxn = self.env.read_txn()?;
+        self.last_seq(&rtxn, tenant)
     }
 
     /// The newest event of each name in `tenant`, oldest first, and the tenant's newest sequence.

@@ -13,7 +13,7 @@ use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, WithoutTls};
 
 use crate::model::{Event, User};
 
-pub use events::LatestReplay;
+pub use events::{EventPage, LatestReplay};
 
 const USERS: &str = "users";
 const EVENTS: &str = "events";
@@ -29,6 +29,9 @@ pub const MAX_NAME_BYTES: usize = 200;
 pub enum StoreError {
     #[error("the database is full (raise --db_max_mb)")]
     Full,
+    /// A name the store cannot hold as a key (empty, or longer than `MAX_NAME_BYTES`).
+    #[error("a name must be 1 to {MAX_NAME_BYTES} bytes")]
+    BadKey,
     #[error("the event writer has stopped")]
     WriterStopped,
     #[error("database error: {0}")]

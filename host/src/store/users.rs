@@ -1,11 +1,20 @@
 //! The user directory: get, create-if-absent, update in place. Each call is one LMDB transaction, so
 //! a username check and its write cannot interleave with another writer.
 
-use super::{Store, StoreResult};
+use super::{MAX_NAME_BYTES, Store, StoreError, StoreResult};
 use crate::model::User;
 
+/// Whether `username` can be an LMDB key here: empty keys and keys past the name bound cannot.
+fn storable(username: &str) -> bool {
+    !username.is_empty() && username.len() <= MAX_NAME_BYTES
+}
+
 impl Store {
+    /// The user named `username`; a name that could never have been stored is simply unknown.
     pub fn get_user(&self, username: &str) -> StoreResult<Option<User>> {
+        if !storable(username) {
+            return Ok(None);
+        }
         let rtxn = self.env.read_txn()?;
         Ok(self.users.get(&rtxn, username)?)
     }
@@ -18,6 +27,9 @@ impl Store {
 
     /// Stores `user` unless its username is taken; returns whether it was stored.
     pub fn create_user(&self, user: &User) -> StoreResult<bool> {
+        if !storable(&user.username) {
+            return Err(StoreError::BadKey);
+        }
         let mut wtxn = self.env.write_txn()?;
         if self.users.get(&wtxn, &user.username)?.is_some() {
             return Ok(false);
@@ -42,6 +54,9 @@ impl Store {
         username: &str,
         change: impl FnOnce(&mut User) -> bool,
     ) -> StoreResult<Option<User>> {
+        if !storable(username) {
+            return Ok(None);
+        }
         let mut wtxn = self.env.write_txn()?;
         let Some(mut user) = self.users.get(&wtxn, username)? else {
             return Ok(None);

@@ -29,10 +29,10 @@ pub struct EventWriter {
 }
 
 impl EventWriter {
-    /// Starts the writer thread. `published` is called with each committed event, in commit order.
+    /// Starts the writer thread. `published` is called with each committed batch, in commit order.
     pub fn start(
         store: Arc<Store>,
-        published: impl Fn(Arc<Event>) + Send + 'static,
+        published: impl Fn(&[Arc<Event>]) + Send + 'static,
     ) -> (Self, JoinHandle<()>) {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let thread = std::thread::Builder::new()
@@ -53,7 +53,7 @@ impl EventWriter {
     }
 }
 
-fn write_loop(store: &Store, mut queue: mpsc::Receiver<Job>, published: impl Fn(Arc<Event>)) {
+fn write_loop(store: &Store, mut queue: mpsc::Receiver<Job>, published: impl Fn(&[Arc<Event>])) {
     let mut last_seqs = HashMap::new();
     while let Some(first) = queue.blocking_recv() {
         let mut jobs = vec![first];
@@ -70,7 +70,7 @@ fn write_loop(store: &Store, mut queue: mpsc::Receiver<Job>, published: impl Fn(
                 for (event, reply) in stored.iter().zip(replies) {
                     let _ = reply.send(Ok(event.clone()));
                 }
-                stored.into_iter().for_each(&published);
+                published(&stored);
             }
             Err(error) => {
                 tracing::error!(%error, inserts = replies.len(), "event commit failed");

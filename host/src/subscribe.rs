@@ -1,0 +1,217 @@
+//! The subscribe path, one library call: `subscribe` turns an authenticated caller into a stream of
+//! SSE frames that the HTTP layer only has to write.
+//!
+//! 1. Watch the user's record, then read it again: a revoke or tenant move that landed while the
+//!    caller was being authenticated is seen here, not missed for the life of the stream.
+//! 2. Join the tenant's live feed before reading the store, so nothing committed in between is lost.
+//! 3. Replay: the newest event of each name (oldest first), or every event after `Last-Event-ID`.
+//! 4. Live frames, skipping sequences already sent. A stream that lags behind the live channel
+//!    reads the gap back from the store and carries on (`broker-client` never reconnects).
+//! 5. End on disconnect, shutdown, a change that ends the user's access, or credential expiry.
+//!
+//! A stream is no task of its own: it is a state machine that hyper polls when the connection can
+//! take more bytes, so an idle subscriber holds its cursor, its two channel handles and little else,
+//! and a client that stops reading stops the polling (and then lags and catches up, bounded).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::auth::Identity;
+use crate::fanout::{Frame, LiveFeed, UserWatch};
+use crate::model::User;
+use crate::state::AppState;
+use crate::store::StoreError;
+
+/// Most events read from the store per catch-up page.
+const STORE_PAGE: usize = 500;
+/// A catch-up page stops early past this many bytes of event data, so one page of large events
+/// cannot take a large share of memory.
+const STORE_PAGE_BYTES: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    /// The user was revoked, moved or removed between authentication and now.
+    #[error("user is revoked or no longer in this tenant")]
+    UserChanged,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a stream ended (logged at debug level; a store error at error level).
+#[derive(Debug)]
+enum End {
+    ShuttingDown,
+    UserChanged,
+    CredentialsExpired,
+    Store(StoreError),
+}
+
+/// Subscribes `identity` to its tenant's events, resuming after `resume_after` when given.
+pub fn subscribe(
+    state: &Arc<AppState>,
+    identity: &Identity,
+    resume_after: Option<u64>,
+) -> Result<impl Stream<Item = Bytes> + Send + 'static, SubscribeError> {
+    let user = &identity.user;
+    let user_watch = state.fanout.watch_user(&user.username);
+    let current = state.store.get_user(&user.username)?;
+    if !still_allowed(current.as_ref(), &user.tenant_name) {
+        return Err(SubscribeError::UserChanged);
+    }
+    let live = state.fanout.subscribe(&user.tenant_name);
+    let stream = EventStream {
+        state: state.clone(),
+        username: user.username.clone(),
+        tenant: user.tenant_name.clone(),
+        expires_at: identity.expiry,
+        live,
+        user_watch,
+        start: Some(resume_after),
+        catching_up: false,
+        cursor: 0,
+        pending: VecDeque::new(),
+    };
+    Ok(futures_util::stream::unfold(stream, |mut stream| async move {
+        let frame = stream.next_frame().await?;
+        Some((frame, stream))
+    }))
+}
+
+/// The user may keep streaming this tenant: it exists, is not revoked and was not moved.
+fn still_allowed(user: Option<&User>, tenant: &str) -> bool {
+    user.is_some_and(|user| !user.revoked && user.tenant_name == tenant)
+}
+
+struct EventStream {
+    state: Arc<AppState>,
+    username: String,
+    tenant: String,
+    /// When the credential that opened the stream expires (seconds since the epoch).
+    expires_at: u64,
+    live: LiveFeed,
+    user_watch: UserWatch,
+    /// The replay still to do: `Some(None)` latest per name, `Some(Some(n))` after `n`.
+    start: Option<Option<u64>>,
+    /// Reading the store until it has nothing after the cursor (after a lag, or a resume).
+    catching_up: bool,
+    /// Highest sequence sent or deliberately skipped (covered by the latest-per-name replay).
+    cursor: u64,
+    /// Frames read from the store, not yet written.
+    pending: VecDeque<Bytes>,
+}
+
+impl EventStream {
+    /// The next bytes to write, or `None` when the stream ends.
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(frame) = self.pending.pop_front() {
+                return Some(frame);
+            }
+            if let Err(end) = self.step().await {
+                match end {
+                    End::Store(error) => {
+                        tracing::error!(%error, tenant = self.tenant, "sse stream stopped by a store error");
+                    }
+                    end => tracing::debug!(
+                        username = self.username,
+                        tenant = self.tenant,
+                        ?end,
+                        "sse stream ended"
+                    ),
+                }
+                return None;
+            }
+        }
+    }
+
+    /// Does one unit of work: the replay, one catch-up page, or waiting for the next live event.
+    async fn step(&mut self) -> Result<(), End> {
+        if let Some(start) = self.start.take() {
+            return self.replay(start);
+        }
+        if self.catching_up {
+            return self.catch_up_page();
+        }
+        let state = self.state.clone();
+        let keep_alive = state.config.keep_alive;
+        let expires_in = self.expires_at.saturating_sub(state.clock.now_secs());
+        tokio::select! {
+            () = state.shutdown.cancelled() => Err(End::ShuttingDown),
+            () = tokio::time::sleep(Duration::from_secs(expires_in)) => Err(End::CredentialsExpired),
+            changed = self.user_watch.receiver.changed() => match changed {
+                Ok(()) => self.check_user(),
+                Err(_) => Err(End::ShuttingDown),
+            },
+            received = self.live.receiver.recv() => match received {
+                Ok(frame) => {
+                    self.push_if_new(frame);
+                    Ok(())
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, tenant = self.tenant, "sse subscriber lagged; catching up from the store");
+                    self.catching_up = true;
+                    Ok(())
+                }
+                Err(RecvError::Closed) => Err(End::ShuttingDown),
+            },
+            () = tokio::time::sleep(Duration::from_secs(keep_alive)), if keep_alive > 0 => {
+                self.pending.push_back(Bytes::from_static(b":\n\n"));
+                Ok(())
+            }
+        }
+    }
+
+    fn replay(&mut self, resume_after: Option<u64>) -> Result<(), End> {
+        let store = &self.state.store;
+        match resume_after {
+            Some(after) => {
+                // An id above the tenant's newest (a typo, a restored database) means "from now":
+                // as a filter it would hide every new event below it.
+                self.cursor = after.min(store.newest_seq(&self.tenant).map_err(End::Store)?);
+                self.catching_up = true;
+            }
+            None => {
+                let replay = store.latest_events(&self.tenant).map_err(End::Store)?;
+                self.pending
+                    .extend(replay.events.iter().map(|event| Frame::render(event).bytes));
+                self.cursor = replay.last_seq;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one page of stored events after the cursor; the catch-up ends with a short page.
+    fn catch_up_page(&mut self) -> Result<(), End> {
+        let page = self
+            .state
+            .store
+            .events_after(&self.tenant, self.cursor, STORE_PAGE, STORE_PAGE_BYTES)
+            .map_err(End::Store)?;
+        self.catching_up = page.events.len() == STORE_PAGE || page.bytes >= STORE_PAGE_BYTES;
+        for event in &page.events {
+            self.push_if_new(Frame::render(event));
+        }
+        Ok(())
+    }
+
+    fn push_if_new(&mut self, frame: Frame) {
+        if frame.seq > self.cursor {
+            self.cursor = frame.seq;
+            self.pending.push_back(frame.bytes);
+        }
+    }
+
+    /// Ends the stream if the user was revoked, removed or moved to another tenant.
+    fn check_user(&self) -> Result<(), End> {
+        match self.state.store.get_user(&self.username) {
+            Ok(user) if still_allowed(user.as_ref(), &self.tenant) => Ok(()),
+            Ok(_) => Err(End::UserChanged),
+            Err(error) => Err(End::Store(error)),
+        }
+    }
+}

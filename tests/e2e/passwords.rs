@@ -1,0 +1,93 @@
+//! Passwords under load: argon2 runs on a bounded set of workers behind a bounded queue, and a
+//! verified Basic credential is remembered only until the user changes.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::{ADMIN_TOKEN, PASSWORD, TestServer};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_password_checks_gets_503_with_retry_after_instead_of_an_endless_queue() {
+    // One argon2 worker and room for two waiting checks: a burst of anonymous Basic requests with
+    // unknown names (each costs a hash) must overflow it.
+    let server = TestServer::start_with(&["--password_workers", "1", "--password_queue", "2"]).await;
+    assert_eq!(server.create_user("known", "t").await.0, StatusCode::OK);
+
+    let attempts = (0..64).map(|i| {
+        let request = server
+            .http
+            .get(server.endpoint("/verify"))
+            .basic_auth(format!("nobody{i}"), Some("guess"));
+        async move { request.send().await.unwrap() }
+    });
+    let responses = futures_util::future::join_all(attempts).await;
+    let mut refused_busy = 0;
+    for response in responses {
+        match response.status() {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                refused_busy += 1;
+                assert_eq!(response.headers()["retry-after"], "1");
+                let body: serde_json::Value = response.json().await.unwrap();
+                assert!(
+                    body["error"].as_str().unwrap().contains("retry"),
+                    "says why: {body}"
+                );
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(refused_busy > 0, "the queue bound was never reached");
+    assert!(
+        refused_busy < 64,
+        "some checks ran and were refused as wrong (401)"
+    );
+
+    // Once the burst is over, a real user gets in.
+    let verify = server
+        .http
+        .get(server.endpoint("/verify"))
+        .basic_auth("known", Some(PASSWORD));
+    assert_eq!(verify.send().await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_remembered_basic_credential_ends_the_moment_the_user_changes() {
+    let server = TestServer::start().await;
+    assert_eq!(server.create_user("carol", "t").await.0, StatusCode::OK);
+    let verify = |password: &str| {
+        server
+            .http
+            .get(server.endpoint("/verify"))
+            .basic_auth("carol", Some(password))
+            .send()
+    };
+    // Verified once by argon2, then served from memory.
+    assert_eq!(verify(PASSWORD).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(verify(PASSWORD).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        verify("not the password").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "a remembered user does not accept other passwords"
+    );
+
+    let change = json!({"admin_token": ADMIN_TOKEN, "username": "carol", "password": "a new password 42"});
+    assert_eq!(server.post("/update_user", &change).await.0, StatusCode::OK);
+    assert_eq!(
+        verify(PASSWORD).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "the old password stops working at once"
+    );
+    assert_eq!(
+        verify("a new password 42").await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    let revoke = json!({"admin_token": ADMIN_TOKEN, "username": "carol"});
+    assert_eq!(server.post("/revoke_user", &revoke).await.0, StatusCode::OK);
+    assert_eq!(
+        verify("a new password 42").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "a revoke ends the remembered credential"
+    );
+}
