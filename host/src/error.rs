@@ -68,3 +68,15 @@ impl From<crate::auth::password_workers::PasswordJobError> for ApiError {
         }
     }
 }
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match error {
+            StoreError::Full => Self::StorageFull,
+            StoreError::WriterStopped => Self::Unavailable,
+            StoreError::BadKey => Self::BadRequest(error.to_string()),
+            other => Self::internal(other),
+        }
+    }
+}

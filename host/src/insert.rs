@@ -11,6 +11,9 @@ use crate::model::{Event, NewEvent};
 use crate::state::AppState;
 use crate::store::StoreError;
 
+/// Longest guest rejection message passed on to the client, in bytes.
+const MAX_REJECTION_BYTES: usize = 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum InsertError {
     #[error("rejected by guest: {0}")]
@@ -50,7 +53,10 @@ pub async fn insert(
             Verdict::Replace(json) => {
                 serde_json::from_str(&json).map_err(|e| GuestError::InvalidJson(e.to_string()))?
             }
-            Verdict::Reject(message) => return Err(InsertError::Rejected(message)),
+            Verdict::Reject(message) => {
+                let message = crate::validate::printable(&message, MAX_REJECTION_BYTES);
+                return Err(InsertError::Rejected(message));
+            }
         }
     };
     let new = NewEvent {

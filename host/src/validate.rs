@@ -17,6 +17,25 @@ pub fn name(field: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Text from a guest (a log line, a rejection message) made safe for a log line or a response: at
+/// most `max_bytes`, cut at a character boundary, with control characters (newlines, escape
+/// sequences) shown escaped, so a guest cannot forge log lines or terminal output.
+pub fn printable(text: &str, max_bytes: usize) -> String {
+    let mut end = text.len().min(max_bytes);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut shown = String::with_capacity(end);
+    for c in text[..end].chars() {
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
+}
+
 /// A username additionally may not contain ':' (HTTP Basic splits at the first colon).
 pub fn username(value: &str) -> Result<(), String> {
     name("username", value)?;
@@ -77,6 +96,15 @@ pub fn scopes(scopes: &[String]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_text_is_cut_and_its_control_characters_escaped() {
+        assert_eq!(
+            printable("ok\nFAKE LOG\u{1b}[31m", 100),
+            "ok\\nFAKE LOG\\u{1b}[31m"
+        );
+        assert_eq!(printable("héllo", 2), "h", "cut at a character boundary");
+    }
 
     #[test]
     fn scopes_need_exactly_one_colon() {

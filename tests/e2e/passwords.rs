@@ -91,3 +91,33 @@ async fn a_remembered_basic_credential_ends_the_moment_the_user_changes() {
         "a revoke ends the remembered credential"
     );
 }
+
+#[tokio::test]
+async fn empty_and_oversized_usernames_are_client_errors_not_server_errors() {
+    let server = TestServer::start().await;
+    let long = "x".repeat(600);
+    for username in ["", long.as_str()] {
+        let verify = server
+            .http
+            .get(server.endpoint("/verify"))
+            .basic_auth(username, Some("pw"));
+        assert_eq!(verify.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+        let (status, body) = server
+            .post("/login", &json!({"username": username, "password": "pw"}))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        let reset = json!({"username": username, "password": "new password 1", "totp": "123456"});
+        let (status, body) = server.post("/password_reset", &reset).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+    // Empty username in a Basic header: `Og==` is base64 of ":".
+    let raw = server
+        .http
+        .get(server.endpoint("/sse"))
+        .header("authorization", "Basic Og==");
+    assert_eq!(raw.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        !server.logs().contains("ERROR"),
+        "client mistakes are not errors in the log"
+    );
+}

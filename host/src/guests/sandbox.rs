@@ -95,11 +95,7 @@ impl LogHost for GuestState {
             }
             return;
         }
-        let mut end = message.len().min(LOG_LINE_BYTES);
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        let message = &message[..end];
+        let message = crate::validate::printable(&message, LOG_LINE_BYTES);
         let (guest, tenant) = (&*self.label, self.tenant.as_str());
         match level {
             Level::Debug => tracing::debug!(guest, tenant, "guest: {message}"),

@@ -17,7 +17,7 @@ use crate::state::AppState;
 impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> Self {
         match error {
-            AuthError::Store(e) => ApiError::internal(e),
+            AuthError::Store(e) => e.into(),
             AuthError::Password(e) => e.into(),
             other => ApiError::Unauthorized(other.to_string()),
         }
@@ -35,7 +35,7 @@ pub async fn login(state: &Arc<AppState>, request: Request<Incoming>) -> Result<
     let body: Login = read_json(request).await?;
     let user = auth::verify_password(state, &body.username, body.password).await?;
     if user.two_factor {
-        accept_login_code(state, &user, body.totp.as_deref())?;
+        accept_login_code(state, &user, body.totp.as_deref()).await?;
     }
     let jwt = state
         .jwt
@@ -68,22 +68,22 @@ pub async fn verify(state: &Arc<AppState>, request: Request<Incoming>) -> Result
 }
 
 /// Checks a login two-factor code and records its step, so that the same code cannot log in twice.
-fn accept_login_code(state: &AppState, user: &User, code: Option<&str>) -> Result<(), ApiError> {
+async fn accept_login_code(state: &AppState, user: &User, code: Option<&str>) -> Result<(), ApiError> {
     let refused = || ApiError::unauthorized("a valid totp is required for this user");
     let (Some(code), Some(secret)) = (code, user.totp_secret.as_deref()) else {
         return Err(refused());
     };
     let step = totp::check_login(secret, code, state.clock.now_secs()).ok_or_else(refused)?;
     // Checked again inside the write transaction: two logins racing with one code, one wins.
-    let recorded = state.store.update_user_if(&user.username, |stored| {
-        let fresh = stored.last_totp_step.is_none_or(|last| step > last);
-        if fresh {
-            stored.last_totp_step = Some(step);
-        }
-        fresh
+    let username = user.username.clone();
+    let recorded = state.store.write_off_executor(move |store| {
+        store.update_user_if(&username, |stored| {
+            let fresh = stored.last_totp_step.is_none_or(|last| step > last);
+            if fresh {
+                stored.last_totp_step = Some(step);
+            }
+            fresh
+        })
     });
-    recorded
-        .map_err(ApiError::internal)?
-        .map(drop)
-        .ok_or_else(refused)
+    recorded.await?.map(drop).ok_or_else(refused)
 }

@@ -59,10 +59,11 @@ pub async fn create_totp(
     };
     let code = totp::reset_code(&reset.secret, state.config.totp_duration, reset.issued_at)
         .map_err(|e| ApiError::internal(anyhow::anyhow!("generating a reset code: {e}")))?;
+    let username = body.username.clone();
     let updated = state
         .store
-        .update_user(&body.username, |user| user.reset = Some(reset));
-    updated.map_err(ApiError::internal)?.ok_or_else(user_not_found)?;
+        .write_off_executor(move |store| store.update_user(&username, |user| user.reset = Some(reset)));
+    updated.await?.ok_or_else(user_not_found)?;
     Ok(json_response(StatusCode::OK, &json!({ "totp": code })))
 }
 
@@ -88,25 +89,24 @@ pub async fn password_reset(
     let body: PasswordResetBody = read_json(request).await?;
     check_new_password(state, &body.password, &body.username)?;
     let refused = || ApiError::unauthorized("totp is invalid or expired");
-    let user = state
-        .store
-        .get_user(&body.username)
-        .map_err(ApiError::internal)?
-        .ok_or_else(refused)?;
+    let user = state.store.get_user(&body.username)?.ok_or_else(refused)?;
     if !reset_is_valid(user.reset.as_ref(), state, &body.totp) {
         return Err(refused());
     }
     let hash = hash_password(state, body.password).await?;
     // Checked again inside the write transaction, and consumed: a code works once.
-    let updated = state.store.update_user_if(&body.username, |user| {
-        let valid = reset_is_valid(user.reset.as_ref(), state, &body.totp);
-        if valid {
-            user.password_hash = hash;
-            user.reset = None;
-        }
-        valid
+    let (username, code, checker) = (body.username.clone(), body.totp, state.clone());
+    let updated = state.store.write_off_executor(move |store| {
+        store.update_user_if(&username, |user| {
+            let valid = reset_is_valid(user.reset.as_ref(), &checker, &code);
+            if valid {
+                user.password_hash = hash;
+                user.reset = None;
+            }
+            valid
+        })
     });
-    updated.map_err(ApiError::internal)?.ok_or_else(refused)?;
+    updated.await?.ok_or_else(refused)?;
     state.fanout.user_changed(&body.username);
     tracing::info!(username = body.username, "password reset");
     Ok(served_to(

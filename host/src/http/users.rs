@@ -73,12 +73,7 @@ pub async fn create_user(
     if let Some(scopes) = &body.scopes {
         validate::scopes(scopes).map_err(ApiError::BadRequest)?;
     }
-    if state
-        .store
-        .get_user(&body.username)
-        .map_err(ApiError::internal)?
-        .is_some()
-    {
+    if state.store.get_user(&body.username)?.is_some() {
         return Err(ApiError::bad_request("username already taken"));
     }
     let two_factor = body.two_factor.unwrap_or(false);
@@ -97,15 +92,15 @@ pub async fn create_user(
         reset: None,
         revision: 0,
     };
+    let (username, tenant) = (user.username.clone(), user.tenant_name.clone());
     // Checked again inside the write transaction: two concurrent creates cannot both win.
-    if !state.store.create_user(&user).map_err(ApiError::internal)? {
+    let created = state
+        .store
+        .write_off_executor(move |store| store.create_user(&user));
+    if !created.await? {
         return Err(ApiError::bad_request("username already taken"));
     }
-    tracing::info!(
-        username = user.username,
-        tenant = user.tenant_name,
-        "user created"
-    );
+    tracing::info!(username, tenant, "user created");
     Ok(ok())
 }
 
@@ -120,7 +115,7 @@ pub async fn list_users(
 ) -> Result<Response<Body>, ApiError> {
     let body: AdminOnly = read_json(request).await?;
     check_admin(state, &body.admin_token)?;
-    let users = state.store.list_users().map_err(ApiError::internal)?;
+    let users = state.store.list_users()?;
     let views: Vec<Value> = users.iter().map(User::public_view).collect();
     Ok(json_response(StatusCode::OK, &Value::Array(views)))
 }
@@ -138,11 +133,7 @@ pub fn user_not_found() -> ApiError {
 
 /// The stored user named `username`, or a 400 for an unknown one.
 pub fn existing_user(state: &AppState, username: &str) -> Result<User, ApiError> {
-    state
-        .store
-        .get_user(username)
-        .map_err(ApiError::internal)?
-        .ok_or_else(user_not_found)
+    state.store.get_user(username)?.ok_or_else(user_not_found)
 }
 
 pub async fn get_user(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -159,10 +150,11 @@ pub async fn set_revoked(
 ) -> Result<Response<Body>, ApiError> {
     let body: AdminAndUser = read_json(request).await?;
     check_admin(state, &body.admin_token)?;
+    let username = body.username.clone();
     let updated = state
         .store
-        .update_user(&body.username, |user| user.revoked = revoked);
-    updated.map_err(ApiError::internal)?.ok_or_else(user_not_found)?;
+        .write_off_executor(move |store| store.update_user(&username, |user| user.revoked = revoked));
+    updated.await?.ok_or_else(user_not_found)?;
     state.fanout.user_changed(&body.username);
     tracing::info!(username = body.username, revoked, "user revocation changed");
     Ok(ok())
@@ -206,36 +198,39 @@ pub async fn update_user(
         }
         None => None,
     };
-    let updated = state.store.update_user(&body.username, |user| {
-        if let Some(tenant) = body.tenant_name {
-            user.tenant_name = tenant;
-        }
-        if let Some(hash) = password_hash {
-            user.password_hash = hash;
-        }
-        if let Some(email) = body.email {
-            user.email = email;
-        }
-        if let Some(scopes) = body.scopes {
-            user.scopes = scopes;
-        }
-        if let Some(data) = body.data {
-            user.data = data;
-        }
-        match body.two_factor {
-            // Enabling keeps an existing secret, so an app that already scanned it keeps working.
-            Some(true) if user.totp_secret.is_none() => user.totp_secret = Some(totp::new_secret()),
-            Some(false) => {
-                user.totp_secret = None;
-                user.last_totp_step = None;
+    let username = body.username.clone();
+    let updated = state.store.write_off_executor(move |store| {
+        store.update_user(&username, |user| {
+            if let Some(tenant) = body.tenant_name {
+                user.tenant_name = tenant;
             }
-            _ => {}
-        }
-        if let Some(two_factor) = body.two_factor {
-            user.two_factor = two_factor;
-        }
+            if let Some(hash) = password_hash {
+                user.password_hash = hash;
+            }
+            if let Some(email) = body.email {
+                user.email = email;
+            }
+            if let Some(scopes) = body.scopes {
+                user.scopes = scopes;
+            }
+            if let Some(data) = body.data {
+                user.data = data;
+            }
+            match body.two_factor {
+                // Enabling keeps an existing secret, so an app that already scanned it keeps working.
+                Some(true) if user.totp_secret.is_none() => user.totp_secret = Some(totp::new_secret()),
+                Some(false) => {
+                    user.totp_secret = None;
+                    user.last_totp_step = None;
+                }
+                _ => {}
+            }
+            if let Some(two_factor) = body.two_factor {
+                user.two_factor = two_factor;
+            }
+        })
     });
-    updated.map_err(ApiError::internal)?.ok_or_else(user_not_found)?;
+    updated.await?.ok_or_else(user_not_found)?;
     // Open streams re-check the user: a moved tenant must not keep receiving the old tenant's events.
     state.fanout.user_changed(&body.username);
     Ok(ok())

@@ -103,6 +103,18 @@ impl Store {
         })
     }
 
+    /// Runs `write` (a user-directory write) on the blocking pool: its LMDB write transaction may
+    /// wait behind the event writer's commit and fsync, which must not hold an executor thread.
+    pub async fn write_off_executor<T: Send + 'static>(
+        self: &std::sync::Arc<Self>,
+        write: impl FnOnce(&Store) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || write(&store))
+            .await
+            .map_err(|_| StoreError::CommitFailed)?
+    }
+
     /// The value stored under `key` in the meta table, or `init()` stored there first.
     pub fn meta_get_or_init(&self, key: &str, init: impl FnOnce() -> Vec<u8>) -> StoreResult<Vec<u8>> {
         let mut wtxn = self.env.write_txn()?;
