@@ -31,6 +31,11 @@ pub struct User {
     /// Bumped on every update, so that a future replicated directory can compare-and-set.
     #[serde(default)]
     pub revision: u64,
+    /// Bumped when the user's credentials must end: a password change or reset, a revoke or
+    /// unrevoke, a tenant move. JWTs carry it, so one from an earlier generation is refused, and
+    /// open streams of an earlier generation close.
+    #[serde(default)]
+    pub credential_generation: u64,
 }
 
 /// A password-reset code issued by `/create_totp`: its own secret (never the login one), and when it

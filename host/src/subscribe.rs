@@ -59,15 +59,18 @@ pub fn subscribe(
 ) -> Result<impl Stream<Item = Bytes> + Send + 'static, SubscribeError> {
     let user = &identity.user;
     let user_watch = state.fanout.watch_user(&user.username);
-    let current = state.store.get_user(&user.username)?;
-    if !still_allowed(current.as_ref(), &user.tenant_name) {
+    let owner = Owner {
+        username: user.username.clone(),
+        tenant_name: user.tenant_name.clone(),
+        credential_generation: user.credential_generation,
+    };
+    if !owner.still_allowed(state.store.get_user(&user.username)?.as_ref()) {
         return Err(SubscribeError::UserChanged);
     }
     let live = state.fanout.subscribe(&user.tenant_name);
     let stream = EventStream {
         state: state.clone(),
-        username: user.username.clone(),
-        tenant: user.tenant_name.clone(),
+        user: owner,
         expires_at: identity.expiry,
         live,
         user_watch,
@@ -82,15 +85,29 @@ pub fn subscribe(
     }))
 }
 
-/// The user may keep streaming this tenant: it exists, is not revoked and was not moved.
-fn still_allowed(user: Option<&User>, tenant: &str) -> bool {
-    user.is_some_and(|user| !user.revoked && user.tenant_name == tenant)
+/// Who a stream belongs to: just what is needed to tell whether it may go on.
+struct Owner {
+    username: String,
+    tenant_name: String,
+    credential_generation: u64,
+}
+
+impl Owner {
+    /// The user may keep streaming: it exists, is not revoked, and its credentials have not ended
+    /// (no password change, reset, revoke or tenant move) since the stream opened.
+    fn still_allowed(&self, current: Option<&User>) -> bool {
+        current.is_some_and(|user| {
+            !user.revoked
+                && user.tenant_name == self.tenant_name
+                && user.credential_generation == self.credential_generation
+        })
+    }
 }
 
 struct EventStream {
     state: Arc<AppState>,
-    username: String,
-    tenant: String,
+    /// The user as authenticated when the stream opened.
+    user: Owner,
     /// When the credential that opened the stream expires (seconds since the epoch).
     expires_at: u64,
     live: LiveFeed,
@@ -115,11 +132,11 @@ impl EventStream {
             if let Err(end) = self.step().await {
                 match end {
                     End::Store(error) => {
-                        tracing::error!(%error, tenant = self.tenant, "sse stream stopped by a store error");
+                        tracing::error!(%error, tenant = self.user.tenant_name, "sse stream stopped by a store error");
                     }
                     end => tracing::debug!(
-                        username = self.username,
-                        tenant = self.tenant,
+                        username = self.user.username,
+                        tenant = self.user.tenant_name,
                         ?end,
                         "sse stream ended"
                     ),
@@ -153,7 +170,7 @@ impl EventStream {
                     Ok(())
                 }
                 Err(RecvError::Lagged(missed)) => {
-                    tracing::debug!(missed, tenant = self.tenant, "sse subscriber lagged; catching up from the store");
+                    tracing::debug!(missed, tenant = self.user.tenant_name, "sse subscriber lagged; catching up from the store");
                     self.catching_up = true;
                     Ok(())
                 }
@@ -172,11 +189,11 @@ impl EventStream {
             Some(after) => {
                 // An id above the tenant's newest (a typo, a restored database) means "from now":
                 // as a filter it would hide every new event below it.
-                self.cursor = after.min(store.newest_seq(&self.tenant).map_err(End::Store)?);
+                self.cursor = after.min(store.newest_seq(&self.user.tenant_name).map_err(End::Store)?);
                 self.catching_up = true;
             }
             None => {
-                let replay = store.latest_events(&self.tenant).map_err(End::Store)?;
+                let replay = store.latest_events(&self.user.tenant_name).map_err(End::Store)?;
                 self.pending
                     .extend(replay.events.iter().map(|event| Frame::render(event).bytes));
                 self.cursor = replay.last_seq;
@@ -190,7 +207,7 @@ impl EventStream {
         let page = self
             .state
             .store
-            .events_after(&self.tenant, self.cursor, STORE_PAGE, STORE_PAGE_BYTES)
+            .events_after(&self.user.tenant_name, self.cursor, STORE_PAGE, STORE_PAGE_BYTES)
             .map_err(End::Store)?;
         self.catching_up = page.events.len() == STORE_PAGE || page.bytes >= STORE_PAGE_BYTES;
         for event in &page.events {
@@ -206,10 +223,10 @@ impl EventStream {
         }
     }
 
-    /// Ends the stream if the user was revoked, removed or moved to another tenant.
+    /// Ends the stream if the user was revoked, moved or had its credentials changed.
     fn check_user(&self) -> Result<(), End> {
-        match self.state.store.get_user(&self.username) {
-            Ok(user) if still_allowed(user.as_ref(), &self.tenant) => Ok(()),
+        match self.state.store.get_user(&self.user.username) {
+            Ok(current) if self.user.still_allowed(current.as_ref()) => Ok(()),
             Ok(_) => Err(End::UserChanged),
             Err(error) => Err(End::Store(error)),
         }

@@ -131,12 +131,25 @@ async fn verify_returns_a_biscuit_with_the_users_scopes_under_a_stable_root_key(
     assert_eq!(key.len(), 32);
     let root = PublicKey::from_bytes(&key, biscuit_auth::Algorithm::Ed25519).unwrap();
     let biscuit = Biscuit::from(bytes(&body["token"]), root).expect("token signed by the root key");
-    assert!(
-        biscuit
-            .print_block_source(0)
+    let source = biscuit.print_block_source(0).unwrap();
+    assert!(source.contains(r#"right("news", "get")"#), "{source}");
+    assert!(source.contains(r#"user("svc")"#), "{source}");
+    // The token carries its expiry: a service authorizing it after the JWT's `exp` refuses it.
+    let expiry = body["expiry"].as_u64().unwrap();
+    let authorize_at = |secs: u64| {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let time = biscuit_auth::builder::fact("time", &[biscuit_auth::builder::date(&now)]);
+        let mut authorizer = biscuit_auth::AuthorizerBuilder::new()
+            .fact(time)
             .unwrap()
-            .contains(r#"right("news", "get")"#)
-    );
+            .policy("allow if true")
+            .unwrap()
+            .build(&biscuit)
+            .unwrap();
+        authorizer.authorize().is_ok()
+    };
+    assert!(authorize_at(expiry - 10), "valid before its expiry");
+    assert!(!authorize_at(expiry + 10), "refused after its expiry");
 
     let basic = server
         .http
@@ -322,7 +335,13 @@ async fn revoked_users_are_refused_everywhere_and_their_streams_close() {
     assert_eq!(server.post("/unrevoke_user", &revoke).await.0, StatusCode::OK);
     assert_eq!(
         server.insert(&jwt, "e", json!(1)).await.0,
+        StatusCode::UNAUTHORIZED,
+        "a revoke ended the JWTs issued before it, for good"
+    );
+    let fresh = server.login("mallory").await;
+    assert_eq!(
+        server.insert(&fresh, "e", json!(1)).await.0,
         StatusCode::OK,
-        "unrevoked users are back"
+        "unrevoked users are back with a fresh login"
     );
 }

@@ -43,3 +43,49 @@ async fn a_last_event_id_beyond_the_newest_event_resumes_from_now() {
     let event = stream.next().await;
     assert_eq!((event.id, event.data.clone()), (3, json!(3)));
 }
+
+#[tokio::test]
+async fn a_password_change_ends_the_users_jwts_and_open_streams() {
+    let server = TestServer::start().await;
+    let jwt = server.signup("dave", "t").await;
+    let mut stream = server.subscribe(&jwt).await;
+    let mut unaffected = server.subscribe(&server.signup("erin", "t").await).await;
+
+    let change = json!({"admin_token": ADMIN_TOKEN, "username": "dave", "password": "another password 7"});
+    assert_eq!(server.post("/update_user", &change).await.0, StatusCode::OK);
+    assert!(
+        stream.ends_within(Duration::from_secs(10)).await,
+        "the stream closed"
+    );
+    assert_eq!(
+        server.insert(&jwt, "e", json!(1)).await.0,
+        StatusCode::UNAUTHORIZED,
+        "the JWT issued before the change is refused"
+    );
+
+    // A fresh login with the new password works; a data-only update ends nothing.
+    let (status, body) = server
+        .post(
+            "/login",
+            &json!({"username": "dave", "password": "another password 7"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let fresh = body["jwt"].as_str().unwrap().to_owned();
+    let data_only = json!({"admin_token": ADMIN_TOKEN, "username": "dave", "data": {"x": 1}});
+    assert_eq!(server.post("/update_user", &data_only).await.0, StatusCode::OK);
+    let seq = server.insert_ok(&fresh, "e", json!(2)).await;
+    assert_eq!(unaffected.next().await.id, seq);
+}
+
+#[tokio::test]
+async fn a_stream_ends_when_its_credential_expires() {
+    // JWTs live 2 s here: the stream must close by itself, and the client reconnects with a new one.
+    let server = TestServer::start_with(&["--jwt_expiry", "2"]).await;
+    let jwt = server.signup("brief", "t").await;
+    let mut stream = server.subscribe(&jwt).await;
+    assert!(
+        stream.ends_within(Duration::from_secs(15)).await,
+        "closed at expiry"
+    );
+}

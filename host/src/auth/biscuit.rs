@@ -2,7 +2,10 @@
 //! for each of the user's scopes, signed by a root key pair that is stored in the database so that
 //! services can pin its public key.
 
+use std::time::{Duration, SystemTime};
+
 use biscuit_auth::builder::{fact, string};
+use biscuit_auth::builder_ext::BuilderExt;
 use biscuit_auth::{Algorithm, Biscuit, KeyPair, PrivateKey};
 
 use crate::store::{Store, StoreError};
@@ -29,9 +32,19 @@ impl BiscuitIssuer {
         self.root.public().to_bytes()
     }
 
-    /// A serialized biscuit granting `scopes` (each `resource:operation`).
-    pub fn token_for(&self, scopes: &[String]) -> Result<Vec<u8>, biscuit_auth::error::Token> {
-        let mut builder = Biscuit::builder();
+    /// A serialized biscuit for `username` granting `scopes` (each `resource:operation`), valid
+    /// until `expiry` (seconds since the epoch): it carries `user("<name>")` and a time check, so a
+    /// service that authorizes it with `time(now)` refuses it once the credential behind it expired.
+    pub fn token_for(
+        &self,
+        username: &str,
+        scopes: &[String],
+        expiry: u64,
+    ) -> Result<Vec<u8>, biscuit_auth::error::Token> {
+        let until = SystemTime::UNIX_EPOCH + Duration::from_secs(expiry);
+        let mut builder = Biscuit::builder()
+            .fact(fact("user", &[string(username)]))?
+            .check_expiration_date(until);
         for scope in scopes {
             if let Some((resource, operation)) = scope.split_once(':') {
                 builder = builder.fact(fact("right", &[string(resource), string(operation)]))?;

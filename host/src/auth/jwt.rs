@@ -1,4 +1,5 @@
-//! HS256 JWTs: `iss: "Broker"`, `sub: username`, `aud: scopes joined with ","`, `iat`, `exp`.
+//! HS256 JWTs: `iss: "Broker"`, `sub: username`, `aud: scopes joined with ","`, `iat`, `exp`, and
+//! `gen`, the user's credential generation when issued (see `User::credential_generation`).
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,8 @@ pub struct Claims {
     pub aud: String,
     pub iat: u64,
     pub exp: u64,
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// Signing and checking keys, built once from `--jwt_secret`.
@@ -47,6 +50,7 @@ impl JwtKeys {
             aud: user.scope_list().join(","),
             iat: now,
             exp: now + self.expiry_secs,
+            generation: user.credential_generation,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }

@@ -78,6 +78,10 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Ident
         Credentials::Bearer(token) => {
             let claims = state.jwt.verify(&token).map_err(|_| AuthError::BadToken)?;
             let user = state.store.get_user(&claims.sub)?.ok_or(AuthError::BadToken)?;
+            // A password change, reset, revoke or tenant move since issue ends the token.
+            if claims.generation != user.credential_generation {
+                return Err(AuthError::BadToken);
+            }
             if user.revoked {
                 return Err(AuthError::Revoked);
             }

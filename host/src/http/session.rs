@@ -52,7 +52,7 @@ pub async fn verify(state: &Arc<AppState>, request: Request<Incoming>) -> Result
     let scopes = identity.user.scope_list();
     let token = state
         .biscuit
-        .token_for(scopes)
+        .token_for(&identity.user.username, scopes, identity.expiry)
         .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
     let body = json!({
         "expiry": identity.expiry,

@@ -102,6 +102,7 @@ pub async fn password_reset(
             if valid {
                 user.password_hash = hash;
                 user.reset = None;
+                user.credential_generation += 1;
             }
             valid
         })

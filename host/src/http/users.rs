@@ -91,6 +91,7 @@ pub async fn create_user(
         last_totp_step: None,
         reset: None,
         revision: 0,
+        credential_generation: 0,
     };
     let (username, tenant) = (user.username.clone(), user.tenant_name.clone());
     // Checked again inside the write transaction: two concurrent creates cannot both win.
@@ -151,9 +152,12 @@ pub async fn set_revoked(
     let body: AdminAndUser = read_json(request).await?;
     check_admin(state, &body.admin_token)?;
     let username = body.username.clone();
-    let updated = state
-        .store
-        .write_off_executor(move |store| store.update_user(&username, |user| user.revoked = revoked));
+    let updated = state.store.write_off_executor(move |store| {
+        store.update_user(&username, |user| {
+            user.revoked = revoked;
+            user.credential_generation += 1;
+        })
+    });
     updated.await?.ok_or_else(user_not_found)?;
     state.fanout.user_changed(&body.username);
     tracing::info!(username = body.username, revoked, "user revocation changed");
@@ -201,6 +205,10 @@ pub async fn update_user(
     let username = body.username.clone();
     let updated = state.store.write_off_executor(move |store| {
         store.update_user(&username, |user| {
+            // A new password or tenant ends the JWTs, remembered credentials and open streams.
+            if body.tenant_name.is_some() || password_hash.is_some() {
+                user.credential_generation += 1;
+            }
             if let Some(tenant) = body.tenant_name {
                 user.tenant_name = tenant;
             }
