@@ -105,6 +105,24 @@ pub struct Config {
     #[arg(long = "password_checker", env = "BROKER_PASSWORD_CHECKER", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub password_checker: bool,
 
+    /// Open connections at most (SSE streams included); past it new connections are closed at once
+    /// while open ones carry on. Each takes a file descriptor: keep it under the process's limit.
+    #[arg(
+        long = "max_connections",
+        env = "BROKER_MAX_CONNECTIONS",
+        default_value_t = 10_000
+    )]
+    pub max_connections: usize,
+
+    /// Seconds a client gets to send a request's headers (and a TLS handshake), and then its body.
+    #[arg(long = "request_timeout", env = "BROKER_REQUEST_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout: u64,
+
+    /// Seconds a response or stream write may make no progress (a client that stopped reading)
+    /// before the connection is dropped and its memory released.
+    #[arg(long = "write_timeout", env = "BROKER_WRITE_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_timeout: u64,
+
     /// Threads that run argon2 (hashes and password checks); 0 means one per core. Each holds about
     /// 19 MiB while it works, so this also bounds the memory passwords can take.
     #[arg(
@@ -224,6 +242,14 @@ impl Config {
             (Some(url), _) => Ok(url),
             (None, true) => Ok(LETS_ENCRYPT_STAGING),
             (None, false) => Ok(LETS_ENCRYPT_PRODUCTION),
+        }
+    }
+
+    pub fn connection_limits(&self) -> crate::server::ConnectionLimits {
+        crate::server::ConnectionLimits {
+            max_connections: self.max_connections,
+            header_timeout: std::time::Duration::from_secs(self.request_timeout),
+            write_timeout: std::time::Duration::from_secs(self.write_timeout),
         }
     }
 

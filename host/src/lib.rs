@@ -111,6 +111,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         .await
         .context("starting the guest engine")?;
     let redirect_host = config.domain.clone();
+    let limits = config.connection_limits();
     let state = Arc::new(AppState {
         jwt: JwtKeys::new(&config.jwt_secret, config.jwt_expiry),
         biscuit: BiscuitIssuer::load(&store).context("loading the biscuit root key")?,
@@ -131,7 +132,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         None => {
             // Logged once everything is ready: tests and supervisors wait for this line.
             tracing::info!("broker listening on http://{}", plain.local_addr()?);
-            server::serve(plain, None, shutdown, api).await;
+            server::serve(plain, None, limits, shutdown, api).await;
         }
         Some((listener, terminator)) => {
             let https = listener.local_addr()?;
@@ -143,8 +144,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             tracing::info!("broker listening on https://{https}");
             let redirect = move |request: Request<Incoming>| std::future::ready(redirect.answer(&request));
             tokio::join!(
-                server::serve(listener, Some(terminator), shutdown.clone(), api),
-                server::serve(plain, None, shutdown, redirect),
+                server::serve(listener, Some(terminator), limits, shutdown.clone(), api),
+                server::serve(plain, None, limits, shutdown, redirect),
             );
         }
     }

@@ -9,6 +9,7 @@ mod durability;
 mod events;
 mod guests;
 mod identity;
+mod limits;
 mod load;
 mod npm_client;
 mod passwords;

@@ -1,5 +1,7 @@
 //! Reading request bodies: a size limit, then JSON with errors that name the offending field.
 
+use std::time::Duration;
+
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::Request;
 use hyper::body::Incoming;
@@ -7,14 +9,24 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Reads and parses a JSON body. Unknown fields are ignored; wrong types and missing fields are a
-/// 400 naming the field; malformed JSON is a 400; a body over the limit is a 413.
-pub async fn read_json<T: DeserializeOwned>(request: Request<Incoming>) -> Result<T, ApiError> {
-    let bytes = match Limited::new(request.into_body(), MAX_BODY_BYTES).collect().await {
+/// 400 naming the field; malformed JSON is a 400; a body over the limit is a 413; a body that
+/// takes longer than `--request_timeout` to arrive is a 408.
+pub async fn read_json<T: DeserializeOwned>(
+    state: &AppState,
+    request: Request<Incoming>,
+) -> Result<T, ApiError> {
+    let limit = Duration::from_secs(state.config.request_timeout);
+    let collecting = Limited::new(request.into_body(), MAX_BODY_BYTES).collect();
+    let Ok(collected) = tokio::time::timeout(limit, collecting).await else {
+        return Err(ApiError::RequestTimeout);
+    };
+    let bytes = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
             return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));

@@ -115,7 +115,7 @@ fn error_response(error: &ApiError) -> Response<Body> {
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
-    if matches!(error, ApiError::PayloadTooLarge(_)) {
+    if matches!(error, ApiError::PayloadTooLarge(_) | ApiError::RequestTimeout) {
         // The rest of the body was never read: the connection cannot carry another request.
         response
             .headers_mut()

@@ -29,7 +29,7 @@ pub async fn create_qr(
     state: &Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let body: CreateQr = read_json(request).await?;
+    let body: CreateQr = read_json(state, request).await?;
     check_admin(state, &body.admin_token)?;
     if body.issuer.is_empty() || body.issuer.contains(':') {
         return Err(ApiError::bad_request(
@@ -51,7 +51,7 @@ pub async fn create_totp(
     state: &Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let body: AdminAndUser = read_json(request).await?;
+    let body: AdminAndUser = read_json(state, request).await?;
     check_admin(state, &body.admin_token)?;
     let reset = PasswordReset {
         secret: totp::new_secret(),
@@ -86,7 +86,7 @@ pub async fn password_reset(
     state: &Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let body: PasswordResetBody = read_json(request).await?;
+    let body: PasswordResetBody = read_json(state, request).await?;
     check_new_password(state, &body.password, &body.username)?;
     let refused = || ApiError::unauthorized("totp is invalid or expired");
     let user = state.store.get_user(&body.username)?.ok_or_else(refused)?;

@@ -60,7 +60,7 @@ pub async fn create_user(
     state: &Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let body: CreateUser = read_json(request).await?;
+    let body: CreateUser = read_json(state, request).await?;
     if !admin::token_matches(&body.admin_token, &state.config.admin_token) {
         return Err(ApiError::bad_request(WRONG_ADMIN_TOKEN));
     }
@@ -114,7 +114,7 @@ pub async fn list_users(
     state: &Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let body: AdminOnly = read_json(request).await?;
+    let body: AdminOnly = read_json(state, request).await?;
     check_admin(state, &body.admin_token)?;
     let users = state.store.list_users()?;
     let views: Vec<Value> = users.iter().map(User::public_view).collect();
@@ -138,7 +138,7 @@ pub fn existing_user(state: &AppState, username: &str) -> Result<User, ApiError>
 }
 
 pub async fn get_user(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let body: AdminAndUser = read_json(request).await?;
+    let body: AdminAndUser = read_json(state, request).await?;
     check_admin(state, &body.admin_token)?;
     let user = existing_user(state, &body.username)?;
     Ok(json_response(StatusCode::OK, &user.public_view()))
@@ -149,7 +149,7 @@ pub async fn set_revoked(
     request: Request<Incoming>,
     revoked: bool,
 ) -> Result<Response<Body>, ApiError> {
-    let body: AdminAndUser = read_json(request).await?;
+    let body: AdminAndUser = read_json(state, request).await?;
     check_admin(state, &body.admin_token)?;
     let username = body.username.clone();
     let updated = state.store.write_off_executor(move |store| {
@@ -184,7 +184,7 @@ pub async fn update_user(
     state: &Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let body: UpdateUser = read_json(request).await?;
+    let body: UpdateUser = read_json(state, request).await?;
     check_admin(state, &body.admin_token)?;
     if let Some(tenant) = &body.tenant_name {
         validate::name("tenant_name", tenant).map_err(ApiError::BadRequest)?;

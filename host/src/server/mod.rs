@@ -1,5 +1,8 @@
 //! The accept loop: HTTP/1.1 and HTTP/2 on each connection (over TLS when given a terminator),
-//! graceful shutdown on cancel.
+//! graceful shutdown on cancel, and the per-connection bounds: a cap on open connections, a time
+//! limit for a request's headers, and a limit on how long a write may make no progress.
+
+mod stall_guard;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,12 +11,15 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+use self::stall_guard::StallGuard;
 
 use crate::http::Body;
 use crate::tls::TlsTerminator;
@@ -21,10 +27,24 @@ use crate::tls::TlsTerminator;
 /// How long open connections get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The bounds every connection is held to (flags `--max_connections`, `--header_timeout`,
+/// `--write_timeout`).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// Open connections at most; past it new ones are closed at once and open ones carry on.
+    pub max_connections: usize,
+    /// Time a client gets to send a request's headers (slowloris).
+    pub header_timeout: Duration,
+    /// Time a write may make no progress before the connection is dropped (a client that stopped
+    /// reading its stream).
+    pub write_timeout: Duration,
+}
+
 /// Serves `listener` with `handler` until `shutdown` is cancelled, then waits for open connections.
 pub async fn serve<H, F>(
     listener: TcpListener,
     tls: Option<Arc<TlsTerminator>>,
+    limits: ConnectionLimits,
     shutdown: CancellationToken,
     handler: H,
 ) where
@@ -32,6 +52,8 @@ pub async fn serve<H, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut refused_since_last_log = 0u64;
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -46,18 +68,34 @@ pub async fn serve<H, F>(
                 continue;
             }
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            // Closed at once: a client sees a reset rather than a connection that never answers.
+            refused_since_last_log += 1;
+            if refused_since_last_log.is_power_of_two() {
+                tracing::warn!(
+                    refused = refused_since_last_log,
+                    max_connections = limits.max_connections,
+                    "connection limit reached; refusing new connections"
+                );
+            }
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
         let handler = handler.clone();
         let tls = tls.clone();
         // The TLS handshake runs on the connection's own task so a slow client cannot stall accepts.
         tokio::spawn(async move {
+            let _permit = permit;
             let result = match tls {
-                None => serve_connection(stream, watcher, handler).await,
-                Some(tls) => match tls.accept(stream).await {
-                    Ok(Some(stream)) => serve_connection(stream, watcher, handler).await,
-                    Ok(None) => Ok(()),
-                    Err(error) => {
+                None => serve_connection(stream, limits, watcher, handler).await,
+                // A handshake gets the same time as a request's headers.
+                Some(tls) => match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
+                    Err(_) => Ok(()),
+                    Ok(Ok(Some(stream))) => serve_connection(stream, limits, watcher, handler).await,
+                    Ok(Ok(None)) => Ok(()),
+                    Ok(Err(error)) => {
                         tracing::debug!(%peer, %error, "TLS handshake failed");
                         Ok(())
                     }
@@ -77,6 +115,7 @@ pub async fn serve<H, F>(
 
 async fn serve_connection<S, H, F>(
     stream: S,
+    limits: ConnectionLimits,
     watcher: Watcher,
     handler: H,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
@@ -89,8 +128,16 @@ where
         let answer = handler(request);
         async move { Ok::<_, std::convert::Infallible>(answer.await) }
     });
-    let connection = auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(stream), service)
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let connection = builder
+        .serve_connection(
+            TokioIo::new(StallGuard::new(stream, limits.write_timeout)),
+            service,
+        )
         .into_owned();
     watcher.watch(connection).await
 }
