@@ -186,7 +186,9 @@ async fn moving_a_user_to_another_tenant_closes_their_stream_on_the_old_one() {
 #[tokio::test]
 async fn a_subscriber_that_falls_behind_catches_up_from_the_store() {
     // A live buffer of 4 events makes any burst overflow it, so the stream must recover from LMDB.
-    let server = TestServer::start_with(&["--live_buffer", "4"]).await;
+    let dir = std::sync::Arc::new(tempfile::TempDir::new().unwrap());
+    let server =
+        TestServer::start_logging(dir, &["--live_buffer", "4"], "info,broker::subscribe=debug").await;
     let jwt = server.signup("slow", "t").await;
     let mut slow = server.subscribe(&jwt).await;
     let inserts = (0..300).map(|i| {
@@ -198,4 +200,10 @@ async fn a_subscriber_that_falls_behind_catches_up_from_the_store() {
     let received: Vec<u64> = slow.take(300).await.iter().map(|e| e.id).collect();
     assert_eq!(received, seqs, "in order, no gap, no duplicate");
     slow.expect_quiet(Duration::from_millis(200)).await;
+    assert!(
+        server
+            .logs()
+            .contains("sse subscriber lagged; catching up from the store"),
+        "the catch-up path ran"
+    );
 }

@@ -87,6 +87,13 @@ async fn two_factor_login_works_with_the_code_an_authenticator_app_computes() {
         StatusCode::UNAUTHORIZED,
         "Basic cannot pass two-factor"
     );
+    // Positive control: the same request for a user without two-factor is let in.
+    assert_eq!(server.create_user("plain", "t").await.0, StatusCode::OK);
+    let plain = server
+        .http
+        .get(server.endpoint("/verify"))
+        .basic_auth("plain", Some(PASSWORD));
+    assert_eq!(plain.send().await.unwrap().status(), StatusCode::OK);
     let (_, user) = server
         .post(
             "/get_user",

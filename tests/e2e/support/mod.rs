@@ -43,10 +43,16 @@ impl TestServer {
 
     /// Starts `broker` on `dir` (reusing its database when it has one).
     pub async fn start_in(dir: Arc<TempDir>, extra: &[&str]) -> Self {
+        Self::start_logging(dir, extra, "info").await
+    }
+
+    /// Like `start_in`, with `BROKER_LOG` set to `filter` (e.g. to see a debug line a test checks).
+    pub async fn start_logging(dir: Arc<TempDir>, extra: &[&str], filter: &str) -> Self {
         // Everything that can panic comes before the spawn or kills the child first: a panic
         // between the two would leave a broker running after the test.
         let http = http_client().build().unwrap();
         let mut child = broker_command(dir.path(), extra)
+            .env("BROKER_LOG", filter)
             .spawn()
             .expect("starting the broker binary");
         let logs = Arc::new(Mutex::new(String::new()));
