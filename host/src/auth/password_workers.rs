@@ -1,17 +1,18 @@
 //! A fixed set of threads that run every argon2 hash and verification, behind a bounded queue.
 //!
-//! Why not `spawn_blocking`: each argon2 call allocates ~19 MiB, the blocking pool grows to 512
+//! Why not `spawn_blocking`: each argon2 call needs ~19 MiB, the blocking pool grows to 512
 //! threads, and glibc keeps each thread's arena at its high-water mark. Anonymous requests (Basic
-//! auth with unknown names costs a hash too) could then pin gigabytes. Here at most `workers` hashes
-//! run at once, so at most `workers` × 19 MiB is ever held, and a caller that finds the queue full is
-//! refused at once (503 with `Retry-After`) instead of waiting without end.
+//! auth with unknown names costs a hash too) could then pin gigabytes. Here each worker owns one
+//! `Hasher` whose block buffer is allocated once, so passwords hold `workers` × 19 MiB, and a
+//! caller that finds the queue full is refused at once (503 with `Retry-After`) instead of waiting
+//! without end.
 
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use super::password;
+use super::password::Hasher;
 
 /// Why a password job did not run.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +98,7 @@ impl PasswordWorkers {
 }
 
 fn work_loop(jobs: &Mutex<Receiver<Job>>) {
+    let mut hasher = Hasher::default();
     loop {
         // One idle worker waits on the queue at a time; the others wait for the lock.
         let next = jobs.lock().map(|receiver| receiver.recv());
@@ -105,13 +107,13 @@ fn work_loop(jobs: &Mutex<Receiver<Job>>) {
             continue; // the client went away while queued: skip the work
         }
         let done = match job.work {
-            Work::Hash(password) => password::hash(&password).map(Done::Hashed),
+            Work::Hash(password) => hasher.hash(&password).map(Done::Hashed),
             Work::Verify {
                 password,
                 phc: Some(phc),
-            } => password::verify(&password, &phc).map(Done::Verified),
+            } => hasher.verify(&password, &phc).map(Done::Verified),
             Work::Verify { password, phc: None } => {
-                password::burn_time(&password);
+                hasher.burn_time(&password);
                 Ok(Done::Verified(false))
             }
         };
