@@ -12,8 +12,9 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("not found")]
     NotFound,
+    /// With the methods the route does answer, for the `Allow` header.
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed(&'static str),
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("the request body did not arrive in time")]
@@ -51,7 +52,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Guest(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -36,6 +36,16 @@ pub fn printable(text: &str, max_bytes: usize) -> String {
     shown
 }
 
+/// An event name additionally may not start with a space: SSE readers drop one space after
+/// `event:`, so subscribers would see another name than the one inserted.
+pub fn event_name(value: &str) -> Result<(), String> {
+    name("event", value)?;
+    if value.starts_with(' ') {
+        return Err("event must not start with a space".into());
+    }
+    Ok(())
+}
+
 /// A username additionally may not contain ':' (HTTP Basic splits at the first colon).
 pub fn username(value: &str) -> Result<(), String> {
     name("username", value)?;

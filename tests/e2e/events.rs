@@ -19,6 +19,12 @@ async fn insert_validates_its_body_and_its_caller() {
         StatusCode::BAD_REQUEST,
         "event names cannot forge SSE lines"
     );
+    let (status, _) = server.insert(&jwt, " spaced", json!(1)).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "SSE readers would drop the leading space"
+    );
     let missing_data = server
         .http
         .post(server.endpoint("/insert"))

@@ -62,6 +62,17 @@ async fn two_factor_login_works_with_the_code_an_authenticator_app_computes() {
         .await;
     assert_eq!(status, StatusCode::OK, "{qr}");
     let url = scan_qr(qr["qr"].as_str().unwrap());
+    let (status, body) = server
+        .post(
+            "/create_qr",
+            &json!({"admin_token": ADMIN_TOKEN, "username": "tfa", "issuer": "x".repeat(1150)}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "an issuer no QR code can hold: {body}"
+    );
     assert!(url.starts_with("otpauth://totp/Acme:tfa?secret="), "{url}");
     assert!(url.contains("issuer=Acme"), "{url}");
 

@@ -5,6 +5,7 @@ mod support;
 
 mod accounts;
 mod acme;
+mod crash;
 mod durability;
 mod events;
 mod guests;
@@ -12,7 +13,9 @@ mod identity;
 mod limits;
 mod load;
 mod npm_client;
+mod openapi;
 mod passwords;
 mod protocol;
+mod schemathesis;
 mod streams;
 mod tls;

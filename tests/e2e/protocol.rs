@@ -24,6 +24,13 @@ async fn unknown_routes_are_404_and_wrong_methods_405_with_json_errors() {
     );
     let response = server.http.get(server.endpoint("/insert")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["allow"], "POST, OPTIONS");
+    for path in ["/create_qr", "/create_totp", "/password_reset"] {
+        let response = server.http.get(server.endpoint(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+    }
+    let response = server.http.delete(server.endpoint("/")).send().await.unwrap();
+    assert_eq!(response.headers()["allow"], "GET, HEAD, OPTIONS");
 }
 
 #[tokio::test]

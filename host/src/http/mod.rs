@@ -3,6 +3,7 @@
 
 mod body;
 mod events;
+mod openapi;
 pub mod redirect;
 mod session;
 mod sse;
@@ -57,12 +58,10 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
         return Ok(preflight());
     }
     let post = request.method() == Method::POST;
+    let get = request.method() == Method::GET;
     match request.uri().path() {
-        "/" => match *request.method() {
-            Method::GET => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
-            Method::HEAD => Ok(empty(StatusCode::OK)),
-            _ => Err(ApiError::MethodNotAllowed),
-        },
+        "/" if get => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
+        "/" if request.method() == Method::HEAD => Ok(empty(StatusCode::OK)),
         "/create_user" if post => users::create_user(state, request).await,
         "/list_users" if post => users::list_users(state, request).await,
         "/get_user" if post => users::get_user(state, request).await,
@@ -73,12 +72,26 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
         "/create_qr" if post => two_factor::create_qr(state, request).await,
         "/create_totp" if post => two_factor::create_totp(state, request).await,
         "/password_reset" if post => two_factor::password_reset(state, request).await,
-        "/verify" if request.method() == Method::GET => session::verify(state, request).await,
+        "/verify" if get => session::verify(state, request).await,
         "/insert" if post => events::insert(state, request).await,
-        "/sse" if request.method() == Method::GET => sse::subscribe(state, request).await,
+        "/sse" if get => sse::subscribe(state, request).await,
+        "/openapi.json" if get => Ok(openapi::document()),
+        path => match allowed_methods(path) {
+            Some(allow) => Err(ApiError::MethodNotAllowed(allow)),
+            None => Err(ApiError::NotFound),
+        },
+    }
+}
+
+/// The methods a known route answers, for the `Allow` header of a 405 (OPTIONS, the CORS
+/// preflight, is answered on every path).
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    match path {
+        "/" => Some("GET, HEAD, OPTIONS"),
+        "/verify" | "/sse" | "/openapi.json" => Some("GET, OPTIONS"),
         "/create_user" | "/list_users" | "/get_user" | "/update_user" | "/revoke_user" | "/unrevoke_user"
-        | "/login" | "/insert" | "/verify" | "/sse" => Err(ApiError::MethodNotAllowed),
-        _ => Err(ApiError::NotFound),
+        | "/login" | "/insert" | "/create_qr" | "/create_totp" | "/password_reset" => Some("POST, OPTIONS"),
+        _ => None,
     }
 }
 
@@ -110,6 +123,11 @@ fn error_response(error: &ApiError) -> Response<Body> {
         _ => {}
     }
     let mut response = json_response(error.status(), &json!({ "error": error.to_string() }));
+    if let ApiError::MethodNotAllowed(allow) = error {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
     if matches!(error, ApiError::Overloaded(_)) {
         response
             .headers_mut()

@@ -25,16 +25,20 @@ struct CreateQr {
     issuer: String,
 }
 
+/// Longest QR issuer name, in bytes.
+const MAX_ISSUER_BYTES: usize = 200;
+
 pub async fn create_qr(
     state: &Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let body: CreateQr = read_json(state, request).await?;
     check_admin(state, &body.admin_token)?;
-    if body.issuer.is_empty() || body.issuer.contains(':') {
-        return Err(ApiError::bad_request(
-            "issuer must be non-empty and contain no ':'",
-        ));
+    // The issuer goes into the QR code's URL: past ~1 KiB the code cannot hold it.
+    if body.issuer.is_empty() || body.issuer.contains(':') || body.issuer.len() > MAX_ISSUER_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "issuer must be 1 to {MAX_ISSUER_BYTES} bytes and contain no ':'"
+        )));
     }
     let user = existing_user(state, &body.username)?;
     let secret = user
