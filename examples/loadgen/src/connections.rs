@@ -1,41 +1,51 @@
 //! `connections`: open C idle SSE connections, hold them for the run, and report the server's
-//! resident memory per connection (from /proc/<pid>/status when the pid is given) and whether every
-//! connection stayed open.
+//! resident memory per connection (from /proc/<pid>/status when the pid is given), its CPU while
+//! they sit idle, and whether every connection stayed open.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use crate::api::Target;
+use crate::probe::{CpuMark, Probe};
+use crate::procfs::Memory;
 use crate::{Args, Progress};
 
 /// Connections being opened at once (keeps the server's accept backlog from overflowing).
 const OPENING_AT_ONCE: usize = 100;
 
-fn resident_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+/// KiB of growth from `before` to `during` per connection; signed, since memory can also shrink.
+fn kib_per_connection(
+    before: Option<Memory>,
+    during: Option<Memory>,
+    opened: u64,
+    kib: fn(&Memory) -> u64,
+) -> Option<f64> {
+    let (before, during) = (before?, during?);
+    (opened > 0).then(|| (kib(&during) as f64 - kib(&before) as f64) / opened as f64)
 }
 
 pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::Result<Value> {
     let setup = target.new_client()?;
     let reader = target.users(&setup, "idle", 1, false).await?.remove(0);
-    let before = args.pid.and_then(resident_kib);
     let started = Instant::now();
+    let mut probe = Probe::start(args.pid);
     let deadline = tokio::time::Instant::now() + args.duration();
     let ended_early = Arc::new(AtomicU64::new(0));
     let opening = Arc::new(Semaphore::new(OPENING_AT_ONCE));
+    // Holders close their connections only when told, after the idle CPU has been measured.
+    let (release, released) = watch::channel(false);
     // One connection per stream: over HTTPS, HTTP/2 would multiplex them all onto one connection.
     let http = target.client().http1_only().pool_max_idle_per_host(0).build()?;
     let holders: Vec<_> = (0..args.clients)
         .map(|_| {
             let (target, reader, http, progress) =
                 (target.clone(), reader.clone(), http.clone(), progress.clone());
-            let (ended_early, opening) = (ended_early.clone(), opening.clone());
+            let (ended_early, opening, mut released) =
+                (ended_early.clone(), opening.clone(), released.clone());
             tokio::spawn(async move {
                 let permit = opening.acquire_owned().await.expect("semaphore");
                 let Ok(mut frames) = target.subscribe(&http, &reader).await else {
@@ -46,41 +56,49 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
                 progress.done.fetch_add(1, Ordering::Relaxed);
                 loop {
                     tokio::select! {
-                        frame = frames.next() => if frame.is_none() {
+                        frame = frames.next_data() => if frame.is_none() {
                             ended_early.fetch_add(1, Ordering::Relaxed);
                             return true;
                         },
-                        () = tokio::time::sleep_until(deadline) => return true,
+                        _ = released.wait_for(|released| *released) => return true,
                     }
                 }
             })
         })
         .collect();
-    // Measure memory once everything is open and settled, half-way through the hold.
     while progress.done.load(Ordering::Relaxed) + progress.errors.load(Ordering::Relaxed)
         < args.clients as u64
         && tokio::time::Instant::now() < deadline
     {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let open_after = started.elapsed().as_secs_f64();
+    // Once everything is open and settled, half-way through the hold: memory, then the idle CPU
+    // over the second half.
     tokio::time::sleep_until(deadline - (deadline - tokio::time::Instant::now()) / 2).await;
-    let during = args.pid.and_then(resident_kib);
+    probe.sample_during_at(tokio::time::Instant::now());
+    let idle = CpuMark::now(args.pid);
+    tokio::time::sleep_until(deadline).await;
+    let idle = idle.until_now();
+    probe.end_phase();
+    let _ = release.send(true);
     let mut opened = 0;
     for holder in holders {
         opened += u64::from(holder.await?);
     }
+    let samples = probe.finish().await;
     let ended = ended_early.load(Ordering::Relaxed);
-    let per_connection = match (before, during) {
-        (Some(before), Some(during)) if opened > 0 => {
-            json!((during.saturating_sub(before)) as f64 / opened as f64)
-        }
-        _ => Value::Null,
-    };
-    Ok(json!({
+    let (before, during) = (samples.before, samples.during);
+    let mut result = json!({
         "scenario": "connections", "connections": args.clients, "opened": opened,
         "errors": args.clients as u64 - opened, "closed_early": ended, "all_stayed_open": opened == args.clients as u64 && ended == 0,
         "seconds_to_open": open_after, "per_second": opened as f64 / open_after.max(1e-3),
-        "server_rss_kib_before": before, "server_rss_kib_during": during, "rss_kib_per_connection": per_connection,
-    }))
+        "server_rss_kib_before": before.map(|m| m.rss_kib), "server_rss_kib_during": during.map(|m| m.rss_kib),
+        "rss_kib_per_connection": kib_per_connection(before, during, opened, |m| m.rss_kib),
+        "rss_anon_kib_per_connection": kib_per_connection(before, during, opened, |m| m.anon_kib),
+        "server_cores_idle": idle.server_cores(),
+        "idle_seconds": idle.wall_seconds,
+    });
+    samples.add_to(&mut result);
+    Ok(result)
 }

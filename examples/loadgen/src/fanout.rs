@@ -2,20 +2,25 @@
 //! publisher, that publisher's sequence number and the send time, so loss, duplication and order
 //! are judged from the data itself (the original broker's SSE ids are not sequence numbers).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::api::{SseFrames, Target, unix_micros};
+use crate::probe::{CpuUse, Probe};
+use crate::sequence::{Arrival, Seen};
+use crate::stamp::Stamp;
 use crate::stats::Latencies;
 use crate::{Args, Progress};
 
 /// How long subscribers wait for stragglers after the last insert was acknowledged.
 const DRAIN: Duration = Duration::from_secs(10);
 const EVENT: &str = "fanout";
+/// Deliveries a subscriber counts locally before adding them to the shared progress counter: one
+/// contended atomic per event would cost the subscriber side more than the rest of its work.
+const PROGRESS_BATCH: u64 = 32;
 
 #[derive(Default)]
 struct Delivery {
@@ -23,7 +28,8 @@ struct Delivery {
     duplicated: u64,
     out_of_order: u64,
     latencies: Latencies,
-    last_arrival: Option<Instant>,
+    /// Unix microseconds of the last new event (0: none).
+    last_arrival_us: u64,
 }
 
 /// Reads one subscriber's stream until it has `expected` distinct events (once that is known) or
@@ -34,43 +40,51 @@ async fn subscriber(
     progress: Progress,
 ) -> Delivery {
     let mut delivery = Delivery::default();
-    let mut seen = HashSet::new();
-    let mut last_per_publisher: HashMap<u64, u64> = HashMap::new();
-    let mut give_up: Option<tokio::time::Instant> = None;
+    let mut seen = Seen::default();
+    let mut total: Option<u64> = None;
+    // One timer for the whole stream, re-armed once when publishing ends, not one per frame.
+    let give_up = tokio::time::sleep(Duration::from_secs(24 * 3600));
+    tokio::pin!(give_up);
+    let mut unreported = 0;
     loop {
-        if let Some(total) = *expected.borrow() {
-            if delivery.unique >= total {
-                break;
+        if total.is_some_and(|total| delivery.unique >= total) {
+            break;
+        }
+        let stamp = tokio::select! {
+            data = frames.next_data() => match data { Some(data) => Stamp::parse(data), None => break },
+            changed = expected.changed(), if total.is_none() => {
+                if changed.is_err() {
+                    break;
+                }
+                total = *expected.borrow_and_update();
+                if total.is_some() {
+                    give_up.as_mut().reset(tokio::time::Instant::now() + DRAIN);
+                }
+                continue;
             }
-            give_up.get_or_insert_with(|| tokio::time::Instant::now() + DRAIN);
-        }
-        let until = give_up.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
-        let data = tokio::select! {
-            data = frames.next() => match data { Some(data) => data, None => break },
-            _ = expected.changed() => continue,
-            () = tokio::time::sleep_until(until) => break,
+            () = &mut give_up => break,
         };
-        let (Some(publisher), Some(n), Some(sent)) =
-            (data["p"].as_u64(), data["n"].as_u64(), data["sent_us"].as_u64())
-        else {
-            continue;
-        };
-        if !seen.insert((publisher, n)) {
-            delivery.duplicated += 1;
-            continue;
+        let Some(stamp) = stamp else { continue };
+        match seen.record(stamp.publisher, stamp.n) {
+            None => continue,
+            Some(Arrival::Duplicate) => delivery.duplicated += 1,
+            Some(Arrival::New { in_order }) => {
+                delivery.out_of_order += u64::from(!in_order);
+                delivery.unique += 1;
+                let now = unix_micros();
+                delivery
+                    .latencies
+                    .record_micros(now.saturating_sub(stamp.sent_us));
+                delivery.last_arrival_us = now;
+                unreported += 1;
+                if unreported == PROGRESS_BATCH {
+                    progress.done.fetch_add(unreported, Ordering::Relaxed);
+                    unreported = 0;
+                }
+            }
         }
-        let last = last_per_publisher.entry(publisher).or_insert(0);
-        if n < *last {
-            delivery.out_of_order += 1;
-        }
-        *last = (*last).max(n);
-        delivery.unique += 1;
-        delivery
-            .latencies
-            .record_micros(unix_micros().saturating_sub(sent));
-        delivery.last_arrival = Some(Instant::now());
-        progress.done.fetch_add(1, Ordering::Relaxed);
     }
+    progress.done.fetch_add(unreported, Ordering::Relaxed);
     delivery
 }
 
@@ -94,8 +108,10 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let started = Instant::now();
+    let started_us = unix_micros();
+    let mut probe = Probe::start(args.pid);
     let deadline = tokio::time::Instant::now() + args.duration();
+    probe.sample_during_at(deadline - args.duration() / 2);
     let interval = args.client_interval();
     let publishing: Vec<_> = publishers
         .into_iter()
@@ -112,7 +128,12 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
                         next += interval;
                     }
                     n += 1;
-                    let data = json!({"p": p, "n": n, "sent_us": unix_micros()});
+                    let stamp = Stamp {
+                        publisher: p as u64,
+                        n,
+                        sent_us: unix_micros(),
+                    };
+                    let data = stamp.to_json();
                     if target.insert(&http, &auth, EVENT, &data).await.unwrap_or(false) {
                         acknowledged += 1;
                     } else {
@@ -133,23 +154,30 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
     let _ = set_expected.send(Some(inserts));
 
     let (mut unique, mut duplicated, mut out_of_order, mut latencies) = (0, 0, 0, Latencies::default());
-    let mut last_arrival = started;
+    let mut last_arrival_us = started_us;
     for task in subscribers {
         let delivery = task.await?;
         unique += delivery.unique;
         duplicated += delivery.duplicated;
         out_of_order += delivery.out_of_order;
         latencies.merge(delivery.latencies);
-        last_arrival = last_arrival.max(delivery.last_arrival.unwrap_or(started));
+        last_arrival_us = last_arrival_us.max(delivery.last_arrival_us);
     }
+    // The CPU window spans publishing and delivering, up to the last subscriber's last event.
+    let cpu = probe.end_phase();
+    let samples = probe.finish().await;
     let expected_total = inserts * args.subscribers as u64;
-    let elapsed = (last_arrival - started).as_secs_f64().max(1e-3);
-    Ok(json!({
+    let elapsed = ((last_arrival_us - started_us) as f64 / 1e6).max(1e-3);
+    let mut result = json!({
         "scenario": "fanout", "publishers": args.clients, "subscribers": args.subscribers,
         "seconds": elapsed, "rate": args.rate,
         "inserts": inserts, "errors": insert_errors,
         "deliveries": unique, "per_second": unique as f64 / elapsed,
         "lost": expected_total.saturating_sub(unique), "duplicated": duplicated, "out_of_order": out_of_order,
         "latency": latencies.summary(),
-    }))
+        "server_cpu_us_per_delivery": CpuUse::micros_per(cpu.server_seconds, unique),
+        "client_cpu_us_per_delivery": CpuUse::micros_per(cpu.client_seconds, unique),
+    });
+    samples.add_to(&mut result);
+    Ok(result)
 }

@@ -2,15 +2,23 @@
 //! `broker` crate) through its public endpoints only, and reports comparable figures. It creates its
 //! own tenant and users, is bounded in time, and ends by printing one JSON object as its last line.
 //!
-//! Scenarios: `insert` and `basic` (inserts/s and latency with JWT or Basic auth), `fanout`
+//! Scenarios: `get` (plain GET /: the floor that inserts/s is compared against), `insert` and
+//! `basic` (inserts/s and latency with JWT or Basic auth), `fanout`
 //! (subscribers × publishers: delivery rate, end-to-end latency, lost/duplicated/out-of-order
 //! events, judged from sequence numbers carried in the event data), `connections` (idle SSE
 //! connections and the server's memory per connection), `login` (logins/s: argon2 cost).
+//! With `--pid`, every scenario also reports the server's memory (anonymous vs file-backed) and
+//! CPU, and all report this process's own CPU, so a saturated load generator shows.
 
 mod api;
 mod connections;
 mod fanout;
+mod limits;
+mod probe;
+mod procfs;
 mod requests;
+mod sequence;
+mod stamp;
 mod stats;
 
 use std::sync::Arc;
@@ -22,6 +30,7 @@ use clap::{Parser, ValueEnum};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Scenario {
+    Get,
     Insert,
     Basic,
     Fanout,
@@ -56,7 +65,7 @@ pub struct Args {
     /// Total requests per second across clients; 0 = as fast as possible.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
-    /// The server's process id, for memory figures (read from /proc/<pid>/status).
+    /// The server's process id, for memory and CPU figures (read from /proc/<pid>/status and stat).
     #[arg(long)]
     pub pid: Option<u32>,
     /// PEM file of a CA to trust (besides the web PKI) for an `https://` server with a private CA.
@@ -72,6 +81,15 @@ impl Args {
     /// The pause between one client's requests for the requested total rate, if any.
     pub fn client_interval(&self) -> Option<Duration> {
         (self.rate > 0.0).then(|| Duration::from_secs_f64(self.clients.max(1) as f64 / self.rate))
+    }
+
+    /// Connections this scenario holds open at once.
+    fn sockets(&self) -> u64 {
+        let clients = self.clients.max(1) as u64;
+        match self.scenario {
+            Scenario::Fanout => clients + self.subscribers as u64,
+            _ => clients,
+        }
     }
 }
 
@@ -105,6 +123,11 @@ impl Progress {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let fd_limit = limits::raise_open_files();
+    let server_fd_limit = args.pid.and_then(limits::server_open_files);
+    limits::warn_if_too_low(args.sockets(), fd_limit, server_fd_limit, args.pid);
+    // Ask for the clock tick rate now, not in the middle of a measurement.
+    procfs::clock_ticks_per_second();
     // reqwest's rustls backend needs a process-wide provider; aws-lc-rs, as the Broker host uses.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let ca = match &args.ca {
@@ -123,12 +146,14 @@ async fn main() -> anyhow::Result<()> {
     };
     let progress = Progress::default();
     let reporter = progress.report_every_second(match args.scenario {
+        Scenario::Get => "requests",
         Scenario::Insert | Scenario::Basic => "inserts",
         Scenario::Fanout => "deliveries",
         Scenario::Connections => "connections",
         Scenario::Login => "logins",
     });
-    let result = match args.scenario {
+    let mut result = match args.scenario {
+        Scenario::Get => requests::gets(&target, &args, &progress).await?,
         Scenario::Insert => requests::inserts(&target, &args, false, &progress).await?,
         Scenario::Basic => requests::inserts(&target, &args, true, &progress).await?,
         Scenario::Login => requests::logins(&target, &args, &progress).await?,
@@ -136,6 +161,10 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Connections => connections::run(&target, &args, &progress).await?,
     };
     reporter.abort();
+    if let Some(object) = result.as_object_mut() {
+        object.insert("fd_limit".into(), fd_limit.into());
+        object.insert("server_fd_limit".into(), server_fd_limit.into());
+    }
     eprintln!("{}", human_summary(&result));
     println!("{result}");
     Ok(())
@@ -150,7 +179,8 @@ fn human_summary(result: &serde_json::Value) -> String {
             .unwrap_or_else(|| "-".into())
     };
     format!(
-        "{}: {} ops/s, p50 {} ms, p99 {} ms, errors {}, lost {}, duplicated {}, out of order {}",
+        "{}: {} ops/s, p50 {} ms, p99 {} ms, errors {}, lost {}, duplicated {}, out of order {}, \
+         server cores {}, client cores {}",
         get("scenario"),
         get("per_second"),
         result["latency"]["p50_ms"],
@@ -159,5 +189,7 @@ fn human_summary(result: &serde_json::Value) -> String {
         get("lost"),
         get("duplicated"),
         get("out_of_order"),
+        get("server_cores"),
+        get("client_cores"),
     )
 }

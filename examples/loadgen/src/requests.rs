@@ -1,4 +1,5 @@
-//! Request-loop scenarios: `insert`/`basic` (POST /insert with JWT or Basic auth) and `login`.
+//! Request-loop scenarios: `get` (plain GET /, the server's floor cost per request), `insert`/`basic`
+//! (POST /insert with JWT or Basic auth) and `login`.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -6,8 +7,31 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use crate::api::{Auth, PASSWORD, Target};
+use crate::probe::{Probe, Samples};
 use crate::stats::Latencies;
 use crate::{Args, Progress};
+
+/// What the client loops achieved, and what the run cost.
+struct Totals {
+    ok: u64,
+    errors: u64,
+    latencies: Latencies,
+    elapsed: f64,
+    samples: Samples,
+}
+
+impl Totals {
+    /// The scenario's JSON line: counts, rate, latency, memory and CPU.
+    fn report(mut self, scenario: &str, args: &Args) -> Value {
+        let mut result = json!({
+            "scenario": scenario, "clients": args.clients, "seconds": self.elapsed, "rate": args.rate,
+            "ok": self.ok, "errors": self.errors, "per_second": self.ok as f64 / self.elapsed,
+            "latency": self.latencies.summary(),
+        });
+        self.samples.add_to(&mut result);
+        result
+    }
+}
 
 /// Runs `clients` loops of `one_request` until the time is up; each client has its own connection.
 async fn run_clients<F, Fut>(
@@ -15,17 +39,19 @@ async fn run_clients<F, Fut>(
     args: &Args,
     progress: &Progress,
     one_request: F,
-) -> anyhow::Result<(u64, u64, Latencies, f64)>
+) -> anyhow::Result<Totals>
 where
     F: Fn(reqwest::Client, usize, u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
-    let started = Instant::now();
-    let deadline = tokio::time::Instant::now() + args.duration();
-    let interval = args.client_interval();
     let clients = (0..args.clients.max(1))
         .map(|_| target.new_client())
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let started = Instant::now();
+    let mut probe = Probe::start(args.pid);
+    let deadline = tokio::time::Instant::now() + args.duration();
+    probe.sample_during_at(deadline - args.duration() / 2);
+    let interval = args.client_interval();
     let tasks: Vec<_> = clients
         .into_iter()
         .enumerate()
@@ -62,7 +88,32 @@ where
         errors += e;
         latencies.merge(l);
     }
-    Ok((ok, errors, latencies, started.elapsed().as_secs_f64()))
+    let elapsed = started.elapsed().as_secs_f64();
+    probe.end_phase();
+    Ok(Totals {
+        ok,
+        errors,
+        latencies,
+        elapsed,
+        samples: probe.finish().await,
+    })
+}
+
+/// Closed-loop `GET /`: what a request costs with no auth and no store, to compare inserts against.
+pub async fn gets(target: &Target, args: &Args, progress: &Progress) -> anyhow::Result<Value> {
+    let url = reqwest::Url::parse(&format!("{}/", target.url))?;
+    let totals = run_clients(target, args, progress, move |http, _, _| {
+        let request = http.get(url.clone());
+        async move {
+            match request.send().await {
+                // Read the body so the connection is reused for the next request.
+                Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
+                Err(_) => false,
+            }
+        }
+    })
+    .await?;
+    Ok(totals.report("get", args))
 }
 
 pub async fn inserts(
@@ -74,7 +125,7 @@ pub async fn inserts(
     let setup = target.new_client()?;
     let auths: Vec<Auth> = target.users(&setup, "writer", args.clients.max(1), basic).await?;
     let target_for_clients = target.clone();
-    let (ok, errors, mut latencies, elapsed) = run_clients(target, args, progress, move |http, client, n| {
+    let totals = run_clients(target, args, progress, move |http, client, n| {
         let (target, auth) = (target_for_clients.clone(), auths[client].clone());
         async move {
             let data = json!({"client": client, "n": n});
@@ -82,12 +133,7 @@ pub async fn inserts(
         }
     })
     .await?;
-    Ok(json!({
-        "scenario": if basic { "basic" } else { "insert" },
-        "clients": args.clients, "seconds": elapsed, "rate": args.rate,
-        "ok": ok, "errors": errors, "per_second": ok as f64 / elapsed,
-        "latency": latencies.summary(),
-    }))
+    Ok(totals.report(if basic { "basic" } else { "insert" }, args))
 }
 
 pub async fn logins(target: &Target, args: &Args, progress: &Progress) -> anyhow::Result<Value> {
@@ -99,7 +145,7 @@ pub async fn logins(target: &Target, args: &Args, progress: &Progress) -> anyhow
         usernames.push(username);
     }
     let url = format!("{}/login", target.url);
-    let (ok, errors, mut latencies, elapsed) = run_clients(target, args, progress, move |http, client, _| {
+    let totals = run_clients(target, args, progress, move |http, client, _| {
         let body = json!({"username": usernames[client], "password": PASSWORD});
         let url = url.clone();
         async move {
@@ -111,9 +157,5 @@ pub async fn logins(target: &Target, args: &Args, progress: &Progress) -> anyhow
         }
     })
     .await?;
-    Ok(json!({
-        "scenario": "login", "clients": args.clients, "seconds": elapsed, "rate": args.rate,
-        "ok": ok, "errors": errors, "per_second": ok as f64 / elapsed,
-        "latency": latencies.summary(),
-    }))
+    Ok(totals.report("login", args))
 }

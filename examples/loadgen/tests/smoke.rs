@@ -1,5 +1,6 @@
 //! One short run of each `broker-load` scenario against the real `broker` binary: correctness
-//! counts only (no lost, duplicated or out-of-order events, no errors) — never timings.
+//! counts (no lost, duplicated or out-of-order events, no errors) and figures that are plausible
+//! (memory and CPU in sane ranges), never timings.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -91,19 +92,72 @@ fn run_scenario(server: &Server, args: &[&str]) -> Value {
     serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("the last line is JSON")
 }
 
+/// `result[key]` as a number, failing with the whole result otherwise.
+fn number(result: &Value, key: &str) -> f64 {
+    result[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} is not a number in {result}"))
+}
+
+/// The memory and CPU figures every scenario reports when given `--pid`: present and plausible.
+fn assert_plausible_costs(result: &Value) {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    for key in ["server_cpu_seconds", "client_cpu_seconds"] {
+        assert!(number(result, key) >= 0.0, "{key} in {result}");
+    }
+    // A process cannot keep more cores busy than the machine has (some slack for tick rounding).
+    for key in ["server_cores", "client_cores", "machine_cores"] {
+        let value = number(result, key);
+        assert!((0.0..=cores * 1.5).contains(&value), "{key} in {result}");
+    }
+    for when in ["before", "during", "after"] {
+        // Anonymous memory of a running server: more than nothing, less than 4 GiB in a smoke run.
+        let anon = number(result, &format!("server_rss_anon_kib_{when}"));
+        assert!(
+            anon > 0.0 && anon < 4.0 * 1024.0 * 1024.0,
+            "anon {when} in {result}"
+        );
+        assert!(
+            number(result, &format!("server_rss_file_kib_{when}")) > 0.0,
+            "{result}"
+        );
+    }
+    assert!(number(result, "fd_limit") >= 1024.0, "{result}");
+}
+
 #[test]
 fn every_scenario_runs_cleanly_against_broker() {
     let server = start_broker();
 
-    for scenario in ["insert", "basic"] {
+    // First, on a fresh server, so that memory freed by earlier scenarios cannot hide the growth.
+    let result = run_scenario(&server, &["--scenario", "connections", "--clients", "300"]);
+    assert_eq!(result["all_stayed_open"], true, "{result}");
+    assert!(result["rss_kib_per_connection"].is_number(), "{result}");
+    let per_connection = number(&result, "rss_anon_kib_per_connection");
+    assert!(
+        per_connection > 0.0 && per_connection < 1024.0,
+        "anonymous memory per idle connection should be above 0 and below 1 MiB: {result}"
+    );
+    let idle = number(&result, "server_cores_idle");
+    assert!(
+        (0.0..=1.0).contains(&idle),
+        "idle connections should not keep a core busy: {result}"
+    );
+    assert_plausible_costs(&result);
+
+    let result = run_scenario(&server, &["--scenario", "get", "--clients", "2"]);
+    assert_eq!(result["errors"], 0, "{result}");
+    assert!(number(&result, "per_second") > 0.0, "{result}");
+    assert!(result["latency"]["p50_ms"].as_f64().unwrap() > 0.0, "{result}");
+    assert_plausible_costs(&result);
+
+    for scenario in ["insert", "basic", "login"] {
         let result = run_scenario(&server, &["--scenario", scenario, "--clients", "2"]);
         assert_eq!(result["errors"], 0, "{result}");
         assert!(result["ok"].as_u64().unwrap() > 0, "{result}");
+        assert!(number(&result, "per_second") > 0.0, "{result}");
+        assert_plausible_costs(&result);
     }
-
-    let result = run_scenario(&server, &["--scenario", "login", "--clients", "2"]);
-    assert_eq!(result["errors"], 0, "{result}");
-    assert!(result["ok"].as_u64().unwrap() > 0, "{result}");
 
     let result = run_scenario(
         &server,
@@ -131,8 +185,10 @@ fn every_scenario_runs_cleanly_against_broker() {
     let inserts = result["inserts"].as_u64().unwrap();
     assert!(inserts > 0);
     assert_eq!(result["deliveries"].as_u64().unwrap(), inserts * 100, "{result}");
-
-    let result = run_scenario(&server, &["--scenario", "connections", "--clients", "50"]);
-    assert_eq!(result["all_stayed_open"], true, "{result}");
-    assert!(result["rss_kib_per_connection"].is_number(), "{result}");
+    for key in ["server_cpu_us_per_delivery", "client_cpu_us_per_delivery"] {
+        // Delivering one small event should never cost anywhere near 10 ms of CPU.
+        let micros = number(&result, key);
+        assert!((0.0..10_000.0).contains(&micros), "{key} in {result}");
+    }
+    assert_plausible_costs(&result);
 }
