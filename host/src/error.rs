@@ -19,6 +19,9 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("the request body did not arrive in time")]
     RequestTimeout,
+    /// Too many wrong one-time codes for this user: wait for the next window.
+    #[error("too many wrong codes for this user; try again later")]
+    TooManyAttempts,
     /// The tenant's guest failed (trap, deadline, memory, bad output): the message names the cause.
     #[error("{0}")]
     Guest(String),
@@ -55,6 +58,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             Self::Guest(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             Self::Unavailable | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::attempts::AttemptLimiter;
 use crate::auth::biscuit::BiscuitIssuer;
 use crate::auth::credential_cache::CredentialCache;
 use crate::auth::jwt::JwtKeys;
@@ -29,6 +30,10 @@ pub struct AppState {
     pub passwords: PasswordWorkers,
     /// Basic credentials argon2 accepted recently, valid for the user revision they were checked on.
     pub credentials: CredentialCache,
+    /// Wrong login two-factor codes per user, per 30 s code step.
+    pub login_codes: AttemptLimiter,
+    /// Wrong password-reset codes per user, per `--totp_duration`.
+    pub reset_codes: AttemptLimiter,
     pub clock: Arc<Clock>,
     /// Per-tenant guest components (validate / transform each insert).
     pub guests: Arc<Guests>,

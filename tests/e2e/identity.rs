@@ -332,3 +332,48 @@ async fn jwt_times_follow_ntp_and_fall_back_to_the_local_clock() {
         .wait_for_log("no NTP server answered; using the local clock", 1)
         .await;
 }
+
+#[tokio::test]
+async fn guessing_codes_is_cut_off_after_five_wrong_ones() {
+    let server = TestServer::start().await;
+    assert_eq!(server.create_user("guessed", "t").await.0, StatusCode::OK);
+    let (status, issued) = server
+        .post(
+            "/create_totp",
+            &json!({"admin_token": ADMIN_TOKEN, "username": "guessed"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let right = issued["totp"].as_str().unwrap().to_owned();
+    let wrong = if right == "000000" { "111111" } else { "000000" };
+    let reset = |code: &str| json!({"username": "guessed", "password": "brand new pw 9", "totp": code});
+    for _ in 0..5 {
+        assert_eq!(
+            server.post("/password_reset", &reset(wrong)).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let (status, body) = server.post("/password_reset", &reset(&right)).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right code, once cut off: {body}"
+    );
+    assert!(body["error"].as_str().unwrap().contains("too many"), "{body}");
+    assert_eq!(
+        server.logs().matches("too many wrong codes").count(),
+        1,
+        "logged once"
+    );
+
+    // Positive control: another user's right code still works.
+    assert_eq!(server.create_user("other", "t").await.0, StatusCode::OK);
+    let (_, issued) = server
+        .post(
+            "/create_totp",
+            &json!({"admin_token": ADMIN_TOKEN, "username": "other"}),
+        )
+        .await;
+    let other = json!({"username": "other", "password": "brand new pw 9", "totp": issued["totp"]});
+    assert_eq!(server.post("/password_reset", &other).await.0, StatusCode::OK);
+}

@@ -2,6 +2,7 @@
 //! against the user directory. Revoked users are refused whichever way they come.
 
 pub mod admin;
+pub mod attempts;
 pub mod biscuit;
 pub mod credential_cache;
 pub mod jwt;

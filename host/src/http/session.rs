@@ -68,12 +68,19 @@ pub async fn verify(state: &Arc<AppState>, request: Request<Incoming>) -> Result
 }
 
 /// Checks a login two-factor code and records its step, so that the same code cannot log in twice.
+/// Wrong codes count against the user's attempt window (`auth::attempts`).
 async fn accept_login_code(state: &AppState, user: &User, code: Option<&str>) -> Result<(), ApiError> {
     let refused = || ApiError::unauthorized("a valid totp is required for this user");
     let (Some(code), Some(secret)) = (code, user.totp_secret.as_deref()) else {
         return Err(refused());
     };
-    let step = totp::check_login(secret, code, state.clock.now_secs()).ok_or_else(refused)?;
+    if !state.login_codes.allows(&user.username) {
+        return Err(ApiError::TooManyAttempts);
+    }
+    let Some(step) = totp::check_login(secret, code, state.clock.now_secs()) else {
+        state.login_codes.failed(&user.username, "login two-factor");
+        return Err(refused());
+    };
     // Checked again inside the write transaction: two logins racing with one code, one wins.
     let username = user.username.clone();
     let recorded = state.store.write_off_executor(move |store| {
@@ -85,5 +92,7 @@ async fn accept_login_code(state: &AppState, user: &User, code: Option<&str>) ->
             fresh
         })
     });
-    recorded.await?.map(drop).ok_or_else(refused)
+    recorded.await?.ok_or_else(refused)?;
+    state.login_codes.succeeded(&user.username);
+    Ok(())
 }

@@ -93,8 +93,13 @@ pub async fn password_reset(
     let body: PasswordResetBody = read_json(state, request).await?;
     check_new_password(state, &body.password, &body.username)?;
     let refused = || ApiError::unauthorized("totp is invalid or expired");
+    if !state.reset_codes.allows(&body.username) {
+        return Err(ApiError::TooManyAttempts);
+    }
+    // Only existing users are counted: made-up names cannot crowd real ones out of the limiter.
     let user = state.store.get_user(&body.username)?.ok_or_else(refused)?;
     if !reset_is_valid(user.reset.as_ref(), state, &body.totp) {
+        state.reset_codes.failed(&body.username, "password reset");
         return Err(refused());
     }
     let hash = hash_password(state, body.password).await?;
@@ -112,6 +117,7 @@ pub async fn password_reset(
         })
     });
     updated.await?.ok_or_else(refused)?;
+    state.reset_codes.succeeded(&body.username);
     state.fanout.user_changed(&body.username);
     tracing::info!(username = body.username, "password reset");
     Ok(served_to(
