@@ -40,6 +40,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::attempts::AttemptLimiter;
 use crate::auth::biscuit::BiscuitIssuer;
 use crate::auth::credential_cache::CredentialCache;
 use crate::auth::jwt::JwtKeys;
@@ -76,6 +77,14 @@ impl Listeners {
                 false => None,
             },
         })
+    }
+}
+
+/// Completes if the event writer thread ends; while Broker serves, that only happens if it died.
+async fn writer_ended(thread: &std::thread::JoinHandle<()>) {
+    let mut check = tokio::time::interval(Duration::from_millis(500));
+    while !thread.is_finished() {
+        check.tick().await;
     }
 }
 
@@ -117,6 +126,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         biscuit: BiscuitIssuer::load(&store).context("loading the biscuit root key")?,
         passwords: PasswordWorkers::start(config.password_workers(), config.password_queue),
         credentials: CredentialCache::default(),
+        login_codes: AttemptLimiter::new(Duration::from_secs(30)),
+        reset_codes: AttemptLimiter::new(Duration::from_secs(config.totp_duration.max(1))),
         guests,
         clock,
         config,
@@ -128,25 +139,38 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     // The handler owns the state: once the servers return, the last handle on the writer goes.
     let api = move |request| http::handle(state.clone(), request);
     let plain = listeners.plain;
-    match tls {
-        None => {
-            // Logged once everything is ready: tests and supervisors wait for this line.
-            tracing::info!("broker listening on http://{}", plain.local_addr()?);
-            server::serve(plain, None, limits, shutdown, api).await;
+    let serving = async move {
+        match tls {
+            None => {
+                // Logged once everything is ready: tests and supervisors wait for this line.
+                tracing::info!("broker listening on http://{}", plain.local_addr()?);
+                server::serve(plain, None, limits, shutdown, api).await;
+            }
+            Some((listener, terminator)) => {
+                let https = listener.local_addr()?;
+                let redirect = HttpsRedirect {
+                    fallback_host: redirect_host,
+                    tls_port: https.port(),
+                };
+                tracing::info!("plain HTTP on {} only redirects to HTTPS", plain.local_addr()?);
+                tracing::info!("broker listening on https://{https}");
+                let redirect =
+                    move |request: Request<Incoming>| std::future::ready(redirect.answer(&request));
+                tokio::join!(
+                    server::serve(listener, Some(terminator), limits, shutdown.clone(), api),
+                    server::serve(plain, None, limits, shutdown, redirect),
+                );
+            }
         }
-        Some((listener, terminator)) => {
-            let https = listener.local_addr()?;
-            let redirect = HttpsRedirect {
-                fallback_host: redirect_host,
-                tls_port: https.port(),
-            };
-            tracing::info!("plain HTTP on {} only redirects to HTTPS", plain.local_addr()?);
-            tracing::info!("broker listening on https://{https}");
-            let redirect = move |request: Request<Incoming>| std::future::ready(redirect.answer(&request));
-            tokio::join!(
-                server::serve(listener, Some(terminator), limits, shutdown.clone(), api),
-                server::serve(plain, None, limits, shutdown, redirect),
-            );
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        served = serving => served?,
+        () = writer_ended(&writer_thread) => {
+            // Serving on would answer every insert 503 forever: stop loudly, so that a supervisor
+            // (systemd's Restart=, a container runtime) starts a healthy process.
+            tracing::error!("the event writer stopped unexpectedly; stopping Broker");
+            anyhow::bail!("the event writer stopped unexpectedly");
         }
     }
     tracing::info!("connections closed");

@@ -86,3 +86,39 @@ fn write_loop(store: &Store, mut queue: mpsc::Receiver<Job>, published: impl Fn(
     }
     tracing::info!("event writer drained and stopped");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_event() -> NewEvent {
+        NewEvent {
+            tenant_name: "t".into(),
+            username: "u".into(),
+            event: "e".into(),
+            data: serde_json::json!(1),
+            timestamp: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_dies_is_seen_finished_and_refuses_inserts() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = Arc::new(Store::open(dir.path(), 16).unwrap());
+        let (writer, thread) = EventWriter::start(store, |_| panic!("publishing failed"));
+        // Answered after its commit, before the publish that kills the thread.
+        assert_eq!(writer.append(new_event()).await.unwrap().seq, 1);
+        // `run` watches for exactly this and stops the process.
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while !thread.is_finished() {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the dead writer thread is seen finished");
+        assert!(
+            matches!(writer.append(new_event()).await, Err(StoreError::WriterStopped)),
+            "later inserts are refused, not left hanging"
+        );
+    }
+}
