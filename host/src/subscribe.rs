@@ -14,12 +14,14 @@
 //! and a client that stops reading stops the polling (and then lags and catches up, bounded).
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Sleep;
 
 use crate::auth::Identity;
 use crate::fanout::{Frame, LiveFeed, UserWatch};
@@ -71,7 +73,11 @@ pub fn subscribe(
     let stream = EventStream {
         state: state.clone(),
         user: owner,
-        expires_at: identity.expiry,
+        expiry: Box::pin(tokio::time::sleep(Duration::from_secs(
+            identity.expiry.saturating_sub(state.clock.now_secs()),
+        ))),
+        keep_alive: (state.config.keep_alive > 0)
+            .then(|| Box::pin(tokio::time::sleep(Duration::from_secs(state.config.keep_alive)))),
         live,
         user_watch,
         start: Some(resume_after),
@@ -104,12 +110,23 @@ impl Owner {
     }
 }
 
+/// Completes when the keep-alive timer fires; never without one.
+async fn keep_alive_tick(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(timer) => timer.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 struct EventStream {
     state: Arc<AppState>,
     /// The user as authenticated when the stream opened.
     user: Owner,
-    /// When the credential that opened the stream expires (seconds since the epoch).
-    expires_at: u64,
+    /// Fires when the credential that opened the stream expires. Made once per stream, not per
+    /// event: a timer made and dropped for every delivery showed in fan-out profiles.
+    expiry: Pin<Box<Sleep>>,
+    /// Fires every `--keep_alive` seconds, when set.
+    keep_alive: Option<Pin<Box<Sleep>>>,
     live: LiveFeed,
     user_watch: UserWatch,
     /// The replay still to do: `Some(None)` latest per name, `Some(Some(n))` after `n`.
@@ -155,11 +172,9 @@ impl EventStream {
             return self.catch_up_page();
         }
         let state = self.state.clone();
-        let keep_alive = state.config.keep_alive;
-        let expires_in = self.expires_at.saturating_sub(state.clock.now_secs());
         tokio::select! {
             () = state.shutdown.cancelled() => Err(End::ShuttingDown),
-            () = tokio::time::sleep(Duration::from_secs(expires_in)) => Err(End::CredentialsExpired),
+            () = self.expiry.as_mut() => Err(End::CredentialsExpired),
             changed = self.user_watch.receiver.changed() => match changed {
                 Ok(()) => self.check_user(),
                 Err(_) => Err(End::ShuttingDown),
@@ -176,7 +191,11 @@ impl EventStream {
                 }
                 Err(RecvError::Closed) => Err(End::ShuttingDown),
             },
-            () = tokio::time::sleep(Duration::from_secs(keep_alive)), if keep_alive > 0 => {
+            () = keep_alive_tick(&mut self.keep_alive) => {
+                let period = Duration::from_secs(state.config.keep_alive);
+                if let Some(timer) = self.keep_alive.as_mut() {
+                    timer.as_mut().reset(tokio::time::Instant::now() + period);
+                }
                 self.pending.push_back(Bytes::from_static(b":\n\n"));
                 Ok(())
             }

@@ -103,11 +103,19 @@ impl Pebble {
         assert!(ready.is_ok(), "pebble did not start:\n{}", pebble.log());
 
         let management = client_trusting(&ca.pem()).build().unwrap();
-        let root = management
-            .get(format!("https://127.0.0.1:{management_port}/roots/0"))
-            .send()
-            .await
-            .unwrap();
+        // The management listener comes up just after the ACME one announces itself: retry briefly.
+        let roots = format!("https://127.0.0.1:{management_port}/roots/0");
+        let mut attempt = 0;
+        let root = loop {
+            match management.get(&roots).send().await {
+                Ok(root) => break root,
+                Err(_) if attempt < 100 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("pebble's management port: {error}\n{}", pebble.log()),
+            }
+        };
         assert!(root.status().is_success(), "pebble root: {}", root.status());
         pebble.issuing_root = root.text().await.unwrap();
         pebble
