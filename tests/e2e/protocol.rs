@@ -136,6 +136,8 @@ async fn requests_are_logged_without_secrets() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+    // Lines are written in order by the log thread: once the last request's is there, all are.
+    server.wait_for_log("path=\"/revoke_user\"", 1).await;
     let logs = server.logs();
     assert!(logs.contains("path=\"/insert\" status=200"), "{logs}");
     assert!(logs.contains("user=\"logged\""), "{logs}");

@@ -64,6 +64,9 @@ impl GuestEngine {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
+            // Guests export plain functions: without component-model-async machinery, an async
+            // call is one fiber switch rather than a queued concurrent task (measured below).
+            .concurrency_support(false)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         let engine = Engine::new(&config).context("configuring the wasm engine")?;
