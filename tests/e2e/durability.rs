@@ -48,3 +48,28 @@ async fn unknown_flags_refuse_to_start() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--no_such_flag"));
 }
+
+#[tokio::test]
+async fn a_full_database_answers_507_for_inserts_and_user_writes_and_keeps_serving() {
+    // A 1 MiB database fills after a few large records.
+    let server = TestServer::start_with(&["--db_max_mb", "1"]).await;
+    let jwt = server.signup("filler", "t").await;
+    let big = "x".repeat(200 * 1024);
+    let mut insert_status = reqwest::StatusCode::OK;
+    for _ in 0..20 {
+        insert_status = server.insert(&jwt, "big", json!(big)).await.0;
+        if insert_status != reqwest::StatusCode::OK {
+            break;
+        }
+    }
+    assert_eq!(insert_status, reqwest::StatusCode::INSUFFICIENT_STORAGE);
+
+    let (status, body) = server
+        .create_user_with(json!({"username": "late", "tenant_name": "t", "data": big}))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::INSUFFICIENT_STORAGE, "{body}");
+    assert_eq!(body, json!({"error": "the database is full"}));
+    // Reads still work: the stream replays what is stored.
+    let mut stream = server.subscribe(&jwt).await;
+    assert_eq!(stream.next().await.event, "big");
+}
