@@ -143,3 +143,19 @@ async fn a_stream_whose_client_stopped_reading_is_dropped() {
         "the stuck stream was closed"
     );
 }
+
+#[tokio::test]
+async fn request_headers_past_8_kib_are_refused_with_431() {
+    let server = TestServer::start().await;
+    let response = server
+        .http
+        .get(server.endpoint("/"))
+        .header("x-padding", "p".repeat(10 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    // Positive control: ordinary headers pass.
+    let response = server.http.get(server.endpoint("/")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
