@@ -117,16 +117,22 @@ pub struct LiveFeed {
     fanout: Arc<Fanout>,
 }
 
+/// Removes `key` from `registry` when the handle being dropped is its last receiver (that handle's
+/// receiver still counts until after `drop` returns, hence `<= 1`).
+fn forget_if_last<S>(registry: &Mutex<HashMap<String, S>>, key: &str, receivers: impl Fn(&S) -> usize) {
+    let mut entries = registry.lock().expect("fanout lock");
+    if entries.get(key).is_some_and(|sender| receivers(sender) <= 1) {
+        entries.remove(key);
+    }
+}
+
 impl Drop for LiveFeed {
     fn drop(&mut self) {
-        let mut tenants = self.fanout.tenants.lock().expect("fanout lock");
-        // This feed's receiver still counts until after `drop` returns.
-        if tenants
-            .get(&self.tenant)
-            .is_some_and(|sender| sender.receiver_count() <= 1)
-        {
-            tenants.remove(&self.tenant);
-        }
+        forget_if_last(
+            &self.fanout.tenants,
+            &self.tenant,
+            broadcast::Sender::receiver_count,
+        );
     }
 }
 
@@ -139,12 +145,40 @@ pub struct UserWatch {
 
 impl Drop for UserWatch {
     fn drop(&mut self) {
-        let mut users = self.fanout.users.lock().expect("fanout lock");
-        if users
-            .get(&self.username)
-            .is_some_and(|sender| sender.receiver_count() <= 1)
-        {
-            users.remove(&self.username);
-        }
+        forget_if_last(&self.fanout.users, &self.username, watch::Sender::receiver_count);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_channel_and_a_user_watch_go_with_their_last_subscriber() {
+        let fanout = Arc::new(Fanout::new(8));
+        let first = fanout.subscribe("t");
+        let second = fanout.subscribe("t");
+        let watch = fanout.watch_user("ann");
+        assert_eq!(fanout.live_tenants(), 1);
+        drop(first);
+        assert_eq!(fanout.live_tenants(), 1, "one subscriber left");
+        drop(second);
+        assert_eq!(
+            fanout.live_tenants(),
+            0,
+            "no ring kept for a tenant nobody watches"
+        );
+        drop(watch);
+        assert!(fanout.users.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_user_change_wakes_only_that_users_watch() {
+        let fanout = Arc::new(Fanout::new(8));
+        let ann = fanout.watch_user("ann");
+        let bob = fanout.watch_user("bob");
+        fanout.user_changed("ann");
+        assert!(ann.receiver.has_changed().unwrap());
+        assert!(!bob.receiver.has_changed().unwrap());
     }
 }
