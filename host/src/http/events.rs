@@ -13,7 +13,6 @@ use crate::auth;
 use crate::error::ApiError;
 use crate::insert::{self, InsertError};
 use crate::state::AppState;
-use crate::store::StoreError;
 use crate::validate;
 
 #[derive(Deserialize)]
@@ -28,9 +27,7 @@ impl From<InsertError> for ApiError {
         match error {
             InsertError::Rejected(_) => ApiError::BadRequest(error.to_string()),
             InsertError::Guest(e) => ApiError::Guest(e.to_string()),
-            InsertError::Store(StoreError::Full) => ApiError::StorageFull,
-            InsertError::Store(StoreError::WriterStopped) => ApiError::Unavailable,
-            InsertError::Store(e) => ApiError::internal(e),
+            InsertError::Store(e) => e.into(),
         }
     }
 }

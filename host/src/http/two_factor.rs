@@ -9,9 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::read_json;
-use super::users::{
-    AdminAndUser, check_admin, check_new_password, existing_user, hash_password, user_not_found,
-};
+use super::users::{AdminAndUser, check_admin, check_new_password, existing_user, user_not_found};
 use super::{Body, json_response, served_to};
 use crate::auth::totp;
 use crate::error::ApiError;
@@ -102,7 +100,7 @@ pub async fn password_reset(
         state.reset_codes.failed(&body.username, "password reset");
         return Err(refused());
     }
-    let hash = hash_password(state, body.password).await?;
+    let hash = state.passwords.hash(body.password).await?;
     // Checked again inside the write transaction, and consumed: a code works once.
     let (username, code, checker) = (body.username.clone(), body.totp, state.clone());
     let updated = state.store.write_off_executor(move |store| {

@@ -40,10 +40,6 @@ pub fn check_new_password(state: &AppState, password: &str, username: &str) -> R
     Ok(())
 }
 
-pub async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
-    Ok(state.passwords.hash(password).await?)
-}
-
 #[derive(Deserialize)]
 struct CreateUser {
     username: String,
@@ -80,7 +76,7 @@ pub async fn create_user(
     let user = User {
         id: Uuid::new_v4(),
         username: body.username,
-        password_hash: hash_password(state, body.password).await?,
+        password_hash: state.passwords.hash(body.password).await?,
         revoked: false,
         tenant_name: body.tenant_name,
         email: body.email,
@@ -198,7 +194,7 @@ pub async fn update_user(
     let password_hash = match body.password {
         Some(password) => {
             check_new_password(state, &password, &body.username)?;
-            Some(hash_password(state, password).await?)
+            Some(state.passwords.hash(password).await?)
         }
         None => None,
     };
