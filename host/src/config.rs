@@ -191,6 +191,12 @@ pub struct Config {
     /// Skip the guest step entirely (for benchmarking the guest's cost only).
     #[arg(long = "bypass_guests", env = "BROKER_BYPASS_GUESTS", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub bypass_guests: bool,
+
+    /// Enforce scopes per event name: inserting event `E` needs scope `E:post` (or `*:post`),
+    /// receiving it on `/sse` needs `E:get` (or `*:get`). Off by default, as in the original;
+    /// recommended on.
+    #[arg(long = "enforce_scopes", env = "BROKER_ENFORCE_SCOPES", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub enforce_scopes: bool,
 }
 
 /// A secret flag value: usable as a `&str`, printed as `***` by `Debug`, so that logging the config

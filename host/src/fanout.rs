@@ -37,6 +37,13 @@ impl Frame {
             bytes: Bytes::from(text),
         }
     }
+
+    /// The event name, read back from the frame's first line (so a frame carries nothing else).
+    pub fn event_name(&self) -> &str {
+        let line = self.bytes.strip_prefix(b"event:").unwrap_or_default();
+        let name = line.split(|&b| b == b'\n').next().unwrap_or_default();
+        std::str::from_utf8(name).unwrap_or_default()
+    }
 }
 
 pub struct Fanout {
@@ -170,6 +177,21 @@ mod tests {
         );
         drop(watch);
         assert!(fanout.users.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_frame_tells_its_event_name() {
+        let event = Event::from_new(
+            crate::model::NewEvent {
+                tenant_name: "t".into(),
+                username: "u".into(),
+                event: "a:b é".into(),
+                data: serde_json::json!({"x": "event:no\n"}),
+                timestamp: 0,
+            },
+            7,
+        );
+        assert_eq!(Frame::render(&event).event_name(), "a:b é");
     }
 
     #[tokio::test]

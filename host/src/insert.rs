@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::auth::Identity;
+use crate::auth::scopes::{self, Operation};
 use crate::guests::{GuestError, GuestEvent, Verdict};
 use crate::model::{Event, NewEvent};
 use crate::state::AppState;
@@ -16,6 +17,8 @@ const MAX_REJECTION_BYTES: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InsertError {
+    #[error("scope {0}:post (or *:post) is needed to insert this event")]
+    Forbidden(String),
     #[error("rejected by guest: {0}")]
     Rejected(String),
     #[error(transparent)]
@@ -25,6 +28,7 @@ pub enum InsertError {
 }
 
 /// Inserts one event for `identity`'s tenant:
+/// 0. with `--enforce_scopes`, the caller's scopes must allow posting this event name;
 /// 1. the tenant's guest validates or transforms `data` (a rejection stops here: nothing stored);
 /// 2. the writer commits it and numbers it (answered only after the commit);
 /// 3. the writer hands it to the tenant's live subscribers, in commit order.
@@ -35,6 +39,9 @@ pub async fn insert(
     data: Value,
 ) -> Result<Arc<Event>, InsertError> {
     let user = &identity.user;
+    if state.config.enforce_scopes && !scopes::allows(user.scope_list(), &event, Operation::Post) {
+        return Err(InsertError::Forbidden(event));
+    }
     let timestamp = state.clock.now_millis();
     let data = if state.config.bypass_guests {
         data

@@ -7,7 +7,10 @@
 //! 3. Replay: the newest event of each name (oldest first), or every event after `Last-Event-ID`.
 //! 4. Live frames, skipping sequences already sent. A stream that lags behind the live channel
 //!    reads the gap back from the store and carries on (`broker-client` never reconnects).
-//! 5. End on disconnect, shutdown, a change that ends the user's access, or credential expiry.
+//! 5. With `--enforce_scopes`, skip events whose name the user's `get` scopes do not cover: a
+//!    skipped event still moves the cursor, so `Last-Event-ID` resume stays exact. A scope change
+//!    applies to the open stream at once.
+//! 6. End on disconnect, shutdown, a change that ends the user's access, or credential expiry.
 //!
 //! A stream is no task of its own: it is a state machine that hyper polls when the connection can
 //! take more bytes, so an idle subscriber holds its cursor, its two channel handles and little else,
@@ -24,6 +27,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Sleep;
 
 use crate::auth::Identity;
+use crate::auth::scopes::{self, Operation};
 use crate::fanout::{Frame, LiveFeed, UserWatch};
 use crate::model::User;
 use crate::state::AppState;
@@ -40,6 +44,9 @@ pub enum SubscribeError {
     /// The user was revoked, moved or removed between authentication and now.
     #[error("user is revoked or no longer in this tenant")]
     UserChanged,
+    /// `--enforce_scopes` and the user holds no `get` scope at all.
+    #[error("a scope E:get (or *:get) is needed to receive events")]
+    Forbidden,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -49,6 +56,7 @@ pub enum SubscribeError {
 enum End {
     ShuttingDown,
     UserChanged,
+    ScopesRemoved,
     CredentialsExpired,
     Store(StoreError),
 }
@@ -61,13 +69,18 @@ pub fn subscribe(
 ) -> Result<impl Stream<Item = Bytes> + Send + 'static, SubscribeError> {
     let user = &identity.user;
     let user_watch = state.fanout.watch_user(&user.username);
-    let owner = Owner {
+    let mut owner = Owner {
         username: user.username.clone(),
         tenant_name: user.tenant_name.clone(),
         credential_generation: user.credential_generation,
+        scopes: None,
     };
-    if !owner.still_allowed(state.store.get_user(&user.username)?.as_ref()) {
+    let current = state.store.get_user(&user.username)?;
+    if !owner.still_allowed(current.as_ref()) {
         return Err(SubscribeError::UserChanged);
+    }
+    if state.config.enforce_scopes && !owner.take_scopes(current.as_ref()) {
+        return Err(SubscribeError::Forbidden);
     }
     let live = state.fanout.subscribe(&user.tenant_name);
     let stream = EventStream {
@@ -96,9 +109,25 @@ struct Owner {
     username: String,
     tenant_name: String,
     credential_generation: u64,
+    /// The user's current scopes with `--enforce_scopes`; `None` lets every event through.
+    scopes: Option<Vec<String>>,
 }
 
 impl Owner {
+    /// Keeps `current`'s scopes for filtering; false when they allow receiving nothing at all.
+    fn take_scopes(&mut self, current: Option<&User>) -> bool {
+        let scopes = current.map(|user| user.scope_list().to_vec()).unwrap_or_default();
+        let receives_any = scopes::allows_any(&scopes, Operation::Get);
+        self.scopes = Some(scopes);
+        receives_any
+    }
+
+    fn may_receive(&self, event_name: &str) -> bool {
+        self.scopes
+            .as_ref()
+            .is_none_or(|scopes| scopes::allows(scopes, event_name, Operation::Get))
+    }
+
     /// The user may keep streaming: it exists, is not revoked, and its credentials have not ended
     /// (no password change, reset, revoke or tenant move) since the stream opened.
     fn still_allowed(&self, current: Option<&User>) -> bool {
@@ -172,7 +201,10 @@ impl EventStream {
             return self.catch_up_page();
         }
         let state = self.state.clone();
+        // Biased: a user change is taken before a live frame, so a scope change or revoke that
+        // was announced before an insert applies to that insert's frame.
         tokio::select! {
+            biased;
             () = state.shutdown.cancelled() => Err(End::ShuttingDown),
             () = self.expiry.as_mut() => Err(End::CredentialsExpired),
             changed = self.user_watch.receiver.changed() => match changed {
@@ -213,8 +245,12 @@ impl EventStream {
             }
             None => {
                 let replay = store.latest_events(&self.user.tenant_name).map_err(End::Store)?;
+                let allowed = replay
+                    .events
+                    .iter()
+                    .filter(|event| self.user.may_receive(&event.event));
                 self.pending
-                    .extend(replay.events.iter().map(|event| Frame::render(event).bytes));
+                    .extend(allowed.map(|event| Frame::render(event).bytes));
                 self.cursor = replay.last_seq;
             }
         }
@@ -230,24 +266,41 @@ impl EventStream {
             .map_err(End::Store)?;
         self.catching_up = page.events.len() == STORE_PAGE || page.bytes >= STORE_PAGE_BYTES;
         for event in &page.events {
-            self.push_if_new(Frame::render(event));
+            if event.seq > self.cursor {
+                self.cursor = event.seq;
+                if self.user.may_receive(&event.event) {
+                    self.pending.push_back(Frame::render(event).bytes);
+                }
+            }
         }
         Ok(())
     }
 
+    /// Queues a live frame unless it was already sent or skipped; a frame the scopes do not cover
+    /// is skipped, but still moves the cursor.
     fn push_if_new(&mut self, frame: Frame) {
         if frame.seq > self.cursor {
             self.cursor = frame.seq;
-            self.pending.push_back(frame.bytes);
+            if self.user.may_receive(frame.event_name()) {
+                self.pending.push_back(frame.bytes);
+            }
         }
     }
 
-    /// Ends the stream if the user was revoked, moved or had its credentials changed.
-    fn check_user(&self) -> Result<(), End> {
-        match self.state.store.get_user(&self.user.username) {
-            Ok(current) if self.user.still_allowed(current.as_ref()) => Ok(()),
-            Ok(_) => Err(End::UserChanged),
-            Err(error) => Err(End::Store(error)),
+    /// Ends the stream if the user was revoked, moved or had its credentials changed; otherwise
+    /// takes its current scopes (ending the stream if they no longer allow receiving anything).
+    fn check_user(&mut self) -> Result<(), End> {
+        let current = self
+            .state
+            .store
+            .get_user(&self.user.username)
+            .map_err(End::Store)?;
+        if !self.user.still_allowed(current.as_ref()) {
+            return Err(End::UserChanged);
         }
+        if self.user.scopes.is_some() && !self.user.take_scopes(current.as_ref()) {
+            return Err(End::ScopesRemoved);
+        }
+        Ok(())
     }
 }

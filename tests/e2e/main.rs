@@ -17,5 +17,6 @@ mod openapi;
 mod passwords;
 mod protocol;
 mod schemathesis;
+mod scopes;
 mod streams;
 mod tls;

@@ -8,6 +8,7 @@ pub mod credential_cache;
 pub mod jwt;
 pub mod password;
 pub mod password_workers;
+pub mod scopes;
 pub mod totp;
 
 use base64::Engine;

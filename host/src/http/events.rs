@@ -25,6 +25,7 @@ struct Insert {
 impl From<InsertError> for ApiError {
     fn from(error: InsertError) -> Self {
         match error {
+            InsertError::Forbidden(_) => ApiError::Forbidden(error.to_string()),
             InsertError::Rejected(_) => ApiError::BadRequest(error.to_string()),
             InsertError::Guest(e) => ApiError::Guest(e.to_string()),
             InsertError::Store(e) => e.into(),

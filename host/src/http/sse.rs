@@ -20,6 +20,7 @@ impl From<SubscribeError> for ApiError {
     fn from(error: SubscribeError) -> Self {
         match error {
             SubscribeError::UserChanged => ApiError::Unauthorized(error.to_string()),
+            SubscribeError::Forbidden => ApiError::Forbidden(error.to_string()),
             SubscribeError::Store(e) => e.into(),
         }
     }
