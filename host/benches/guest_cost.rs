@@ -122,7 +122,10 @@ fn main() {
         timeout: Duration::from_millis(50),
         memory_bytes: 32 << 20,
     };
-    let engine = GuestEngine::new(limits, None).unwrap();
+    // The pass-through never reads state, but the engine is built as Broker builds it, on a store.
+    let state_dir = tempfile::TempDir::new().unwrap();
+    let store = std::sync::Arc::new(broker::store::Store::open(state_dir.path(), 64).unwrap());
+    let engine = GuestEngine::new(limits, None, store).unwrap();
     let guest = engine.load("passthrough", PASSTHROUGH_WASM).unwrap();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

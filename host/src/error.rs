@@ -18,6 +18,9 @@ pub enum ApiError {
     /// With the methods the route does answer, for the `Allow` header.
     #[error("method not allowed")]
     MethodNotAllowed(&'static str),
+    /// The state the request was judged on changed before it could commit.
+    #[error("{0}")]
+    Conflict(String),
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("the request body did not arrive in time")]
@@ -60,6 +63,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
@@ -88,6 +92,7 @@ impl From<crate::store::StoreError> for ApiError {
             StoreError::Full => Self::StorageFull,
             StoreError::WriterStopped => Self::Unavailable,
             StoreError::BadKey => Self::BadRequest(error.to_string()),
+            StoreError::StaleRead => Self::Conflict(error.to_string()),
             other => Self::internal(other),
         }
     }

@@ -188,6 +188,7 @@ mod tests {
                 event: "a:b é".into(),
                 data: serde_json::json!({"x": "event:no\n"}),
                 timestamp: 0,
+                reads: Vec::new(),
             },
             7,
         );

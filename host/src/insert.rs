@@ -8,12 +8,14 @@ use serde_json::Value;
 use crate::auth::Identity;
 use crate::auth::scopes::{self, Operation};
 use crate::guests::{GuestError, GuestEvent, Verdict};
-use crate::model::{Event, NewEvent};
+use crate::model::{Event, LatestRead, NewEvent, User};
 use crate::state::AppState;
 use crate::store::StoreError;
 
 /// Longest guest rejection message passed on to the client, in bytes.
 const MAX_REJECTION_BYTES: usize = 1024;
+/// Times an insert is judged while the state its guest read keeps changing before it commits.
+const MAX_JUDGEMENTS: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InsertError {
@@ -21,6 +23,10 @@ pub enum InsertError {
     Forbidden(String),
     #[error("rejected by guest: {0}")]
     Rejected(String),
+    #[error(
+        "the events this insert was judged on kept changing ({MAX_JUDGEMENTS} tries); read them again and retry"
+    )]
+    Conflict,
     #[error(transparent)]
     Guest(#[from] GuestError),
     #[error(transparent)]
@@ -30,7 +36,8 @@ pub enum InsertError {
 /// Inserts one event for `identity`'s tenant:
 /// 0. with `--enforce_scopes`, the caller's scopes must allow posting this event name;
 /// 1. the tenant's guest validates or transforms `data` (a rejection stops here: nothing stored);
-/// 2. the writer commits it and numbers it (answered only after the commit);
+/// 2. the writer commits it and numbers it (answered only after the commit), provided that what the
+///    guest read of the tenant's state still holds; if not, back to 1, a bounded number of times;
 /// 3. the writer hands it to the tenant's live subscribers, in commit order.
 pub async fn insert(
     state: &AppState,
@@ -43,35 +50,66 @@ pub async fn insert(
         return Err(InsertError::Forbidden(event));
     }
     let timestamp = state.clock.now_millis();
-    let data = if state.config.bypass_guests {
-        data
-    } else {
-        let text = data.to_string();
-        let guest_event = GuestEvent {
-            tenant: &user.tenant_name,
-            username: &user.username,
-            scopes: user.scope_list(),
-            event: &event,
-            data: &text,
-            timestamp,
+    let (mut event, mut data) = (event, data);
+    for _ in 0..MAX_JUDGEMENTS {
+        let (replaced, reads) = judge(state, user, &event, &data, timestamp).await?;
+        // Only a guest that read state can be judged again: otherwise the insert's own copies go.
+        let may_judge_again = !reads.is_empty();
+        let keep_or_take = |value: &mut Value| match may_judge_again {
+            true => value.clone(),
+            false => std::mem::take(value),
         };
-        match state.guests.check(&guest_event).await? {
-            Verdict::Accept => data,
-            Verdict::Replace(json) => {
-                serde_json::from_str(&json).map_err(|e| GuestError::InvalidJson(e.to_string()))?
-            }
-            Verdict::Reject(message) => {
-                let message = crate::validate::printable(&message, MAX_REJECTION_BYTES);
-                return Err(InsertError::Rejected(message));
-            }
+        let new = NewEvent {
+            tenant_name: user.tenant_name.clone(),
+            username: user.username.clone(),
+            event: if may_judge_again {
+                event.clone()
+            } else {
+                std::mem::take(&mut event)
+            },
+            data: replaced.unwrap_or_else(|| keep_or_take(&mut data)),
+            timestamp,
+            reads,
+        };
+        match state.writer.append(new).await {
+            Err(StoreError::StaleRead) => continue,
+            committed => return Ok(committed?),
         }
-    };
-    let new = NewEvent {
-        tenant_name: user.tenant_name.clone(),
-        username: user.username.clone(),
+    }
+    Err(InsertError::Conflict)
+}
+
+/// The guest step: the guest's replacement data if it gave one, and what it read of the tenant's
+/// state to decide.
+async fn judge(
+    state: &AppState,
+    user: &User,
+    event: &str,
+    data: &Value,
+    timestamp: u64,
+) -> Result<(Option<Value>, Vec<LatestRead>), InsertError> {
+    if state.config.bypass_guests {
+        return Ok((None, Vec::new()));
+    }
+    let text = data.to_string();
+    let guest_event = GuestEvent {
+        tenant: &user.tenant_name,
+        username: &user.username,
+        scopes: user.scope_list(),
         event,
-        data,
+        data: &text,
         timestamp,
     };
-    Ok(state.writer.append(new).await?)
+    let judgement = state.guests.check(&guest_event).await?;
+    let data = match judgement.verdict {
+        Verdict::Accept => None,
+        Verdict::Replace(json) => {
+            Some(serde_json::from_str(&json).map_err(|e| GuestError::InvalidJson(e.to_string()))?)
+        }
+        Verdict::Reject(message) => {
+            let message = crate::validate::printable(&message, MAX_REJECTION_BYTES);
+            return Err(InsertError::Rejected(message));
+        }
+    };
+    Ok((data, judgement.reads))
 }

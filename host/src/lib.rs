@@ -116,7 +116,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         Duration::from_secs(config.ntp_interval.max(1)),
         shutdown.clone(),
     ));
-    let guests = guests::Guests::start(&config, shutdown.clone())
+    let guests = guests::Guests::start(&config, store.clone(), shutdown.clone())
         .await
         .context("starting the guest engine")?;
     let redirect_host = config.domain.clone();

@@ -90,6 +90,16 @@ pub struct NewEvent {
     pub data: Value,
     /// Milliseconds since the Unix epoch.
     pub timestamp: u64,
+    /// What the guest read of the tenant's state to judge this event: it commits only if each read
+    /// still holds at commit.
+    pub reads: Vec<LatestRead>,
+}
+
+/// A guest's read of the tenant's newest event of `name`: it saw sequence `seq` (0: none yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatestRead {
+    pub name: String,
+    pub seq: u64,
 }
 
 /// A stored event. `seq` is strictly increasing per tenant and is the SSE `id:`.

@@ -18,5 +18,6 @@ mod passwords;
 mod protocol;
 mod schemathesis;
 mod scopes;
+mod stateful_guests;
 mod streams;
 mod tls;

@@ -1,5 +1,5 @@
 //! The one wasmtime engine: component model, pooling allocator, epoch interruption driven by a
-//! ticker thread, and a linker offering guests WASI (with an empty context) and `log`. Compiling is
+//! ticker thread, and a linker offering guests WASI (with an empty context), `log` and `state`. Compiling is
 //! the expensive part and happens when a guest is loaded, never per insert.
 
 use std::hash::{Hash, Hasher};
@@ -13,9 +13,10 @@ use wasmtime::error::Context;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::ValidatorPre;
-use super::bindings::broker::guest::log;
+use super::bindings::broker::guest::{log, state};
 use super::instance::{InstanceCount, LoadedGuest};
 use super::sandbox::GuestState;
+use super::state::TenantState;
 
 /// Epoch ticks drive guest time limits: each tick that finds a guest running costs it one tick of
 /// its budget and yields to other tasks; a guest whose budget is spent is interrupted. Time spent
@@ -47,10 +48,16 @@ pub struct GuestEngine {
     cache_dir: Option<PathBuf>,
     /// Live instances across this engine's guests, to cap the warm ones.
     instances: InstanceCount,
+    /// What guests' `state.latest` reads.
+    tenant_state: Arc<dyn TenantState>,
 }
 
 impl GuestEngine {
-    pub fn new(limits: GuestLimits, cache_dir: Option<PathBuf>) -> wasmtime::Result<Self> {
+    pub fn new(
+        limits: GuestLimits,
+        cache_dir: Option<PathBuf>,
+        tenant_state: Arc<dyn TenantState>,
+    ) -> wasmtime::Result<Self> {
         let mut pooling = PoolingAllocationConfig::default();
         pooling
             .total_component_instances(INSTANCE_SLOTS)
@@ -76,6 +83,8 @@ impl GuestEngine {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).context("linking WASI")?;
         log::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |state| state)
             .context("linking the log import")?;
+        state::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |state| state)
+            .context("linking the state import")?;
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -85,6 +94,7 @@ impl GuestEngine {
             limits,
             cache_dir,
             instances: InstanceCount::default(),
+            tenant_state,
         })
     }
 
@@ -103,6 +113,7 @@ impl GuestEngine {
             self.engine.clone(),
             self.limits,
             self.instances.clone(),
+            self.tenant_state.clone(),
         )))
     }
 

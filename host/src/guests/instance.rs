@@ -11,7 +11,8 @@ use super::bindings::broker::guest::types;
 use super::bindings::{Validator, ValidatorPre};
 use super::engine::GuestLimits;
 use super::sandbox::GuestState;
-use super::{GuestError, GuestEvent, Verdict};
+use super::state::TenantState;
+use super::{GuestError, GuestEvent, Judgement, Verdict};
 
 /// Warm instances kept per tenant (about one per core serves concurrent inserts).
 const WARM_PER_TENANT: usize = 2;
@@ -39,6 +40,7 @@ pub struct LoadedGuest {
     engine: Engine,
     limits: GuestLimits,
     instances: InstanceCount,
+    tenant_state: Arc<dyn TenantState>,
     /// tenant → idle instances that have only ever served that tenant.
     warm: Mutex<HashMap<String, Vec<Warm>>>,
 }
@@ -50,6 +52,7 @@ impl LoadedGuest {
         engine: Engine,
         limits: GuestLimits,
         instances: InstanceCount,
+        tenant_state: Arc<dyn TenantState>,
     ) -> Self {
         Self {
             label: label.into(),
@@ -57,12 +60,14 @@ impl LoadedGuest {
             engine,
             limits,
             instances,
+            tenant_state,
             warm: Mutex::default(),
         }
     }
 
-    /// Runs one event through the guest under the time and memory limits.
-    pub async fn validate(&self, event: &GuestEvent<'_>) -> Result<Verdict, GuestError> {
+    /// Runs one event through the guest under the time and memory limits; returns its verdict and
+    /// what it read of the tenant's state.
+    pub async fn validate(&self, event: &GuestEvent<'_>) -> Result<Judgement, GuestError> {
         let mut warm = match self.take_warm(event.tenant) {
             Some(warm) => warm,
             None => self.instantiate().await?,
@@ -79,11 +84,20 @@ impl LoadedGuest {
         };
         match warm.validator.call_validate(&mut warm.store, &input).await {
             Ok(verdict) => {
+                let reads = std::mem::take(&mut warm.store.data_mut().reads);
                 self.return_warm(event.tenant, warm);
-                Ok(match verdict {
-                    types::Verdict::Accept => Verdict::Accept,
-                    types::Verdict::Replace(json) => Verdict::Replace(json),
-                    types::Verdict::Reject(message) => Verdict::Reject(message),
+                // A verdict reached on a refused or failed read is no verdict.
+                if let Some(failure) = reads.failure {
+                    tracing::warn!(guest = %self.label, tenant = event.tenant, failure, "guest call failed");
+                    return Err(GuestError::Trap(failure));
+                }
+                Ok(Judgement {
+                    verdict: match verdict {
+                        types::Verdict::Accept => Verdict::Accept,
+                        types::Verdict::Replace(json) => Verdict::Replace(json),
+                        types::Verdict::Reject(message) => Verdict::Reject(message),
+                    },
+                    reads: reads.reads,
                 })
             }
             // The instance may be mid-way through anything: never enter it again.
@@ -96,6 +110,7 @@ impl LoadedGuest {
             self.label.clone(),
             self.limits.memory_bytes,
             self.limits.tick_budget(),
+            self.tenant_state.clone(),
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state);

@@ -4,7 +4,8 @@
 //! - `bindings`: host side of `wit/broker.wit`;
 //! - `engine`: the wasmtime engine, linker, limits and compiled-guest cache;
 //! - `instance`: a loaded guest and its warm per-tenant instances;
-//! - `sandbox`: what a guest instance can reach (empty WASI, a memory cap, `log`);
+//! - `sandbox`: what a guest instance can reach (empty WASI, a memory cap, `log`, `state`);
+//! - `state`: the `state.latest` import, and the reads an insert must still find true at commit;
 //! - `directory`: the guests directory, watched for new, changed and removed files.
 //!
 //! Selection: `<tenant_name>.wasm` for that tenant, else `default.wasm`, else the built-in
@@ -15,6 +16,7 @@ mod directory;
 mod engine;
 mod instance;
 mod sandbox;
+mod state;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -24,8 +26,10 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::model::LatestRead;
 pub use engine::{GuestEngine, GuestLimits};
 pub use instance::LoadedGuest;
+pub use state::{MAX_READ_BYTES_PER_CALL, MAX_READS_PER_CALL, TenantState};
 
 /// The default guest, built from `guests/passthrough` by `build.rs`.
 pub const PASSTHROUGH_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guests/passthrough.wasm"));
@@ -51,6 +55,13 @@ pub enum Verdict {
     /// Store and publish this JSON text instead (the host checks that it parses).
     Replace(String),
     Reject(String),
+}
+
+/// A verdict, and the reads of the tenant's state it was reached on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    pub reads: Vec<LatestRead>,
 }
 
 /// A guest that failed rather than answered. The insert is refused; the host carries on.
@@ -87,15 +98,19 @@ pub struct Guests {
 
 impl Guests {
     /// Builds the engine, compiles the built-in guest, loads the guests directory and starts
-    /// watching it until `shutdown`.
-    pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Arc<Self>> {
+    /// watching it until `shutdown`. Guests' `state.latest` reads `tenant_state`.
+    pub async fn start(
+        config: &Config,
+        tenant_state: Arc<dyn TenantState>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
         let limits = GuestLimits {
             timeout: Duration::from_millis(config.guest_timeout_ms.max(1)),
             memory_bytes: usize::try_from(config.guest_memory_mb.max(1) * 1024 * 1024).unwrap_or(usize::MAX),
         };
         let cache = config.guest_cache_dir();
         let guests = tokio::task::spawn_blocking(move || -> anyhow::Result<Self> {
-            let engine = GuestEngine::new(limits, Some(cache)).map_err(anyhow::Error::from)?;
+            let engine = GuestEngine::new(limits, Some(cache), tenant_state).map_err(anyhow::Error::from)?;
             let builtin = engine
                 .load(BUILTIN_LABEL, PASSTHROUGH_WASM)
                 .map_err(anyhow::Error::from);
@@ -113,7 +128,7 @@ impl Guests {
     }
 
     /// Runs `event` through its tenant's guest, on the calling task (see `instance`).
-    pub async fn check(&self, event: &GuestEvent<'_>) -> Result<Verdict, GuestError> {
+    pub async fn check(&self, event: &GuestEvent<'_>) -> Result<Judgement, GuestError> {
         let guest = self.guest_for(event.tenant);
         guest.validate(event).await
     }

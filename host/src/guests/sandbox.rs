@@ -1,11 +1,14 @@
 //! Per-store state of a guest instance: an empty WASI context (no files, network, environment or
-//! arguments), the memory cap, and the `log` import.
+//! arguments), the memory cap, the `log` import, and this call's `state` reads.
+
+use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::broker::guest::log::{Host as LogHost, Level};
+use super::state::{CallReads, TenantState};
 
 /// Log lines one guest call may write before the rest are dropped.
 const LOG_LINES_PER_CALL: u32 = 20;
@@ -21,16 +24,25 @@ pub struct GuestState {
     memory_cap: usize,
     pub memory_refused: bool,
     /// The guest file and the tenant of the current call, for log lines.
-    label: std::sync::Arc<str>,
+    label: Arc<str>,
     pub tenant: String,
     logs_this_call: u32,
     /// Epoch ticks the current call (or the instantiation) may still run for.
     pub ticks_left: u32,
     tick_budget: u32,
+    /// What `state.latest` reads (the current call's tenant only).
+    pub tenant_state: Arc<dyn TenantState>,
+    /// The current call's `state.latest` answers.
+    pub reads: CallReads,
 }
 
 impl GuestState {
-    pub fn new(label: std::sync::Arc<str>, memory_cap: usize, tick_budget: u32) -> Self {
+    pub fn new(
+        label: Arc<str>,
+        memory_cap: usize,
+        tick_budget: u32,
+        tenant_state: Arc<dyn TenantState>,
+    ) -> Self {
         Self {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
@@ -41,6 +53,8 @@ impl GuestState {
             logs_this_call: 0,
             ticks_left: tick_budget,
             tick_budget,
+            tenant_state,
+            reads: CallReads::default(),
         }
     }
 
@@ -48,6 +62,7 @@ impl GuestState {
         tenant.clone_into(&mut self.tenant);
         self.logs_this_call = 0;
         self.ticks_left = self.tick_budget;
+        self.reads = CallReads::default();
         // A guest may survive a refused grow; only this call's refusals explain this call's failure.
         self.memory_refused = false;
     }

@@ -26,6 +26,7 @@ impl From<InsertError> for ApiError {
     fn from(error: InsertError) -> Self {
         match error {
             InsertError::Forbidden(_) => ApiError::Forbidden(error.to_string()),
+            InsertError::Conflict => ApiError::Conflict(error.to_string()),
             InsertError::Rejected(_) => ApiError::BadRequest(error.to_string()),
             InsertError::Guest(e) => ApiError::Guest(e.to_string()),
             InsertError::Store(e) => e.into(),

@@ -99,6 +99,15 @@ impl Store {
         Ok(LatestReplay { events, last_seq })
     }
 
+    /// The newest event of `name` in `tenant`.
+    pub fn latest_of(&self, tenant: &str, name: &str) -> StoreResult<Option<Event>> {
+        let rtxn = self.env.read_txn()?;
+        match self.latest.get(&rtxn, &latest_key(tenant, name))? {
+            Some(seq) => Ok(self.events.get(&rtxn, &event_key(tenant, seq))?),
+            None => Ok(None),
+        }
+    }
+
     fn last_seq(&self, rtxn: &heed::RoTxn, tenant: &str) -> StoreResult<u64> {
         let prefix = tenant_prefix(tenant);
         let last = self.events.rev_prefix_iter(rtxn, &prefix)?.next().transpose()?;
@@ -106,15 +115,21 @@ impl Store {
     }
 
     /// Appends `batch` in one transaction, numbering each event after its tenant's last sequence.
-    /// `last_seqs` caches those per tenant; on error the caller must clear it (nothing was committed).
+    /// An event whose guest reads no longer hold (a newer event of a name it read, this batch's
+    /// included) is left out and answered `StaleRead`; the others commit. `last_seqs` caches the
+    /// tenants' last sequences; on error the caller must clear it (nothing was committed).
     pub(super) fn append_batch(
         &self,
         batch: Vec<NewEvent>,
         last_seqs: &mut HashMap<String, u64>,
-    ) -> StoreResult<Vec<Event>> {
+    ) -> StoreResult<Vec<StoreResult<Event>>> {
         let mut wtxn = self.env.write_txn()?;
         let mut stored = Vec::with_capacity(batch.len());
         for new in batch {
+            if !self.reads_hold(&wtxn, &new)? {
+                stored.push(Err(StoreError::StaleRead));
+                continue;
+            }
             let last = match last_seqs.get(&new.tenant_name) {
                 Some(seq) => *seq,
                 None => self.last_seq(&wtxn, &new.tenant_name)?,
@@ -128,9 +143,20 @@ impl Store {
                 &event.seq,
             )?;
             last_seqs.insert(event.tenant_name.clone(), event.seq);
-            stored.push(event);
+            stored.push(Ok(event));
         }
         wtxn.commit()?;
         Ok(stored)
+    }
+
+    /// Whether the newest event of each name `new`'s guest read is still the one it saw.
+    fn reads_hold(&self, txn: &heed::RoTxn, new: &NewEvent) -> StoreResult<bool> {
+        for read in &new.reads {
+            let newest = self.latest.get(txn, &latest_key(&new.tenant_name, &read.name))?;
+            if newest.unwrap_or(0) != read.seq {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }

@@ -39,6 +39,9 @@ pub enum StoreError {
     /// A batch commit failed for a reason logged by the writer.
     #[error("the commit failed")]
     CommitFailed,
+    /// A newer event of a name the guest read was committed first: the insert was not stored.
+    #[error("a newer event of a name the guest read was committed first")]
+    StaleRead,
 }
 
 impl From<heed::Error> for StoreError {

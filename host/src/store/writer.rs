@@ -1,6 +1,7 @@
 //! The single event writer: one thread owns LMDB write transactions for events and commits every
 //! insert waiting at that moment in one transaction (group commit). An insert is answered only after
-//! its commit, and handed to fan-out only after its commit, in commit order.
+//! its commit, and handed to fan-out only after its commit, in commit order. An insert whose guest
+//! read state that changed before the commit is left out of it (`StoreError::StaleRead`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -65,12 +66,16 @@ fn write_loop(store: &Store, mut queue: mpsc::Receiver<Job>, published: impl Fn(
         }
         let (events, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.event, j.reply)).unzip();
         match store.append_batch(events, &mut last_seqs) {
-            Ok(stored) => {
-                let stored: Vec<Arc<Event>> = stored.into_iter().map(Arc::new).collect();
-                for (event, reply) in stored.iter().zip(replies) {
-                    let _ = reply.send(Ok(event.clone()));
+            Ok(outcomes) => {
+                let mut committed = Vec::with_capacity(outcomes.len());
+                for (outcome, reply) in outcomes.into_iter().zip(replies) {
+                    let answer = outcome.map(Arc::new);
+                    if let Ok(event) = &answer {
+                        committed.push(event.clone());
+                    }
+                    let _ = reply.send(answer);
                 }
-                published(&stored);
+                published(&committed);
             }
             Err(error) => {
                 tracing::error!(%error, inserts = replies.len(), "event commit failed");
@@ -98,7 +103,32 @@ mod tests {
             event: "e".into(),
             data: serde_json::json!(1),
             timestamp: 0,
+            reads: Vec::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn an_event_commits_only_while_what_its_guest_read_still_holds() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = Arc::new(Store::open(dir.path(), 16).unwrap());
+        let (writer, _thread) = EventWriter::start(store.clone(), |_| {});
+        let read = |seq| crate::model::LatestRead {
+            name: "e".into(),
+            seq,
+        };
+        let judged_on = |seq| NewEvent {
+            reads: vec![read(seq)],
+            ..new_event()
+        };
+        // Judged on "no e yet": the first commits, the second finds e at seq 1 and is left out.
+        assert_eq!(writer.append(judged_on(0)).await.unwrap().seq, 1);
+        assert!(matches!(
+            writer.append(judged_on(0)).await,
+            Err(StoreError::StaleRead)
+        ));
+        // Judged again on the new state, it commits; nothing was numbered for the refused one.
+        assert_eq!(writer.append(judged_on(1)).await.unwrap().seq, 2);
+        assert_eq!(store.latest_of("t", "e").unwrap().unwrap().seq, 2);
     }
 
     #[tokio::test]

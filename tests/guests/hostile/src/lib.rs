@@ -29,6 +29,13 @@ impl Guest for Hostile {
             "bad-json" => Verdict::Replace("{not json".into()),
             "reject" => Verdict::Reject(format!("no thanks: {}", event.data)),
             "replace" => Verdict::Replace(format!("{{\"wrapped\":{}}}", event.data)),
+            // Reads state past the per-call bound: the host must void the verdict.
+            "read-flood" => {
+                for _ in 0..100 {
+                    std::hint::black_box(broker::guest::state::latest("read-flood"));
+                }
+                Verdict::Accept
+            }
             "log-flood" => {
                 for i in 0..10_000 {
                     broker::guest::log::log(broker::guest::log::Level::Warn, &format!("flood {i}"));

@@ -1,0 +1,137 @@
+//! Guests that read state: `state.latest` gives a guest its tenant's newest event of a name, and a
+//! read holds at commit, so nothing is accepted on a stale read (the `versioned` example guest).
+
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::support::{TestServer, install_guest, status_and_json, test_guest};
+
+fn data_dir_with(guests: &[(&str, &str)]) -> Arc<TempDir> {
+    let dir = TempDir::new().unwrap();
+    for (file, guest) in guests {
+        install_guest(dir.path(), file, &test_guest(guest));
+    }
+    Arc::new(dir)
+}
+
+#[tokio::test]
+async fn of_twenty_clients_sending_the_same_next_version_exactly_one_wins() {
+    let server = TestServer::start_in(data_dir_with(&[("forms.wasm", "versioned")]), &[]).await;
+    let jwt = server.signup("editor", "forms").await;
+    server
+        .insert_ok(&jwt, "doc", json!({"version": 1, "title": "draft"}))
+        .await;
+
+    // Twenty clients, each on its own connection, opened first; then all send version 2 at once.
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let client = reqwest::Client::new();
+        client.get(server.endpoint("/")).send().await.unwrap();
+        clients.push(client);
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(clients.len()));
+    let attempts = clients.into_iter().enumerate().map(|(i, client)| {
+        let (url, jwt, start) = (server.endpoint("/insert"), jwt.clone(), start.clone());
+        tokio::spawn(async move {
+            let body = json!({"event": "doc", "data": {"version": 2, "title": format!("edit {i}")}});
+            start.wait().await;
+            let response = client.post(url).bearer_auth(jwt).json(&body).send();
+            status_and_json(response.await.unwrap()).await
+        })
+    });
+    let attempts: Vec<_> = attempts.collect();
+    let mut won = Vec::new();
+    for attempt in attempts {
+        let (status, body) = attempt.await.unwrap();
+        match status {
+            StatusCode::OK => won.push(body),
+            StatusCode::BAD_REQUEST | StatusCode::CONFLICT => {
+                assert!(body["error"].is_string(), "{body}");
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one version 2 is accepted: {won:?}");
+
+    // A loser reads the news and retries with the next version.
+    let (status, body) = server.insert(&jwt, "doc", json!({"version": 2})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body["error"],
+        "rejected by guest: expected version 3 for `doc`, got 2"
+    );
+    server
+        .insert_ok(&jwt, "doc", json!({"version": 3, "title": "retried"}))
+        .await;
+
+    // The log holds versions 1, 2, 3 of doc in order, and nothing else.
+    let mut stream = server.subscribe_from(&jwt, Some(0)).await;
+    let versions: Vec<Value> = stream
+        .take(3)
+        .await
+        .into_iter()
+        .map(|e| e.data["version"].clone())
+        .collect();
+    assert_eq!(versions, [json!(1), json!(2), json!(3)]);
+    stream.expect_quiet(std::time::Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn the_versioned_guest_says_what_it_expected_and_reads_only_its_own_tenant() {
+    let dir = data_dir_with(&[("default.wasm", "versioned")]);
+    let server = TestServer::start_in(dir, &[]).await;
+    let ann = server.signup("ann", "tenant-a").await;
+    let bob = server.signup("bob", "tenant-b").await;
+
+    let (status, body) = server.insert(&ann, "doc", json!({"version": 2})).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (
+            StatusCode::BAD_REQUEST,
+            &json!("rejected by guest: expected version 1 for `doc`, got 2")
+        )
+    );
+    let (status, body) = server.insert(&ann, "doc", json!("not an object")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("integer `version`"),
+        "{body}"
+    );
+
+    server.insert_ok(&ann, "doc", json!({"version": 1})).await;
+    server.insert_ok(&ann, "doc", json!({"version": 2})).await;
+    // Another tenant's "doc" is a different document: its first version is 1 again.
+    server.insert_ok(&bob, "doc", json!({"version": 1})).await;
+    let (status, _) = server.insert(&bob, "doc", json!({"version": 3})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_guest_built_against_wit_0_1_0_loads_and_runs_unchanged() {
+    let server = TestServer::start_in(data_dir_with(&[("old.wasm", "legacy")]), &[]).await;
+    let jwt = server.signup("o", "old").await;
+    let mut stream = server.subscribe(&jwt).await;
+    server.insert_ok(&jwt, "e", json!({"n": 1})).await;
+    assert_eq!(stream.next().await.data, json!({"legacy": {"n": 1}}));
+    server.wait_for_log("legacy guest called", 1).await;
+}
+
+#[tokio::test]
+async fn a_guest_reading_past_its_bound_fails_the_insert_and_stores_nothing() {
+    let server = TestServer::start_in(data_dir_with(&[("h.wasm", "hostile")]), &[]).await;
+    let jwt = server.signup("h", "h").await;
+    let (status, body) = server.insert(&jwt, "read-flood", json!(1)).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("latest() more than 16 times"),
+        "{body}"
+    );
+    let seq = server.insert_ok(&jwt, "fine", json!(2)).await;
+    assert_eq!(seq, 1, "the refused insert took no sequence number");
+}
