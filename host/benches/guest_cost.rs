@@ -63,6 +63,7 @@ async fn start_server(extra: &[&str]) -> (String, CancellationToken, tempfile::T
     let listeners = broker::Listeners {
         plain: listener,
         tls: None,
+        metrics: None,
     };
     tokio::spawn(broker::run(config, listeners, shutdown.clone()));
     (url, shutdown, dir)

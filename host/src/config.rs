@@ -197,6 +197,11 @@ pub struct Config {
     /// recommended on.
     #[arg(long = "enforce_scopes", env = "BROKER_ENFORCE_SCOPES", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub enforce_scopes: bool,
+
+    /// Serve Prometheus metrics at `GET /metrics` on this port (on `bind`; 0 picks a free one). Off
+    /// when unset: a listener of its own, so metrics never show on the public port.
+    #[arg(long = "metrics_port", env = "BROKER_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
 }
 
 /// A secret flag value: usable as a `&str`, printed as `***` by `Debug`, so that logging the config

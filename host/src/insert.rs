@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::auth::Identity;
 use crate::auth::scopes::{self, Operation};
 use crate::guests::{GuestError, GuestEvent, Verdict};
+use crate::metrics::metrics;
 use crate::model::{Event, LatestRead, NewEvent, User};
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -45,6 +46,23 @@ pub async fn insert(
     event: String,
     data: Value,
 ) -> Result<Arc<Event>, InsertError> {
+    let inserted = judge_and_commit(state, identity, event, data).await;
+    metrics().insert(match &inserted {
+        Ok(_) => "accepted",
+        Err(InsertError::Forbidden(_)) => "refused_by_scope",
+        Err(InsertError::Rejected(_)) => "rejected_by_guest",
+        Err(InsertError::Conflict) => "conflict",
+        Err(InsertError::Guest(_) | InsertError::Store(_)) => "failed",
+    });
+    inserted
+}
+
+async fn judge_and_commit(
+    state: &AppState,
+    identity: &Identity,
+    event: String,
+    data: Value,
+) -> Result<Arc<Event>, InsertError> {
     let user = &identity.user;
     if state.config.enforce_scopes && !scopes::allows(user.scope_list(), &event, Operation::Post) {
         return Err(InsertError::Forbidden(event));
@@ -72,7 +90,9 @@ pub async fn insert(
             reads,
         };
         match state.writer.append(new).await {
-            Err(StoreError::StaleRead) => continue,
+            Err(StoreError::StaleRead) => {
+                metrics().guest_rejudgements.inc();
+            }
             committed => return Ok(committed?),
         }
     }
@@ -100,12 +120,17 @@ async fn judge(
         data: &text,
         timestamp,
     };
-    let judgement = state.guests.check(&guest_event).await?;
+    let judgement = state
+        .guests
+        .check(&guest_event)
+        .await
+        .inspect_err(|failure| metrics().guest_failure(failure.kind()))?;
     let data = match judgement.verdict {
         Verdict::Accept => None,
-        Verdict::Replace(json) => {
-            Some(serde_json::from_str(&json).map_err(|e| GuestError::InvalidJson(e.to_string()))?)
-        }
+        Verdict::Replace(json) => Some(serde_json::from_str(&json).map_err(|e| {
+            metrics().guest_failure("invalid_json");
+            GuestError::InvalidJson(e.to_string())
+        })?),
         Verdict::Reject(message) => {
             let message = crate::validate::printable(&message, MAX_REJECTION_BYTES);
             return Err(InsertError::Rejected(message));

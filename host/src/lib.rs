@@ -23,6 +23,7 @@ pub mod fanout;
 pub mod guests;
 pub mod http;
 pub mod insert;
+pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod state;
@@ -56,10 +57,12 @@ use crate::tls::TlsTerminator;
 /// How long the writer gets to commit what is queued after the server stops.
 const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The sockets Broker serves: the plain-HTTP port always; the HTTPS port with `--secure`.
+/// The sockets Broker serves: the plain-HTTP port always; the HTTPS port with `--secure`; the
+/// metrics port with `--metrics_port`.
 pub struct Listeners {
     pub plain: TcpListener,
     pub tls: Option<TcpListener>,
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -75,6 +78,10 @@ impl Listeners {
             tls: match config.secure {
                 true => Some(bind(config.tls_port).await?),
                 false => None,
+            },
+            metrics: match config.metrics_port {
+                Some(port) => Some(bind(port).await?),
+                None => None,
             },
         })
     }
@@ -119,6 +126,17 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let guests = guests::Guests::start(&config, store.clone(), shutdown.clone())
         .await
         .context("starting the guest engine")?;
+    if let Some(listener) = listeners.metrics {
+        tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+        let answer = |request: Request<Incoming>| std::future::ready(http::metrics::answer(&request));
+        tokio::spawn(server::serve(
+            listener,
+            None,
+            config.connection_limits(),
+            shutdown.clone(),
+            answer,
+        ));
+    }
     let redirect_host = config.domain.clone();
     let limits = config.connection_limits();
     let state = Arc::new(AppState {

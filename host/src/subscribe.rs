@@ -29,6 +29,7 @@ use tokio::time::Sleep;
 use crate::auth::Identity;
 use crate::auth::scopes::{self, Operation};
 use crate::fanout::{Frame, LiveFeed, UserWatch};
+use crate::metrics::{OpenGuard, metrics};
 use crate::model::User;
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -97,6 +98,7 @@ pub fn subscribe(
         catching_up: false,
         cursor: 0,
         pending: VecDeque::new(),
+        _open: OpenGuard::new(&metrics().open_streams),
     };
     Ok(futures_util::stream::unfold(stream, |mut stream| async move {
         let frame = stream.next_frame().await?;
@@ -166,6 +168,8 @@ struct EventStream {
     cursor: u64,
     /// Frames read from the store, not yet written.
     pending: VecDeque<Bytes>,
+    /// Counts the stream in `broker_open_streams` while it lives.
+    _open: OpenGuard,
 }
 
 impl EventStream {
@@ -217,6 +221,7 @@ impl EventStream {
                     Ok(())
                 }
                 Err(RecvError::Lagged(missed)) => {
+                    metrics().lag_recoveries.inc();
                     tracing::debug!(missed, tenant = self.user.tenant_name, "sse subscriber lagged; catching up from the store");
                     self.catching_up = true;
                     Ok(())
@@ -245,12 +250,11 @@ impl EventStream {
             }
             None => {
                 let replay = store.latest_events(&self.user.tenant_name).map_err(End::Store)?;
-                let allowed = replay
-                    .events
-                    .iter()
-                    .filter(|event| self.user.may_receive(&event.event));
-                self.pending
-                    .extend(allowed.map(|event| Frame::render(event).bytes));
+                for event in &replay.events {
+                    if self.user.may_receive(&event.event) {
+                        self.deliver(Frame::render(event).bytes);
+                    }
+                }
                 self.cursor = replay.last_seq;
             }
         }
@@ -269,7 +273,7 @@ impl EventStream {
             if event.seq > self.cursor {
                 self.cursor = event.seq;
                 if self.user.may_receive(&event.event) {
-                    self.pending.push_back(Frame::render(event).bytes);
+                    self.deliver(Frame::render(event).bytes);
                 }
             }
         }
@@ -282,9 +286,15 @@ impl EventStream {
         if frame.seq > self.cursor {
             self.cursor = frame.seq;
             if self.user.may_receive(frame.event_name()) {
-                self.pending.push_back(frame.bytes);
+                self.deliver(frame.bytes);
             }
         }
+    }
+
+    /// Queues one event frame for writing.
+    fn deliver(&mut self, frame: Bytes) {
+        metrics().deliveries.inc();
+        self.pending.push_back(frame);
     }
 
     /// Ends the stream if the user was revoked, moved or had its credentials changed; otherwise

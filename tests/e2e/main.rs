@@ -12,6 +12,7 @@ mod guests;
 mod identity;
 mod limits;
 mod load;
+mod metrics;
 mod npm_client;
 mod openapi;
 mod passwords;

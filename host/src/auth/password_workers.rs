@@ -9,10 +9,12 @@
 
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
 use super::password::Hasher;
+use crate::metrics::metrics;
 
 /// Why a password job did not run.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,7 @@ enum Done {
 
 struct Job {
     work: Work,
+    queued_at: Instant,
     reply: oneshot::Sender<Result<Done, String>>,
 }
 
@@ -84,7 +87,11 @@ impl PasswordWorkers {
 
     async fn run(&self, work: Work) -> Result<Done, PasswordJobError> {
         let (reply, answer) = oneshot::channel();
-        let job = Job { work, reply };
+        let job = Job {
+            work,
+            reply,
+            queued_at: Instant::now(),
+        };
         match self.jobs.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(PasswordJobError::Busy),
@@ -103,6 +110,9 @@ fn work_loop(jobs: &Mutex<Receiver<Job>>) {
         // One idle worker waits on the queue at a time; the others wait for the lock.
         let next = jobs.lock().map(|receiver| receiver.recv());
         let Ok(Ok(job)) = next else { return };
+        metrics()
+            .password_queue_wait_seconds
+            .observe(job.queued_at.elapsed().as_secs_f64());
         if job.reply.is_closed() {
             continue; // the client went away while queued: skip the work
         }

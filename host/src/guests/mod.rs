@@ -26,6 +26,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::metrics::metrics;
 use crate::model::LatestRead;
 pub use engine::{GuestEngine, GuestLimits};
 pub use instance::LoadedGuest;
@@ -79,6 +80,19 @@ pub enum GuestError {
     Unavailable(String),
 }
 
+impl GuestError {
+    /// The failure's kind, as a metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Timeout(_) => "timeout",
+            Self::OutOfMemory(_) => "out_of_memory",
+            Self::Trap(_) => "trap",
+            Self::InvalidJson(_) => "invalid_json",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
 /// Which guest serves which tenant.
 #[derive(Default)]
 struct Installed {
@@ -130,7 +144,12 @@ impl Guests {
     /// Runs `event` through its tenant's guest, on the calling task (see `instance`).
     pub async fn check(&self, event: &GuestEvent<'_>) -> Result<Judgement, GuestError> {
         let guest = self.guest_for(event.tenant);
-        guest.validate(event).await
+        let started = std::time::Instant::now();
+        let judgement = guest.validate(event).await;
+        metrics()
+            .guest_call_seconds
+            .observe(started.elapsed().as_secs_f64());
+        judgement
     }
 
     fn guest_for(&self, tenant: &str) -> Arc<LoadedGuest> {

@@ -3,6 +3,7 @@
 
 mod body;
 mod events;
+pub mod metrics;
 mod openapi;
 pub mod redirect;
 mod session;
@@ -23,6 +24,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
+use crate::metrics::metrics;
 use crate::state::AppState;
 
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -41,6 +43,7 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Respons
         Err(error) => error_response(&error),
     };
     add_cors_headers(&state.config.origin, &mut response);
+    metrics().request(route_label(&path), response.status().as_u16());
     let user = response.extensions_mut().remove::<LoggedUser>();
     tracing::info!(
         %method,
@@ -81,6 +84,34 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
             None => Err(ApiError::NotFound),
         },
     }
+}
+
+/// The routes Broker serves, as metric labels; anything else is `other` (unbounded paths must not
+/// become unbounded label values).
+const ROUTES: [&str; 15] = [
+    "/",
+    "/create_user",
+    "/list_users",
+    "/get_user",
+    "/update_user",
+    "/revoke_user",
+    "/unrevoke_user",
+    "/login",
+    "/create_qr",
+    "/create_totp",
+    "/password_reset",
+    "/verify",
+    "/insert",
+    "/sse",
+    "/openapi.json",
+];
+
+fn route_label(path: &str) -> &'static str {
+    ROUTES
+        .iter()
+        .find(|route| **route == path)
+        .copied()
+        .unwrap_or("other")
 }
 
 /// The methods a known route answers, for the `Allow` header of a 405 (OPTIONS, the CORS

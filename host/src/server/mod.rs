@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use self::stall_guard::StallGuard;
 
 use crate::http::Body;
+use crate::metrics::{OpenGuard, metrics};
 use crate::tls::TlsTerminator;
 
 /// hyper's HTTP/1.1 read and write buffer bound per connection (its minimum).
@@ -91,6 +92,7 @@ pub async fn serve<H, F>(
         // The TLS handshake runs on the connection's own task so a slow client cannot stall accepts.
         tokio::spawn(async move {
             let _permit = permit;
+            let _open = OpenGuard::new(&metrics().open_connections);
             let result = match tls {
                 None => serve_connection(stream, limits, watcher, handler).await,
                 // A handshake gets the same time as a request's headers.

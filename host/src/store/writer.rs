@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Store, StoreError, StoreResult};
+use crate::metrics::metrics;
 use crate::model::{Event, NewEvent};
 
 /// Most inserts committed in one transaction.
@@ -65,7 +66,12 @@ fn write_loop(store: &Store, mut queue: mpsc::Receiver<Job>, published: impl Fn(
             }
         }
         let (events, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.event, j.reply)).unzip();
-        match store.append_batch(events, &mut last_seqs) {
+        let started = std::time::Instant::now();
+        let size = events.len();
+        let appended = store.append_batch(events, &mut last_seqs);
+        metrics().commit_seconds.observe(started.elapsed().as_secs_f64());
+        metrics().commit_batch_size.observe(size as f64);
+        match appended {
             Ok(outcomes) => {
                 let mut committed = Vec::with_capacity(outcomes.len());
                 for (outcome, reply) in outcomes.into_iter().zip(replies) {

@@ -4,6 +4,7 @@
 #![allow(dead_code, reason = "each test binary module uses a different subset")]
 
 pub mod pebble;
+pub mod prometheus;
 pub mod sse;
 pub mod tls;
 
