@@ -126,7 +126,9 @@ fn main() {
     // The pass-through never reads state, but the engine is built as Broker builds it, on a store.
     let state_dir = tempfile::TempDir::new().unwrap();
     let store = std::sync::Arc::new(broker::store::Store::open(state_dir.path(), 64).unwrap());
-    let engine = GuestEngine::new(limits, None, store).unwrap();
+    let (writer, _writer_thread) = broker::store::writer::EventWriter::start(store.clone(), |_| {});
+    let events = std::sync::Arc::new(broker::store::LmdbEventLog::new(store, writer));
+    let engine = GuestEngine::new(limits, None, events).unwrap();
     let guest = engine.load("passthrough", PASSTHROUGH_WASM).unwrap();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

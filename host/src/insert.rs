@@ -89,7 +89,7 @@ async fn judge_and_commit(
             timestamp,
             reads,
         };
-        match state.writer.append(new).await {
+        match state.events.append(new).await {
             Err(StoreError::StaleRead) => {
                 metrics().guest_rejudgements.inc();
             }

@@ -10,7 +10,8 @@
 //! - `auth`: Bearer JWT and Basic credentials, argon2 passwords, the admin token, biscuit tokens.
 //! - `insert`: the insert path as one library call; `subscribe`: the subscribe path as one call.
 //! - `guests`: the guest step (validate / replace / reject).
-//! - `store`: LMDB through heed: the user directory, the event log, the single event writer.
+//! - `event_log`, `user_directory`: the two storage seams the paths use, chosen once in `run`;
+//! - `store`: LMDB through heed behind both seams, with the single event writer.
 //! - `fanout`: per-tenant live channels of pre-rendered frames and per-user change watches.
 //! - `model`: the user and event records; `clock`: "now"; `validate`: field checks; `error`: the
 //!   API error type.
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod event_log;
 pub mod fanout;
 pub mod guests;
 pub mod http;
@@ -30,6 +32,7 @@ pub mod state;
 pub mod store;
 pub mod subscribe;
 pub mod tls;
+pub mod user_directory;
 pub mod validate;
 
 use std::sync::Arc;
@@ -47,12 +50,14 @@ use crate::auth::credential_cache::CredentialCache;
 use crate::auth::jwt::JwtKeys;
 use crate::auth::password_workers::PasswordWorkers;
 use crate::config::Config;
+use crate::event_log::EventLog;
 use crate::fanout::Fanout;
 use crate::http::redirect::HttpsRedirect;
 use crate::state::AppState;
-use crate::store::Store;
 use crate::store::writer::EventWriter;
+use crate::store::{LmdbEventLog, LmdbUsers, Store};
 use crate::tls::TlsTerminator;
+use crate::user_directory::UserDirectory;
 
 /// How long the writer gets to commit what is queued after the server stops.
 const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,14 +92,6 @@ impl Listeners {
     }
 }
 
-/// Completes if the event writer thread ends; while Broker serves, that only happens if it died.
-async fn writer_ended(thread: &std::thread::JoinHandle<()>) {
-    let mut check = tokio::time::interval(Duration::from_millis(500));
-    while !thread.is_finished() {
-        check.tick().await;
-    }
-}
-
 /// Runs Broker on `listeners` until `shutdown` is cancelled; returns once pending commits are done.
 /// The binary and the benchmarks both call this.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -116,6 +113,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let (writer, writer_thread) = EventWriter::start(store.clone(), move |batch| {
         publisher.publish(batch.iter().map(|event| &**event));
     });
+    let events: Arc<dyn EventLog> = Arc::new(LmdbEventLog::new(store.clone(), writer));
+    let notifier = fanout.clone();
+    let users: Arc<dyn UserDirectory> = Arc::new(LmdbUsers::new(
+        store,
+        Arc::new(move |username: &str| notifier.user_changed(username)),
+    ));
     let clock = Arc::new(clock::Clock::default());
     tokio::spawn(clock::sync_with_ntp(
         clock.clone(),
@@ -123,7 +126,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         Duration::from_secs(config.ntp_interval.max(1)),
         shutdown.clone(),
     ));
-    let guests = guests::Guests::start(&config, store.clone(), shutdown.clone())
+    let guests = guests::Guests::start(&config, events.clone(), shutdown.clone())
         .await
         .context("starting the guest engine")?;
     if let Some(listener) = listeners.metrics {
@@ -141,7 +144,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let limits = config.connection_limits();
     let state = Arc::new(AppState {
         jwt: JwtKeys::new(&config.jwt_secret, config.jwt_expiry),
-        biscuit: BiscuitIssuer::load(&store).context("loading the biscuit root key")?,
+        biscuit: BiscuitIssuer::load(&*users)
+            .await
+            .context("loading the biscuit root key")?,
         passwords: PasswordWorkers::start(config.password_workers(), config.password_queue),
         credentials: CredentialCache::default(),
         login_codes: AttemptLimiter::new(Duration::from_secs(30)),
@@ -149,8 +154,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         guests,
         clock,
         config,
-        store,
-        writer,
+        events: events.clone(),
+        users,
         fanout,
         shutdown: shutdown.clone(),
     });
@@ -184,7 +189,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     };
     tokio::select! {
         served = serving => served?,
-        () = writer_ended(&writer_thread) => {
+        () = events.stopped() => {
             // Serving on would answer every insert 503 forever: stop loudly, so that a supervisor
             // (systemd's Restart=, a container runtime) starts a healthy process.
             tracing::error!("the event writer stopped unexpectedly; stopping Broker");
@@ -192,6 +197,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         }
     }
     tracing::info!("connections closed");
+    drop(events);
     // The writer stops once the last handle (held by the state, dropped with the connections) is gone.
     let joined = tokio::task::spawn_blocking(move || writer_thread.join());
     match tokio::time::timeout(WRITER_DRAIN_TIMEOUT, joined).await {

@@ -11,17 +11,17 @@ use crate::auth::jwt::JwtKeys;
 use crate::auth::password_workers::PasswordWorkers;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::event_log::EventLog;
 use crate::fanout::Fanout;
 use crate::guests::Guests;
-use crate::store::Store;
-use crate::store::writer::EventWriter;
+use crate::user_directory::UserDirectory;
 
 pub struct AppState {
     pub config: Config,
-    /// Users, events, server keys.
-    pub store: Arc<Store>,
-    /// The only way events are written (group commit).
-    pub writer: EventWriter,
+    /// Events: appended, replayed, read back after a position (LMDB, or JetStream in a cluster).
+    pub events: Arc<dyn EventLog>,
+    /// Users and identity-wide keys (LMDB, or JetStream key-value in a cluster).
+    pub users: Arc<dyn UserDirectory>,
     /// Live per-tenant channels and user-change notices.
     pub fanout: Arc<Fanout>,
     pub jwt: JwtKeys,

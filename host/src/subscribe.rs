@@ -63,7 +63,7 @@ enum End {
 }
 
 /// Subscribes `identity` to its tenant's events, resuming after `resume_after` when given.
-pub fn subscribe(
+pub async fn subscribe(
     state: &Arc<AppState>,
     identity: &Identity,
     resume_after: Option<u64>,
@@ -76,7 +76,7 @@ pub fn subscribe(
         credential_generation: user.credential_generation,
         scopes: None,
     };
-    let current = state.store.get_user(&user.username)?;
+    let current = state.users.get(&user.username).await?;
     if !owner.still_allowed(current.as_ref()) {
         return Err(SubscribeError::UserChanged);
     }
@@ -199,10 +199,10 @@ impl EventStream {
     /// Does one unit of work: the replay, one catch-up page, or waiting for the next live event.
     async fn step(&mut self) -> Result<(), End> {
         if let Some(start) = self.start.take() {
-            return self.replay(start);
+            return self.replay(start).await;
         }
         if self.catching_up {
-            return self.catch_up_page();
+            return self.catch_up_page().await;
         }
         let state = self.state.clone();
         // Biased: a user change is taken before a live frame, so a scope change or revoke that
@@ -212,7 +212,7 @@ impl EventStream {
             () = state.shutdown.cancelled() => Err(End::ShuttingDown),
             () = self.expiry.as_mut() => Err(End::CredentialsExpired),
             changed = self.user_watch.receiver.changed() => match changed {
-                Ok(()) => self.check_user(),
+                Ok(()) => self.check_user().await,
                 Err(_) => Err(End::ShuttingDown),
             },
             received = self.live.receiver.recv() => match received {
@@ -239,17 +239,19 @@ impl EventStream {
         }
     }
 
-    fn replay(&mut self, resume_after: Option<u64>) -> Result<(), End> {
-        let store = &self.state.store;
+    async fn replay(&mut self, resume_after: Option<u64>) -> Result<(), End> {
+        let events = self.state.events.clone();
         match resume_after {
             Some(after) => {
                 // An id above the tenant's newest (a typo, a restored database) means "from now":
                 // as a filter it would hide every new event below it.
-                self.cursor = after.min(store.newest_seq(&self.user.tenant_name).map_err(End::Store)?);
+                let newest = events.newest_seq(&self.user.tenant_name).await;
+                self.cursor = after.min(newest.map_err(End::Store)?);
                 self.catching_up = true;
             }
             None => {
-                let replay = store.latest_events(&self.user.tenant_name).map_err(End::Store)?;
+                let replay = events.latest_events(&self.user.tenant_name).await;
+                let replay = replay.map_err(End::Store)?;
                 for event in &replay.events {
                     if self.user.may_receive(&event.event) {
                         self.deliver(Frame::render(event).bytes);
@@ -262,11 +264,12 @@ impl EventStream {
     }
 
     /// Reads one page of stored events after the cursor; the catch-up ends with a short page.
-    fn catch_up_page(&mut self) -> Result<(), End> {
+    async fn catch_up_page(&mut self) -> Result<(), End> {
         let page = self
             .state
-            .store
+            .events
             .events_after(&self.user.tenant_name, self.cursor, STORE_PAGE, STORE_PAGE_BYTES)
+            .await
             .map_err(End::Store)?;
         self.catching_up = page.events.len() == STORE_PAGE || page.bytes >= STORE_PAGE_BYTES;
         for event in &page.events {
@@ -299,12 +302,9 @@ impl EventStream {
 
     /// Ends the stream if the user was revoked, moved or had its credentials changed; otherwise
     /// takes its current scopes (ending the stream if they no longer allow receiving anything).
-    fn check_user(&mut self) -> Result<(), End> {
-        let current = self
-            .state
-            .store
-            .get_user(&self.user.username)
-            .map_err(End::Store)?;
+    async fn check_user(&mut self) -> Result<(), End> {
+        let current = self.state.users.get(&self.user.username).await;
+        let current = current.map_err(End::Store)?;
         if !self.user.still_allowed(current.as_ref()) {
             return Err(End::UserChanged);
         }

@@ -8,7 +8,8 @@ use biscuit_auth::builder::{fact, string};
 use biscuit_auth::builder_ext::BuilderExt;
 use biscuit_auth::{Algorithm, Biscuit, KeyPair, PrivateKey};
 
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
+use crate::user_directory::UserDirectory;
 
 const ROOT_KEY: &str = "biscuit_root_private_key";
 
@@ -17,9 +18,11 @@ pub struct BiscuitIssuer {
 }
 
 impl BiscuitIssuer {
-    /// Loads the root key pair from the store, generating and storing it on first start.
-    pub fn load(store: &Store) -> Result<Self, StoreError> {
-        let bytes = store.meta_get_or_init(ROOT_KEY, || KeyPair::new().private().to_bytes().to_vec())?;
+    /// Loads the root key pair from the user directory, generating and storing it on first start
+    /// (in a cluster, the first node to start stores it and every node uses that one).
+    pub async fn load(users: &dyn UserDirectory) -> Result<Self, StoreError> {
+        let fresh = KeyPair::new().private().to_bytes().to_vec();
+        let bytes = users.shared_value(ROOT_KEY, fresh).await?;
         let private = PrivateKey::from_bytes(&bytes, Algorithm::Ed25519)
             .map_err(|e| StoreError::Lmdb(heed::Error::Io(std::io::Error::other(e.to_string()))))?;
         Ok(Self {

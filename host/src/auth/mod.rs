@@ -79,7 +79,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Ident
     match parse_credentials(headers)? {
         Credentials::Bearer(token) => {
             let claims = state.jwt.verify(&token).map_err(|_| AuthError::BadToken)?;
-            let user = state.store.get_user(&claims.sub)?.ok_or(AuthError::BadToken)?;
+            let user = state.users.get(&claims.sub).await?.ok_or(AuthError::BadToken)?;
             // A password change, reset, revoke or tenant move since issue ends the token.
             if claims.generation != user.credential_generation {
                 return Err(AuthError::BadToken);
@@ -110,7 +110,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Ident
 /// the bounded password workers (unknown users too, so that timing does not reveal which names
 /// exist).
 pub async fn verify_password(state: &AppState, username: &str, password: String) -> Result<User, AuthError> {
-    let user = state.store.get_user(username)?;
+    let user = state.users.get(username).await?;
     let cached = user
         .as_ref()
         .is_some_and(|user| state.credentials.accepts(user, &password));

@@ -6,4 +6,6 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "validator",
     exports: { default: async },
+    // A guest's state read may wait on the event log (a network round trip in a cluster).
+    imports: { "broker:guest/state.latest": async },
 });

@@ -16,7 +16,7 @@ use super::bindings::ValidatorPre;
 use super::bindings::broker::guest::{log, state};
 use super::instance::{InstanceCount, LoadedGuest};
 use super::sandbox::GuestState;
-use super::state::TenantState;
+use crate::event_log::EventLog;
 
 /// Epoch ticks drive guest time limits: each tick that finds a guest running costs it one tick of
 /// its budget and yields to other tasks; a guest whose budget is spent is interrupted. Time spent
@@ -49,14 +49,14 @@ pub struct GuestEngine {
     /// Live instances across this engine's guests, to cap the warm ones.
     instances: InstanceCount,
     /// What guests' `state.latest` reads.
-    tenant_state: Arc<dyn TenantState>,
+    events: Arc<dyn EventLog>,
 }
 
 impl GuestEngine {
     pub fn new(
         limits: GuestLimits,
         cache_dir: Option<PathBuf>,
-        tenant_state: Arc<dyn TenantState>,
+        events: Arc<dyn EventLog>,
     ) -> wasmtime::Result<Self> {
         let mut pooling = PoolingAllocationConfig::default();
         pooling
@@ -94,7 +94,7 @@ impl GuestEngine {
             limits,
             cache_dir,
             instances: InstanceCount::default(),
-            tenant_state,
+            events,
         })
     }
 
@@ -113,7 +113,7 @@ impl GuestEngine {
             self.engine.clone(),
             self.limits,
             self.instances.clone(),
-            self.tenant_state.clone(),
+            self.events.clone(),
         )))
     }
 

@@ -11,8 +11,8 @@ use super::bindings::broker::guest::types;
 use super::bindings::{Validator, ValidatorPre};
 use super::engine::GuestLimits;
 use super::sandbox::GuestState;
-use super::state::TenantState;
 use super::{GuestError, GuestEvent, Judgement, Verdict};
+use crate::event_log::EventLog;
 
 /// Warm instances kept per tenant (about one per core serves concurrent inserts).
 const WARM_PER_TENANT: usize = 2;
@@ -40,7 +40,7 @@ pub struct LoadedGuest {
     engine: Engine,
     limits: GuestLimits,
     instances: InstanceCount,
-    tenant_state: Arc<dyn TenantState>,
+    events: Arc<dyn EventLog>,
     /// tenant → idle instances that have only ever served that tenant.
     warm: Mutex<HashMap<String, Vec<Warm>>>,
 }
@@ -52,7 +52,7 @@ impl LoadedGuest {
         engine: Engine,
         limits: GuestLimits,
         instances: InstanceCount,
-        tenant_state: Arc<dyn TenantState>,
+        events: Arc<dyn EventLog>,
     ) -> Self {
         Self {
             label: label.into(),
@@ -60,7 +60,7 @@ impl LoadedGuest {
             engine,
             limits,
             instances,
-            tenant_state,
+            events,
             warm: Mutex::default(),
         }
     }
@@ -110,7 +110,7 @@ impl LoadedGuest {
             self.label.clone(),
             self.limits.memory_bytes,
             self.limits.tick_budget(),
-            self.tenant_state.clone(),
+            self.events.clone(),
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state);

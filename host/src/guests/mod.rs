@@ -26,11 +26,12 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::event_log::EventLog;
 use crate::metrics::metrics;
 use crate::model::LatestRead;
 pub use engine::{GuestEngine, GuestLimits};
 pub use instance::LoadedGuest;
-pub use state::{MAX_READ_BYTES_PER_CALL, MAX_READS_PER_CALL, TenantState};
+pub use state::{MAX_READ_BYTES_PER_CALL, MAX_READS_PER_CALL};
 
 /// The default guest, built from `guests/passthrough` by `build.rs`.
 pub const PASSTHROUGH_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guests/passthrough.wasm"));
@@ -112,10 +113,10 @@ pub struct Guests {
 
 impl Guests {
     /// Builds the engine, compiles the built-in guest, loads the guests directory and starts
-    /// watching it until `shutdown`. Guests' `state.latest` reads `tenant_state`.
+    /// watching it until `shutdown`. Guests' `state.latest` reads `events`.
     pub async fn start(
         config: &Config,
-        tenant_state: Arc<dyn TenantState>,
+        events: Arc<dyn EventLog>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
         let limits = GuestLimits {
@@ -124,7 +125,7 @@ impl Guests {
         };
         let cache = config.guest_cache_dir();
         let guests = tokio::task::spawn_blocking(move || -> anyhow::Result<Self> {
-            let engine = GuestEngine::new(limits, Some(cache), tenant_state).map_err(anyhow::Error::from)?;
+            let engine = GuestEngine::new(limits, Some(cache), events).map_err(anyhow::Error::from)?;
             let builtin = engine
                 .load(BUILTIN_LABEL, PASSTHROUGH_WASM)
                 .map_err(anyhow::Error::from);

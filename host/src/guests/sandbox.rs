@@ -8,7 +8,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::broker::guest::log::{Host as LogHost, Level};
-use super::state::{CallReads, TenantState};
+use super::state::CallReads;
+use crate::event_log::EventLog;
 
 /// Log lines one guest call may write before the rest are dropped.
 const LOG_LINES_PER_CALL: u32 = 20;
@@ -31,18 +32,13 @@ pub struct GuestState {
     pub ticks_left: u32,
     tick_budget: u32,
     /// What `state.latest` reads (the current call's tenant only).
-    pub tenant_state: Arc<dyn TenantState>,
+    pub events: Arc<dyn EventLog>,
     /// The current call's `state.latest` answers.
     pub reads: CallReads,
 }
 
 impl GuestState {
-    pub fn new(
-        label: Arc<str>,
-        memory_cap: usize,
-        tick_budget: u32,
-        tenant_state: Arc<dyn TenantState>,
-    ) -> Self {
+    pub fn new(label: Arc<str>, memory_cap: usize, tick_budget: u32, events: Arc<dyn EventLog>) -> Self {
         Self {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
@@ -53,7 +49,7 @@ impl GuestState {
             logs_this_call: 0,
             ticks_left: tick_budget,
             tick_budget,
-            tenant_state,
+            events,
             reads: CallReads::default(),
         }
     }

@@ -4,27 +4,13 @@
 
 use super::bindings::broker::guest::state::Host as StateHost;
 use super::sandbox::GuestState;
+use crate::event_log::EventLog;
 use crate::model::LatestRead;
-use crate::store::{Store, StoreResult};
 
 /// Most `latest` calls in one `validate` call.
 pub const MAX_READS_PER_CALL: usize = 16;
 /// Most bytes of `latest` answers in one `validate` call.
 pub const MAX_READ_BYTES_PER_CALL: usize = 1 << 20;
-
-/// What guests may read: the newest event of a name in a tenant. The event log implements it.
-pub trait TenantState: Send + Sync {
-    /// The sequence and data (as JSON text) of `tenant`'s newest event named `name`.
-    fn latest(&self, tenant: &str, name: &str) -> StoreResult<Option<(u64, String)>>;
-}
-
-impl TenantState for Store {
-    fn latest(&self, tenant: &str, name: &str) -> StoreResult<Option<(u64, String)>> {
-        Ok(self
-            .latest_of(tenant, name)?
-            .map(|event| (event.seq, event.data.to_string())))
-    }
-}
 
 /// One call's reads: what it was answered, and why it must fail if it must.
 #[derive(Default)]
@@ -36,7 +22,7 @@ pub struct CallReads {
 }
 
 impl CallReads {
-    fn read(&mut self, state: &dyn TenantState, tenant: &str, name: String) -> Option<String> {
+    async fn read(&mut self, events: &dyn EventLog, tenant: &str, name: String) -> Option<String> {
         if self.failure.is_some() {
             return None;
         }
@@ -46,8 +32,8 @@ impl CallReads {
             ));
             return None;
         }
-        let found = match state.latest(tenant, &name) {
-            Ok(found) => found,
+        let found = match events.latest_of(tenant, &name).await {
+            Ok(found) => found.map(|event| (event.seq, event.data.to_string())),
             Err(error) => {
                 tracing::error!(%error, tenant, "reading the latest event for a guest failed");
                 self.failure = Some("the guest's state could not be read".into());
@@ -68,7 +54,8 @@ impl CallReads {
 }
 
 impl StateHost for GuestState {
-    fn latest(&mut self, name: String) -> Option<String> {
-        self.reads.read(&*self.tenant_state, &self.tenant, name)
+    async fn latest(&mut self, name: String) -> Option<String> {
+        let events = self.events.clone();
+        self.reads.read(&*events, &self.tenant, name).await
     }
 }

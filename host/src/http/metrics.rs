@@ -14,7 +14,7 @@ use crate::metrics::{CONTENT_TYPE, metrics};
 pub fn answer<B>(request: &Request<B>) -> Response<Body> {
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => {
-            let mut response = Response::new(Full::new(Bytes::from(metrics().render())).boxed());
+            let mut response = Response::new(Full::new(Bytes::from(metrics().render())).boxed_unsync());
             response
                 .headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -27,7 +27,8 @@ use crate::error::ApiError;
 use crate::metrics::metrics;
 use crate::state::AppState;
 
-pub type Body = BoxBody<Bytes, Infallible>;
+/// Response bodies need not be `Sync`: hyper polls each from one task at a time.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// The username a handler served, carried in the response extensions up to the log line.
 #[derive(Clone)]
@@ -127,7 +128,7 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
 }
 
 pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())).boxed());
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())).boxed_unsync());
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -136,7 +137,7 @@ pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
 }
 
 fn empty(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(Empty::new().boxed());
+    let mut response = Response::new(Empty::new().boxed_unsync());
     *response.status_mut() = status;
     response
 }

@@ -12,7 +12,7 @@ const DOCUMENT: &str = include_str!("openapi.json");
 
 /// The document, as `application/json`.
 pub fn document() -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from_static(DOCUMENT.as_bytes())).boxed());
+    let mut response = Response::new(Full::new(Bytes::from_static(DOCUMENT.as_bytes())).boxed_unsync());
     *response.status_mut() = StatusCode::OK;
     response
         .headers_mut()

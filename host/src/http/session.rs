@@ -81,18 +81,19 @@ async fn accept_login_code(state: &AppState, user: &User, code: Option<&str>) ->
         state.login_codes.failed(&user.username, "login two-factor");
         return Err(refused());
     };
-    // Checked again inside the write transaction: two logins racing with one code, one wins.
-    let username = user.username.clone();
-    let recorded = state.store.write_off_executor(move |store| {
-        store.update_user_if(&username, |stored| {
-            let fresh = stored.last_totp_step.is_none_or(|last| step > last);
-            if fresh {
-                stored.last_totp_step = Some(step);
-            }
-            fresh
-        })
+    // Checked again in the compare-and-set update: two logins racing with one code, one wins.
+    let record = Box::new(move |stored: &mut User| {
+        let fresh = stored.last_totp_step.is_none_or(|last| step > last);
+        if fresh {
+            stored.last_totp_step = Some(step);
+        }
+        fresh
     });
-    recorded.await?.ok_or_else(refused)?;
+    state
+        .users
+        .update_if(&user.username, record)
+        .await?
+        .ok_or_else(refused)?;
     state.login_codes.succeeded(&user.username);
     Ok(())
 }

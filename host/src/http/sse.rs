@@ -33,9 +33,9 @@ pub async fn subscribe(
     let identity = auth::authenticate(state, request.headers()).await?;
     let resume_after = last_event_id(request.headers(), request.uri().query());
     // Joined before answering: every insert after the client sees 200 reaches this stream.
-    let frames = subscribe::subscribe(state, &identity, resume_after)?;
+    let frames = subscribe::subscribe(state, &identity, resume_after).await?;
     let body = StreamBody::new(frames.map(|bytes| Ok::<_, Infallible>(Frame::data(bytes))));
-    let mut response = Response::new(BodyExt::boxed(body));
+    let mut response = Response::new(BodyExt::boxed_unsync(body));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

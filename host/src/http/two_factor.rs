@@ -14,6 +14,7 @@ use super::{Body, json_response, served_to};
 use crate::auth::totp;
 use crate::error::ApiError;
 use crate::model::PasswordReset;
+use crate::model::User;
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -38,7 +39,7 @@ pub async fn create_qr(
             "issuer must be 1 to {MAX_ISSUER_BYTES} bytes and contain no ':'"
         )));
     }
-    let user = existing_user(state, &body.username)?;
+    let user = existing_user(state, &body.username).await?;
     let secret = user
         .totp_secret
         .filter(|_| user.two_factor)
@@ -61,10 +62,9 @@ pub async fn create_totp(
     };
     let code = totp::reset_code(&reset.secret, state.config.totp_duration, reset.issued_at)
         .map_err(|e| ApiError::internal(anyhow::anyhow!("generating a reset code: {e}")))?;
-    let username = body.username.clone();
     let updated = state
-        .store
-        .write_off_executor(move |store| store.update_user(&username, |user| user.reset = Some(reset)));
+        .users
+        .update(&body.username, move |user| user.reset = Some(reset.clone()));
     updated.await?.ok_or_else(user_not_found)?;
     Ok(json_response(StatusCode::OK, &json!({ "totp": code })))
 }
@@ -95,28 +95,29 @@ pub async fn password_reset(
         return Err(ApiError::TooManyAttempts);
     }
     // Only existing users are counted: made-up names cannot crowd real ones out of the limiter.
-    let user = state.store.get_user(&body.username)?.ok_or_else(refused)?;
+    let user = state.users.get(&body.username).await?.ok_or_else(refused)?;
     if !reset_is_valid(user.reset.as_ref(), state, &body.totp) {
         state.reset_codes.failed(&body.username, "password reset");
         return Err(refused());
     }
     let hash = state.passwords.hash(body.password).await?;
-    // Checked again inside the write transaction, and consumed: a code works once.
-    let (username, code, checker) = (body.username.clone(), body.totp, state.clone());
-    let updated = state.store.write_off_executor(move |store| {
-        store.update_user_if(&username, |user| {
-            let valid = reset_is_valid(user.reset.as_ref(), &checker, &code);
-            if valid {
-                user.password_hash = hash;
-                user.reset = None;
-                user.credential_generation += 1;
-            }
-            valid
-        })
+    // Checked again in the compare-and-set update, and consumed: a code works once.
+    let (code, checker) = (body.totp, state.clone());
+    let consume = Box::new(move |user: &mut User| {
+        let valid = reset_is_valid(user.reset.as_ref(), &checker, &code);
+        if valid {
+            user.password_hash.clone_from(&hash);
+            user.reset = None;
+            user.credential_generation += 1;
+        }
+        valid
     });
-    updated.await?.ok_or_else(refused)?;
+    state
+        .users
+        .update_if(&body.username, consume)
+        .await?
+        .ok_or_else(refused)?;
     state.reset_codes.succeeded(&body.username);
-    state.fanout.user_changed(&body.username);
     tracing::info!(username = body.username, "password reset");
     Ok(served_to(
         json_response(StatusCode::OK, &json!({"status": "ok"})),

@@ -69,7 +69,7 @@ pub async fn create_user(
     if let Some(scopes) = &body.scopes {
         validate::scopes(scopes).map_err(ApiError::BadRequest)?;
     }
-    if state.store.get_user(&body.username)?.is_some() {
+    if state.users.get(&body.username).await?.is_some() {
         return Err(ApiError::bad_request("username already taken"));
     }
     let two_factor = body.two_factor.unwrap_or(false);
@@ -90,11 +90,8 @@ pub async fn create_user(
         credential_generation: 0,
     };
     let (username, tenant) = (user.username.clone(), user.tenant_name.clone());
-    // Checked again inside the write transaction: two concurrent creates cannot both win.
-    let created = state
-        .store
-        .write_off_executor(move |store| store.create_user(&user));
-    if !created.await? {
+    // Checked again by the directory, atomically: two concurrent creates cannot both win.
+    if !state.users.create(user).await? {
         return Err(ApiError::bad_request("username already taken"));
     }
     tracing::info!(username, tenant, "user created");
@@ -112,7 +109,7 @@ pub async fn list_users(
 ) -> Result<Response<Body>, ApiError> {
     let body: AdminOnly = read_json(state, request).await?;
     check_admin(state, &body.admin_token)?;
-    let users = state.store.list_users()?;
+    let users = state.users.list().await?;
     let views: Vec<Value> = users.iter().map(User::public_view).collect();
     Ok(json_response(StatusCode::OK, &Value::Array(views)))
 }
@@ -129,14 +126,14 @@ pub fn user_not_found() -> ApiError {
 }
 
 /// The stored user named `username`, or a 400 for an unknown one.
-pub fn existing_user(state: &AppState, username: &str) -> Result<User, ApiError> {
-    state.store.get_user(username)?.ok_or_else(user_not_found)
+pub async fn existing_user(state: &AppState, username: &str) -> Result<User, ApiError> {
+    state.users.get(username).await?.ok_or_else(user_not_found)
 }
 
 pub async fn get_user(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let body: AdminAndUser = read_json(state, request).await?;
     check_admin(state, &body.admin_token)?;
-    let user = existing_user(state, &body.username)?;
+    let user = existing_user(state, &body.username).await?;
     Ok(json_response(StatusCode::OK, &user.public_view()))
 }
 
@@ -147,15 +144,11 @@ pub async fn set_revoked(
 ) -> Result<Response<Body>, ApiError> {
     let body: AdminAndUser = read_json(state, request).await?;
     check_admin(state, &body.admin_token)?;
-    let username = body.username.clone();
-    let updated = state.store.write_off_executor(move |store| {
-        store.update_user(&username, |user| {
-            user.revoked = revoked;
-            user.credential_generation += 1;
-        })
+    let updated = state.users.update(&body.username, move |user| {
+        user.revoked = revoked;
+        user.credential_generation += 1;
     });
     updated.await?.ok_or_else(user_not_found)?;
-    state.fanout.user_changed(&body.username);
     tracing::info!(username = body.username, revoked, "user revocation changed");
     Ok(ok())
 }
@@ -199,43 +192,44 @@ pub async fn update_user(
         None => None,
     };
     let username = body.username.clone();
-    let updated = state.store.write_off_executor(move |store| {
-        store.update_user(&username, |user| {
-            // A new password or tenant ends the JWTs, remembered credentials and open streams.
-            if body.tenant_name.is_some() || password_hash.is_some() {
-                user.credential_generation += 1;
+    let change = move |user: &mut User| {
+        // A new password or tenant ends the JWTs, remembered credentials and open streams (the
+        // directory tells them: a moved user must not keep receiving the old tenant's events).
+        if body.tenant_name.is_some() || password_hash.is_some() {
+            user.credential_generation += 1;
+        }
+        if let Some(tenant) = &body.tenant_name {
+            user.tenant_name.clone_from(tenant);
+        }
+        if let Some(hash) = &password_hash {
+            user.password_hash.clone_from(hash);
+        }
+        if let Some(email) = &body.email {
+            user.email.clone_from(email);
+        }
+        if let Some(scopes) = &body.scopes {
+            user.scopes.clone_from(scopes);
+        }
+        if let Some(data) = &body.data {
+            user.data.clone_from(data);
+        }
+        match body.two_factor {
+            // Enabling keeps an existing secret, so an app that already scanned it keeps working.
+            Some(true) if user.totp_secret.is_none() => user.totp_secret = Some(totp::new_secret()),
+            Some(false) => {
+                user.totp_secret = None;
+                user.last_totp_step = None;
             }
-            if let Some(tenant) = body.tenant_name {
-                user.tenant_name = tenant;
-            }
-            if let Some(hash) = password_hash {
-                user.password_hash = hash;
-            }
-            if let Some(email) = body.email {
-                user.email = email;
-            }
-            if let Some(scopes) = body.scopes {
-                user.scopes = scopes;
-            }
-            if let Some(data) = body.data {
-                user.data = data;
-            }
-            match body.two_factor {
-                // Enabling keeps an existing secret, so an app that already scanned it keeps working.
-                Some(true) if user.totp_secret.is_none() => user.totp_secret = Some(totp::new_secret()),
-                Some(false) => {
-                    user.totp_secret = None;
-                    user.last_totp_step = None;
-                }
-                _ => {}
-            }
-            if let Some(two_factor) = body.two_factor {
-                user.two_factor = two_factor;
-            }
-        })
-    });
-    updated.await?.ok_or_else(user_not_found)?;
-    // Open streams re-check the user: a moved tenant must not keep receiving the old tenant's events.
-    state.fanout.user_changed(&body.username);
+            _ => {}
+        }
+        if let Some(two_factor) = body.two_factor {
+            user.two_factor = two_factor;
+        }
+    };
+    state
+        .users
+        .update(&username, change)
+        .await?
+        .ok_or_else(user_not_found)?;
     Ok(ok())
 }

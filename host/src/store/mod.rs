@@ -1,8 +1,10 @@
 //! The embedded LMDB store (heed): one struct owning the typed databases. No other module knows that
-//! LMDB is underneath; the two seams the rest of Broker sees are the user directory (`users.rs`) and
-//! the event log (`events.rs`, appended to only through the group-commit `writer`).
+//! LMDB is underneath: `seams.rs` puts it behind the two seams the rest of Broker uses, the event log
+//! (`events.rs`, appended to only through the group-commit `writer`) and the user directory
+//! (`users.rs`).
 
 mod events;
+mod seams;
 mod users;
 pub mod writer;
 
@@ -14,6 +16,7 @@ use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, WithoutTls};
 use crate::model::{Event, User};
 
 pub use events::{EventPage, LatestReplay};
+pub use seams::{LmdbEventLog, LmdbUsers};
 
 const USERS: &str = "users";
 const EVENTS: &str = "events";

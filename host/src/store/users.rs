@@ -39,16 +39,8 @@ impl Store {
         Ok(true)
     }
 
-    /// Applies `change` to the stored user and returns the new record, or `None` for an unknown user.
-    pub fn update_user(&self, username: &str, change: impl FnOnce(&mut User)) -> StoreResult<Option<User>> {
-        self.update_user_if(username, |user| {
-            change(user);
-            true
-        })
-    }
-
-    /// Like `update_user`, but `change` may decline by returning false: then nothing is written and
-    /// the answer is `None`, as for an unknown user. The check and the write share one transaction.
+    /// Applies `change` to the stored user and returns the new record; `change` may decline by
+    /// returning false: then nothing is written and the answer is `None`, as for an unknown user. The check and the write share one transaction.
     pub fn update_user_if(
         &self,
         username: &str,

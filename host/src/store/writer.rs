@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::{Store, StoreError, StoreResult};
 use crate::metrics::metrics;
@@ -28,6 +29,8 @@ struct Job {
 #[derive(Clone)]
 pub struct EventWriter {
     jobs: mpsc::Sender<Job>,
+    /// Cancelled when the writer thread ends, however it ends.
+    ended: CancellationToken,
 }
 
 impl EventWriter {
@@ -37,11 +40,22 @@ impl EventWriter {
         published: impl Fn(&[Arc<Event>]) + Send + 'static,
     ) -> (Self, JoinHandle<()>) {
         let (jobs, queue) = mpsc::channel(QUEUE);
+        let ended = CancellationToken::new();
+        let on_exit = ended.clone().drop_guard();
         let thread = std::thread::Builder::new()
             .name("event-writer".into())
-            .spawn(move || write_loop(&store, queue, published))
+            .spawn(move || {
+                // Dropped on return and on unwind alike.
+                let _on_exit = on_exit;
+                write_loop(&store, queue, published);
+            })
             .expect("spawning the event writer thread");
-        (Self { jobs }, thread)
+        (Self { jobs, ended }, thread)
+    }
+
+    /// Completes once the writer thread has ended (while Broker serves, only if it died).
+    pub async fn stopped(&self) {
+        self.ended.cancelled().await;
     }
 
     /// Appends one event; returns it with its sequence number once it is committed.

@@ -1,0 +1,100 @@
+//! LMDB behind the two seams (`EventLog`, `UserDirectory`): reads run inline (they never wait for a
+//! writer), writes go through the group-commit writer or the blocking pool.
+
+use std::sync::Arc;
+
+use super::writer::EventWriter;
+use super::{EventPage, LatestReplay, Store, StoreResult};
+use crate::event_log::EventLog;
+use crate::model::{Event, NewEvent, User};
+use crate::user_directory::{UserChange, UserChanged, UserDirectory};
+
+/// The event log on one node: LMDB, appended to by the single writer thread.
+pub struct LmdbEventLog {
+    store: Arc<Store>,
+    writer: EventWriter,
+}
+
+impl LmdbEventLog {
+    pub fn new(store: Arc<Store>, writer: EventWriter) -> Self {
+        Self { store, writer }
+    }
+}
+
+#[async_trait::async_trait]
+impl EventLog for LmdbEventLog {
+    async fn append(&self, event: NewEvent) -> StoreResult<Arc<Event>> {
+        self.writer.append(event).await
+    }
+
+    async fn events_after(
+        &self,
+        tenant: &str,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> StoreResult<EventPage> {
+        self.store.events_after(tenant, after, limit, max_bytes)
+    }
+
+    async fn latest_events(&self, tenant: &str) -> StoreResult<LatestReplay> {
+        self.store.latest_events(tenant)
+    }
+
+    async fn newest_seq(&self, tenant: &str) -> StoreResult<u64> {
+        self.store.newest_seq(tenant)
+    }
+
+    async fn latest_of(&self, tenant: &str, name: &str) -> StoreResult<Option<Event>> {
+        self.store.latest_of(tenant, name)
+    }
+
+    async fn stopped(&self) {
+        self.writer.stopped().await;
+    }
+}
+
+/// The user directory on one node: LMDB, each write one transaction on the blocking pool.
+pub struct LmdbUsers {
+    store: Arc<Store>,
+    changed: UserChanged,
+}
+
+impl LmdbUsers {
+    pub fn new(store: Arc<Store>, changed: UserChanged) -> Self {
+        Self { store, changed }
+    }
+}
+
+#[async_trait::async_trait]
+impl UserDirectory for LmdbUsers {
+    async fn get(&self, username: &str) -> StoreResult<Option<User>> {
+        self.store.get_user(username)
+    }
+
+    async fn list(&self) -> StoreResult<Vec<User>> {
+        self.store.list_users()
+    }
+
+    async fn create(&self, user: User) -> StoreResult<bool> {
+        self.store
+            .write_off_executor(move |store| store.create_user(&user))
+            .await
+    }
+
+    async fn update_if(&self, username: &str, change: UserChange) -> StoreResult<Option<User>> {
+        let name = username.to_owned();
+        let updated = self
+            .store
+            .write_off_executor(move |store| store.update_user_if(&name, change))
+            .await?;
+        if updated.is_some() {
+            (self.changed)(username);
+        }
+        Ok(updated)
+    }
+
+    async fn shared_value(&self, key: &str, init: Vec<u8>) -> StoreResult<Vec<u8>> {
+        self.store.meta_get_or_init(key, || init)
+    }
+}

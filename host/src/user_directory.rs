@@ -1,0 +1,54 @@
+//! The user directory seam: users and the identity-wide values (the biscuit root key), whichever
+//! store is behind it (LMDB on one node, NATS JetStream key-value in a cluster; chosen in `run`).
+//!
+//! Whoever implements it tells the fan-out about every change to a user (`UserChanged`), on every
+//! node, so that the user's open streams re-check it.
+
+use std::sync::Arc;
+
+use crate::model::User;
+use crate::store::StoreResult;
+
+/// Called with the username of every user record that changed.
+pub type UserChanged = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A change to a user record; it may decline by returning false. It may run more than once (a
+/// compare-and-set that lost a race runs it again on the newer record), so it must not move state
+/// out of its captures.
+pub type UserChange = Box<dyn Fn(&mut User) -> bool + Send + Sync>;
+
+#[async_trait::async_trait]
+pub trait UserDirectory: Send + Sync {
+    /// The user named `username`; a name that could never have been stored is simply unknown.
+    async fn get(&self, username: &str) -> StoreResult<Option<User>>;
+
+    async fn list(&self) -> StoreResult<Vec<User>>;
+
+    /// Stores `user` unless its username is taken, atomically; returns whether it was stored.
+    async fn create(&self, user: User) -> StoreResult<bool>;
+
+    /// Applies `change` to the current record and stores it, unless `change` declines; compare-and-
+    /// set, so no concurrent change is lost. `None`: unknown user, or declined.
+    async fn update_if(&self, username: &str, change: UserChange) -> StoreResult<Option<User>>;
+
+    /// The value stored under `key`, or `init` stored there first (by whichever caller was first).
+    async fn shared_value(&self, key: &str, init: Vec<u8>) -> StoreResult<Vec<u8>>;
+}
+
+impl dyn UserDirectory {
+    /// `update_if` with a change that never declines.
+    pub async fn update(
+        &self,
+        username: &str,
+        change: impl Fn(&mut User) + Send + Sync + 'static,
+    ) -> StoreResult<Option<User>> {
+        self.update_if(
+            username,
+            Box::new(move |user| {
+                change(user);
+                true
+            }),
+        )
+        .await
+    }
+}
