@@ -202,6 +202,16 @@ pub struct Config {
     /// when unset: a listener of its own, so metrics never show on the public port.
     #[arg(long = "metrics_port", env = "BROKER_METRICS_PORT")]
     pub metrics_port: Option<u16>,
+
+    /// Cluster mode: NATS server URLs, comma-separated (`nats://host:4222,...`). Every node gets the
+    /// same `--nats`, `--jwt_secret` and `--admin_token`; events and users then live in JetStream
+    /// instead of the local database. Unset: one node on the embedded LMDB.
+    #[arg(long, env = "BROKER_NATS")]
+    pub nats: Option<String>,
+
+    /// Replicas of the JetStream stream and buckets Broker creates (3 on a three-server cluster).
+    #[arg(long = "nats_replicas", env = "BROKER_NATS_REPLICAS", default_value_t = 1)]
+    pub nats_replicas: usize,
 }
 
 /// A secret flag value: usable as a `&str`, printed as `***` by `Debug`, so that logging the config

@@ -35,7 +35,8 @@ pub enum ApiError {
     StorageFull,
     #[error("the server is shutting down")]
     Unavailable,
-    /// A bounded resource is at its limit: answered 503 with `Retry-After`.
+    /// A bounded resource is at its limit, or storage is briefly out of reach: answered 503 with
+    /// `Retry-After`.
     #[error("{0}")]
     Overloaded(String),
     /// Anything unexpected: logged in full, answered as a bare "internal error".
@@ -93,6 +94,11 @@ impl From<crate::store::StoreError> for ApiError {
             StoreError::WriterStopped => Self::Unavailable,
             StoreError::BadKey => Self::BadRequest(error.to_string()),
             StoreError::StaleRead => Self::Conflict(error.to_string()),
+            // Logged, then answered 503 with Retry-After: NATS reconnects by itself.
+            StoreError::Unavailable(ref reason) => {
+                tracing::warn!(reason, "storage unavailable");
+                Self::Overloaded("storage is unavailable; retry shortly".into())
+            }
             other => Self::internal(other),
         }
     }

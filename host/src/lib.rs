@@ -11,13 +11,15 @@
 //! - `insert`: the insert path as one library call; `subscribe`: the subscribe path as one call.
 //! - `guests`: the guest step (validate / replace / reject).
 //! - `event_log`, `user_directory`: the two storage seams the paths use, chosen once in `run`;
-//! - `store`: LMDB through heed behind both seams, with the single event writer.
+//! - `store`: LMDB through heed behind both seams, with the single event writer;
+//! - `cluster`: NATS JetStream behind both seams (`--nats`), for several nodes as one service.
 //! - `fanout`: per-tenant live channels of pre-rendered frames and per-user change watches.
 //! - `model`: the user and event records; `clock`: "now"; `validate`: field checks; `error`: the
 //!   API error type.
 
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod event_log;
@@ -49,6 +51,8 @@ use crate::auth::biscuit::BiscuitIssuer;
 use crate::auth::credential_cache::CredentialCache;
 use crate::auth::jwt::JwtKeys;
 use crate::auth::password_workers::PasswordWorkers;
+use crate::cluster::events::JetStreamLog;
+use crate::cluster::users::KvUsers;
 use crate::config::Config;
 use crate::event_log::EventLog;
 use crate::fanout::Fanout;
@@ -57,7 +61,7 @@ use crate::state::AppState;
 use crate::store::writer::EventWriter;
 use crate::store::{LmdbEventLog, LmdbUsers, Store};
 use crate::tls::TlsTerminator;
-use crate::user_directory::UserDirectory;
+use crate::user_directory::{UserChanged, UserDirectory};
 
 /// How long the writer gets to commit what is queued after the server stops.
 const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,6 +96,53 @@ impl Listeners {
     }
 }
 
+/// The two storage seams, as chosen by `--nats`.
+struct Storage {
+    events: Arc<dyn EventLog>,
+    users: Arc<dyn UserDirectory>,
+    /// The LMDB event writer, joined at exit so that queued commits finish.
+    writer_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// LMDB on this machine, or JetStream with `--nats`; either feeds `fanout` with committed events
+/// and user changes.
+async fn open_storage(
+    config: &Config,
+    fanout: &Arc<Fanout>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Storage> {
+    let notifier = fanout.clone();
+    let changed: UserChanged = Arc::new(move |username: &str| notifier.user_changed(username));
+    if let Some(urls) = &config.nats {
+        let cluster = Arc::new(cluster::Cluster::connect(config, urls).await?);
+        let events = JetStreamLog::start(cluster.clone(), fanout.clone(), shutdown.clone())
+            .await
+            .context("starting the JetStream event log")?;
+        tracing::info!(
+            replicas = config.nats_replicas,
+            "cluster mode: events and users in NATS JetStream"
+        );
+        return Ok(Storage {
+            events: Arc::new(events),
+            users: Arc::new(KvUsers::start(cluster, changed, shutdown.clone())),
+            writer_thread: None,
+        });
+    }
+    let store = Arc::new(
+        Store::open(&config.db, config.db_max_mb)
+            .with_context(|| format!("opening the database at {}", config.db.display()))?,
+    );
+    let publisher = fanout.clone();
+    let (writer, writer_thread) = EventWriter::start(store.clone(), move |batch| {
+        publisher.publish(batch.iter().map(|event| &**event));
+    });
+    Ok(Storage {
+        events: Arc::new(LmdbEventLog::new(store.clone(), writer)),
+        users: Arc::new(LmdbUsers::new(store, changed)),
+        writer_thread: Some(writer_thread),
+    })
+}
+
 /// Runs Broker on `listeners` until `shutdown` is cancelled; returns once pending commits are done.
 /// The binary and the benchmarks both call this.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -104,21 +155,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         )),
         (true, None) => anyhow::bail!("--secure=true needs an HTTPS listener"),
     };
-    let store = Arc::new(
-        Store::open(&config.db, config.db_max_mb)
-            .with_context(|| format!("opening the database at {}", config.db.display()))?,
-    );
     let fanout = Arc::new(Fanout::new(config.live_buffer as usize));
-    let publisher = fanout.clone();
-    let (writer, writer_thread) = EventWriter::start(store.clone(), move |batch| {
-        publisher.publish(batch.iter().map(|event| &**event));
-    });
-    let events: Arc<dyn EventLog> = Arc::new(LmdbEventLog::new(store.clone(), writer));
-    let notifier = fanout.clone();
-    let users: Arc<dyn UserDirectory> = Arc::new(LmdbUsers::new(
-        store,
-        Arc::new(move |username: &str| notifier.user_changed(username)),
-    ));
+    let Storage {
+        events,
+        users,
+        writer_thread,
+    } = open_storage(&config, &fanout, &shutdown).await?;
     let clock = Arc::new(clock::Clock::default());
     tokio::spawn(clock::sync_with_ntp(
         clock.clone(),
@@ -199,10 +241,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     tracing::info!("connections closed");
     drop(events);
     // The writer stops once the last handle (held by the state, dropped with the connections) is gone.
-    let joined = tokio::task::spawn_blocking(move || writer_thread.join());
-    match tokio::time::timeout(WRITER_DRAIN_TIMEOUT, joined).await {
-        Ok(_) => tracing::info!("stopped"),
-        Err(_) => tracing::warn!("event writer still busy at exit"),
+    if let Some(writer_thread) = writer_thread {
+        let joined = tokio::task::spawn_blocking(move || writer_thread.join());
+        if tokio::time::timeout(WRITER_DRAIN_TIMEOUT, joined).await.is_err() {
+            tracing::warn!("event writer still busy at exit");
+        }
     }
+    tracing::info!("stopped");
     Ok(())
 }

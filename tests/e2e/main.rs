@@ -5,6 +5,8 @@ mod support;
 
 mod accounts;
 mod acme;
+mod cluster;
+mod cluster_faults;
 mod crash;
 mod durability;
 mod events;

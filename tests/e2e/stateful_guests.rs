@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::support::{TestServer, install_guest, status_and_json, test_guest};
+use crate::support::{TestServer, insert_all_at_once, install_guest, test_guest};
 
 fn data_dir_with(guests: &[(&str, &str)]) -> Arc<TempDir> {
     let dir = TempDir::new().unwrap();
@@ -25,27 +25,12 @@ async fn of_twenty_clients_sending_the_same_next_version_exactly_one_wins() {
         .insert_ok(&jwt, "doc", json!({"version": 1, "title": "draft"}))
         .await;
 
-    // Twenty clients, each on its own connection, opened first; then all send version 2 at once.
-    let mut clients = Vec::new();
-    for _ in 0..20 {
-        let client = reqwest::Client::new();
-        client.get(server.endpoint("/")).send().await.unwrap();
-        clients.push(client);
-    }
-    let start = Arc::new(tokio::sync::Barrier::new(clients.len()));
-    let attempts = clients.into_iter().enumerate().map(|(i, client)| {
-        let (url, jwt, start) = (server.endpoint("/insert"), jwt.clone(), start.clone());
-        tokio::spawn(async move {
-            let body = json!({"event": "doc", "data": {"version": 2, "title": format!("edit {i}")}});
-            start.wait().await;
-            let response = client.post(url).bearer_auth(jwt).json(&body).send();
-            status_and_json(response.await.unwrap()).await
-        })
-    });
-    let attempts: Vec<_> = attempts.collect();
+    // Twenty clients send version 2 at once.
+    let urls = [server.endpoint("")];
+    let bodies =
+        (0..20).map(|i| json!({"event": "doc", "data": {"version": 2, "title": format!("edit {i}")}}));
     let mut won = Vec::new();
-    for attempt in attempts {
-        let (status, body) = attempt.await.unwrap();
+    for (status, body) in insert_all_at_once(&urls, &jwt, bodies).await {
         match status {
             StatusCode::OK => won.push(body),
             StatusCode::BAD_REQUEST | StatusCode::CONFLICT => {

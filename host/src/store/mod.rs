@@ -42,6 +42,9 @@ pub enum StoreError {
     /// A batch commit failed for a reason logged by the writer.
     #[error("the commit failed")]
     CommitFailed,
+    /// The storage cluster cannot be reached or did not answer in time (cluster mode).
+    #[error("storage is unavailable: {0}")]
+    Unavailable(String),
     /// A newer event of a name the guest read was committed first: the insert was not stored.
     #[error("a newer event of a name the guest read was committed first")]
     StaleRead,

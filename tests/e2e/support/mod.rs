@@ -3,6 +3,7 @@
 
 #![allow(dead_code, reason = "each test binary module uses a different subset")]
 
+pub mod nats;
 pub mod pebble;
 pub mod prometheus;
 pub mod sse;
@@ -296,4 +297,33 @@ impl TestServer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Sends each insert `body` from a client of its own, on a connection opened beforehand, all at the
+/// same moment (clients take the `base_urls` in turn): what a race between clients looks like to
+/// the server. Returns each answer, in the order of `bodies`.
+pub async fn insert_all_at_once(
+    base_urls: &[String],
+    jwt: &str,
+    bodies: impl Iterator<Item = Value>,
+) -> Vec<(StatusCode, Value)> {
+    let bodies: Vec<Value> = bodies.collect();
+    let start = Arc::new(tokio::sync::Barrier::new(bodies.len()));
+    let mut attempts = Vec::new();
+    for (i, body) in bodies.into_iter().enumerate() {
+        let base = &base_urls[i % base_urls.len()];
+        let client = reqwest::Client::new();
+        client.get(format!("{base}/")).send().await.unwrap();
+        let (url, jwt, start) = (format!("{base}/insert"), jwt.to_owned(), start.clone());
+        attempts.push(tokio::spawn(async move {
+            start.wait().await;
+            let response = client.post(url).bearer_auth(jwt).json(&body).send();
+            status_and_json(response.await.unwrap()).await
+        }));
+    }
+    let mut answers = Vec::new();
+    for attempt in attempts {
+        answers.push(attempt.await.unwrap());
+    }
+    answers
 }

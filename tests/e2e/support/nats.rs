@@ -143,6 +143,22 @@ impl NatsCluster {
         self.wait_ready(&format!("restarting n{i}")).await;
     }
 
+    /// Restarts every killed server at once (one alone has no quorum) and waits for the cluster.
+    pub async fn restart_all(&mut self) {
+        let killed: Vec<usize> = (0..SERVERS)
+            .filter(|&i| self.servers[i].child.is_none())
+            .collect();
+        for &i in &killed {
+            self.servers[i]
+                .log
+                .lock()
+                .unwrap()
+                .push_str("--- restarted by the test ---\n");
+            self.spawn(i);
+        }
+        self.wait_ready(&format!("restarting {killed:?}")).await;
+    }
+
     /// That server's log so far, across restarts (for panic messages).
     pub fn log(&self, i: usize) -> String {
         self.servers[i].log.lock().unwrap().clone()
@@ -260,6 +276,24 @@ impl NatsCluster {
             }
         }
         Ok(())
+    }
+
+    /// The index of the server leading the replicated stream `stream` (from a running server's
+    /// `/jsz?streams=true`), so that a test can kill exactly the leader.
+    pub async fn stream_leader(&self, stream: &str) -> usize {
+        let i = (0..SERVERS)
+            .find(|&i| self.servers[i].child.is_some())
+            .expect("a running nats-server");
+        let (_, body) = self.get(i, "/jsz?streams=true").await.unwrap();
+        let jsz: Value = serde_json::from_str(&body).unwrap();
+        let accounts = jsz["account_details"].as_array().cloned().unwrap_or_default();
+        let leader = accounts
+            .iter()
+            .flat_map(|account| account["stream_detail"].as_array().cloned().unwrap_or_default())
+            .find(|detail| detail["name"] == stream)
+            .and_then(|detail| detail["cluster"]["leader"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("no leader of {stream} in n{i}'s /jsz: {body}"));
+        leader[1..].parse().unwrap()
     }
 
     /// The `meta_cluster` object of server `i`'s `/jsz`.

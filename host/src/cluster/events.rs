@@ -1,0 +1,265 @@
+//! The event log on JetStream. An event is one message on `broker.ev.<tenant>.<name>`; its stream
+//! sequence is its id, strictly increasing per tenant (the stream's sequence is global, so there
+//! are gaps) and the same on every node.
+//!
+//! - Append publishes with the event's uuid as `Nats-Msg-Id`, so a retry after a lost
+//!   acknowledgement stores it once, and answers only after JetStream acknowledged it (it is then
+//!   on the configured replicas).
+//! - An event whose guest read state is published only if no event at all was published between
+//!   the check of its reads (against the stream leader) and the publish (`cas`).
+//! - Each node tails the whole stream into its own fan-out, in stream order, once per event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, push};
+use async_nats::jetstream::stream::DirectGetErrorKind;
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::cas::Published;
+use super::{Cluster, subjects};
+use crate::event_log::EventLog;
+use crate::fanout::Fanout;
+use crate::model::{Event, LatestRead, NewEvent};
+use crate::store::{EventPage, LatestReplay, StoreError, StoreResult};
+
+/// Longest wait for the next message of a replay or catch-up read.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct JetStreamLog {
+    cluster: Arc<Cluster>,
+}
+
+impl JetStreamLog {
+    /// The log, with this node's tail of the stream feeding `fanout` until `shutdown`.
+    pub async fn start(
+        cluster: Arc<Cluster>,
+        fanout: Arc<Fanout>,
+        shutdown: CancellationToken,
+    ) -> StoreResult<Self> {
+        let after = cluster
+            .events
+            .get_info()
+            .await
+            .map_err(unavailable)?
+            .state
+            .last_sequence;
+        tokio::spawn(tail(cluster.clone(), fanout, after, shutdown));
+        Ok(Self { cluster })
+    }
+
+    /// Publishes `event` with its uuid as the message id: publishing the same event again
+    /// within the de-duplication window stores nothing new and answers the first sequence.
+    pub async fn publish(&self, event: &Event) -> StoreResult<u64> {
+        let subject = subjects::event_subject(&event.tenant_name, &event.event);
+        match self
+            .cluster
+            .publish(&subject, encode(event)?, &event.id.to_string(), None)
+            .await?
+        {
+            Published::At(sequence) => Ok(sequence),
+            Published::Overtaken => Err(StoreError::Unavailable(
+                "an unconditional publish was refused".into(),
+            )),
+        }
+    }
+
+    /// Publishes `event` provided that every read still holds, checked against the stream leader.
+    async fn publish_if_reads_hold(&self, event: &Event, reads: &[LatestRead]) -> StoreResult<u64> {
+        let subject = subjects::event_subject(&event.tenant_name, &event.event);
+        let payload = &encode(event)?;
+        let reads_hold = || async move {
+            for read in reads {
+                let name = subjects::event_subject(&event.tenant_name, &read.name);
+                let newest = self.cluster.last_message(&self.cluster.events, &name).await?;
+                if newest.map_or(0, |message| message.sequence) != read.seq {
+                    return Ok(None);
+                }
+            }
+            Ok(Some((payload.clone(), ())))
+        };
+        let published = self
+            .cluster
+            .publish_if(&self.cluster.events, &subject, &event.id.to_string(), reads_hold)
+            .await?;
+        published
+            .map(|(sequence, ())| sequence)
+            .ok_or(StoreError::StaleRead)
+    }
+
+    /// Reads `tenant`'s events from an ordered consumer until it has nothing pending, or `limit`
+    /// events or `max_bytes` were read.
+    async fn read(
+        &self,
+        tenant: &str,
+        deliver_policy: DeliverPolicy,
+        limit: usize,
+        max_bytes: usize,
+    ) -> StoreResult<EventPage> {
+        let consumer = self
+            .cluster
+            .events
+            .create_consumer(push::OrderedConfig {
+                deliver_subject: self.cluster.client.new_inbox(),
+                filter_subject: subjects::tenant_subjects(tenant),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let mut page = EventPage::default();
+        let mut pending = consumer.cached_info().num_pending;
+        let mut messages = consumer.messages().await.map_err(unavailable)?;
+        while pending > 0 && page.events.len() < limit && page.bytes < max_bytes {
+            let message = match tokio::time::timeout(READ_TIMEOUT, messages.next()).await {
+                Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(error))) => return Err(unavailable(error)),
+                Ok(None) | Err(_) => return Err(StoreError::Unavailable("reading events timed out".into())),
+            };
+            let info = message.info().map_err(unavailable)?;
+            pending = info.pending;
+            let seq = info.stream_sequence;
+            page.bytes += message.payload.len();
+            page.events.push(decode(&message.payload, seq)?);
+        }
+        Ok(page)
+    }
+}
+
+#[async_trait::async_trait]
+impl EventLog for JetStreamLog {
+    async fn append(&self, mut new: NewEvent) -> StoreResult<Arc<Event>> {
+        let reads = std::mem::take(&mut new.reads);
+        let mut event = Event::from_new(new, 0);
+        event.seq = match reads.is_empty() {
+            true => self.publish(&event).await?,
+            false => self.publish_if_reads_hold(&event, &reads).await?,
+        };
+        Ok(Arc::new(event))
+    }
+
+    async fn events_after(
+        &self,
+        tenant: &str,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> StoreResult<EventPage> {
+        let Some(start_sequence) = after.checked_add(1) else {
+            return Ok(EventPage::default());
+        };
+        self.read(
+            tenant,
+            DeliverPolicy::ByStartSequence { start_sequence },
+            limit,
+            max_bytes,
+        )
+        .await
+    }
+
+    async fn latest_events(&self, tenant: &str) -> StoreResult<LatestReplay> {
+        let page = self
+            .read(tenant, DeliverPolicy::LastPerSubject, usize::MAX, usize::MAX)
+            .await?;
+        let mut events = page.events;
+        events.sort_by_key(|event| event.seq);
+        // Live events up to the newest one read are covered: any older one of a name was replaced.
+        let last_seq = events.last().map_or(0, |event| event.seq);
+        Ok(LatestReplay { events, last_seq })
+    }
+
+    async fn newest_seq(&self, _tenant: &str) -> StoreResult<u64> {
+        // The stream's last sequence is at or above every tenant's newest.
+        let info = self.cluster.events.get_info().await.map_err(unavailable)?;
+        Ok(info.state.last_sequence)
+    }
+
+    async fn latest_of(&self, tenant: &str, name: &str) -> StoreResult<Option<Event>> {
+        let subject = subjects::event_subject(tenant, name);
+        match self.cluster.events.direct_get_last_for_subject(subject).await {
+            Ok(message) => Ok(Some(decode(&message.payload, message.sequence)?)),
+            Err(error) if error.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn stopped(&self) {
+        // NATS connections recover by themselves: the log never stops for good.
+        std::future::pending().await
+    }
+}
+
+fn encode(event: &Event) -> StoreResult<bytes::Bytes> {
+    Ok(serde_json::to_vec(event).map_err(unavailable)?.into())
+}
+
+fn decode(payload: &[u8], seq: u64) -> StoreResult<Event> {
+    let mut event: Event = serde_json::from_slice(payload)
+        .map_err(|e| StoreError::Unavailable(format!("an undecodable event: {e}")))?;
+    event.seq = seq;
+    Ok(event)
+}
+
+fn unavailable(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+/// Hands every event after `after` to this node's fan-out, in stream order, exactly once: an
+/// ordered consumer seeded at an existing message (so that its own re-creation after a reconnect
+/// resumes after what it saw), re-created here whenever it fails, and a sequence guard.
+async fn tail(cluster: Arc<Cluster>, fanout: Arc<Fanout>, mut after: u64, shutdown: CancellationToken) {
+    loop {
+        match open_tail(&cluster, after).await {
+            Ok(mut messages) => loop {
+                let next = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    next = messages.next() => next,
+                };
+                let message = match next {
+                    Some(Ok(message)) => message,
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "the live event tail failed; re-creating it");
+                        break;
+                    }
+                    None => break,
+                };
+                let Ok(info) = message.info() else { continue };
+                let seq = info.stream_sequence;
+                if seq <= after {
+                    continue;
+                }
+                after = seq;
+                match decode(&message.payload, seq) {
+                    Ok(event) => fanout.publish([&event]),
+                    Err(error) => tracing::error!(%error, seq, "skipping an event the tail cannot read"),
+                }
+            },
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                "could not start the live event tail; retrying"
+            ),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// An ordered consumer over the whole stream from message `after` (already seen) on.
+async fn open_tail(cluster: &Cluster, after: u64) -> anyhow::Result<push::Ordered> {
+    let deliver_policy = match after {
+        0 => DeliverPolicy::All,
+        seen => DeliverPolicy::ByStartSequence { start_sequence: seen },
+    };
+    let consumer = cluster
+        .events
+        .create_consumer(push::OrderedConfig {
+            deliver_subject: cluster.client.new_inbox(),
+            deliver_policy,
+            ..Default::default()
+        })
+        .await?;
+    Ok(consumer.messages().await?)
+}

@@ -1,0 +1,209 @@
+//! Cluster mode (`--nats`): several Broker nodes as one service over NATS JetStream. JetStream is the
+//! second implementation of both storage seams:
+//!
+//! - `events`: the event log is one stream (`BROKER_EVENTS`, subjects `broker.ev.<tenant>.<name>`);
+//!   the stream sequence is the event id, the same on every node; each node tails the stream into
+//!   its own fan-out;
+//! - `users`: the user directory is a key-value bucket (`broker_users`) with compare-and-set, and
+//!   shared values (the biscuit root key) live in `broker_meta`; each node watches the users bucket
+//!   so a change made anywhere reaches every node's streams;
+//! - `subjects`: names as subject tokens and keys;
+//! - `cas`: publishing on a condition, in a way that holds on nats-server 2.9 (see there).
+//!
+//! Broker creates the stream and buckets on first start and says so in its log.
+
+pub mod cas;
+pub mod events;
+pub mod subjects;
+pub mod users;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::{self, kv, stream};
+
+use crate::config::Config;
+use crate::store::{StoreError, StoreResult};
+
+/// The stream that holds every tenant's events.
+const EVENTS_STREAM: &str = "BROKER_EVENTS";
+const USERS_BUCKET: &str = "broker_users";
+const META_BUCKET: &str = "broker_meta";
+/// JetStream API calls and publish acknowledgements wait this long before a retry or a 503.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// A publish whose acknowledgement was lost is retried (with the same message id, so it is stored
+/// once) for this long; JetStream's de-duplication window must be longer.
+pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
+/// How long start-up waits for NATS before giving up.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The connection and what Broker keeps in JetStream.
+pub struct Cluster {
+    pub client: async_nats::Client,
+    pub jetstream: jetstream::Context,
+    pub events: stream::Stream,
+    /// The users bucket, as a key-value store (to list and watch) and as its stream (to read from
+    /// the leader and to write with `cas`).
+    pub users: kv::Store,
+    pub users_stream: stream::Stream,
+    pub meta_stream: stream::Stream,
+}
+
+impl Cluster {
+    /// Connects to `--nats` and creates (or finds) the stream and buckets, retrying while NATS is
+    /// not reachable yet.
+    pub async fn connect(config: &Config, urls: &str) -> anyhow::Result<Self> {
+        let servers: Vec<&str> = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .collect();
+        let client = async_nats::ConnectOptions::new()
+            .name("broker")
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(2))
+            .request_timeout(Some(REQUEST_TIMEOUT))
+            .event_callback(|event| async move { log_connection_event(&event) })
+            .connect(servers)
+            .await
+            .context("the --nats URLs")?;
+        let jetstream = jetstream::ContextBuilder::new()
+            .timeout(REQUEST_TIMEOUT)
+            .build(client.clone());
+        let replicas = config.nats_replicas.max(1);
+        let started = tokio::time::Instant::now();
+        loop {
+            match Self::prepare(&client, &jetstream, replicas).await {
+                Ok(cluster) => return Ok(cluster),
+                Err(error) if started.elapsed() < STARTUP_DEADLINE => {
+                    tracing::warn!(error = format!("{error:#}"), "JetStream not ready; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(error) => return Err(error.context("preparing JetStream")),
+            }
+        }
+    }
+
+    async fn prepare(
+        client: &async_nats::Client,
+        jetstream: &jetstream::Context,
+        replicas: usize,
+    ) -> anyhow::Result<Self> {
+        let events = ensure_stream(
+            jetstream,
+            stream::Config {
+                name: EVENTS_STREAM.into(),
+                subjects: vec![format!("{}.>", subjects::EVENTS_PREFIX)],
+                num_replicas: replicas,
+                storage: stream::StorageType::File,
+                duplicate_window: PUBLISH_DEADLINE * 12,
+                allow_direct: true,
+                max_messages_per_subject: -1,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let (users_stream, users) = ensure_bucket(jetstream, USERS_BUCKET, replicas).await?;
+        let (meta_stream, _) = ensure_bucket(jetstream, META_BUCKET, replicas).await?;
+        Ok(Self {
+            client: client.clone(),
+            jetstream: jetstream.clone(),
+            events,
+            users,
+            users_stream,
+            meta_stream,
+        })
+    }
+
+    /// The newest message on `subject`, read from the stream's leader (a replica answering a
+    /// direct get may lag behind it).
+    pub async fn last_message(
+        &self,
+        stream: &stream::Stream,
+        subject: &str,
+    ) -> StoreResult<Option<StreamMessage>> {
+        match stream.get_last_raw_message_by_subject(subject).await {
+            Ok(message) => Ok(Some(message)),
+            Err(error) if error.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(error) => Err(StoreError::Unavailable(error.to_string())),
+        }
+    }
+}
+
+/// The subject of `key` in the key-value bucket whose stream is `stream`.
+pub fn bucket_subject(stream: &stream::Stream, key: &str) -> String {
+    let bucket = stream
+        .cached_info()
+        .config
+        .name
+        .trim_start_matches("KV_")
+        .to_owned();
+    format!("$KV.{bucket}.{key}")
+}
+
+/// Finds the stream named in `config`, or creates it and logs that it did.
+async fn ensure_stream(
+    jetstream: &jetstream::Context,
+    config: stream::Config,
+) -> anyhow::Result<stream::Stream> {
+    let name = config.name.clone();
+    match jetstream.get_stream(&name).await {
+        Ok(stream) => Ok(stream),
+        Err(error) if is_not_found(&error) => {
+            let replicas = config.num_replicas;
+            let stream = jetstream
+                .get_or_create_stream(config)
+                .await
+                .with_context(|| format!("creating the JetStream stream {name}"))?;
+            tracing::info!(stream = name, replicas, "created JetStream stream");
+            Ok(stream)
+        }
+        Err(error) => Err(error).with_context(|| format!("looking up the JetStream stream {name}")),
+    }
+}
+
+fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {
+    matches!(error.kind(), jetstream::context::GetStreamErrorKind::JetStream(e)
+        if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// A key-value bucket with history 1, and its stream. The stream is made here, as async-nats would
+/// make it, because its `create_key_value` needs account fields that nats-server 2.9 does not send.
+async fn ensure_bucket(
+    jetstream: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+) -> anyhow::Result<(stream::Stream, kv::Store)> {
+    let stream = ensure_stream(
+        jetstream,
+        stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            num_replicas: replicas,
+            storage: stream::StorageType::File,
+            discard: stream::DiscardPolicy::New,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let store = jetstream
+        .get_key_value(bucket)
+        .await
+        .with_context(|| format!("opening the key-value bucket {bucket}"))?;
+    Ok((stream, store))
+}
+
+fn log_connection_event(event: &async_nats::Event) {
+    match event {
+        async_nats::Event::Connected => tracing::info!("connected to NATS"),
+        async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
+        other => tracing::debug!(event = %other, "NATS client event"),
+    }
+}

@@ -1,0 +1,262 @@
+//! Cluster mode: several `broker` processes on a real three-server NATS JetStream cluster act as one
+//! service. Events, users, credentials and resume points work across nodes.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker::cluster::Cluster;
+use broker::cluster::events::JetStreamLog;
+use broker::config::Config;
+use broker::fanout::Fanout;
+use broker::model::Event;
+use clap::Parser;
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::nats::NatsCluster;
+use crate::support::sse::SseEvent;
+use crate::support::{ADMIN_TOKEN, PASSWORD, TestServer};
+
+/// A Broker node on `nats`, replicating what it creates to all three servers.
+pub async fn node(nats: &NatsCluster) -> TestServer {
+    TestServer::start_with(&["--nats", &nats.urls(), "--nats_replicas", "3"]).await
+}
+
+fn ids(events: &[SseEvent]) -> Vec<u64> {
+    events.iter().map(|event| event.id).collect()
+}
+
+#[tokio::test]
+async fn inserts_on_any_node_reach_every_node_once_in_one_order() {
+    let nats = NatsCluster::start().await;
+    let (a, b) = (node(&nats).await, node(&nats).await);
+    let jwt = a.signup("ann", "team").await;
+    // A JWT issued on one node works on the other.
+    let mut on_a = a.subscribe(&jwt).await;
+    let mut on_b = b.subscribe(&jwt).await;
+
+    let inserts = (0..20).map(|i| {
+        let (server, jwt) = (if i % 2 == 0 { &a } else { &b }, jwt.clone());
+        async move { server.insert_ok(&jwt, &format!("e{}", i % 3), json!(i)).await }
+    });
+    let acknowledged: BTreeSet<u64> = futures_util::future::join_all(inserts)
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(acknowledged.len(), 20, "every insert got its own id");
+
+    let seen_a = on_a.take(20).await;
+    let seen_b = on_b.take(20).await;
+    assert_eq!(
+        seen_a, seen_b,
+        "both nodes deliver the same events, with the same ids, in one order"
+    );
+    assert!(
+        ids(&seen_a).windows(2).all(|w| w[0] < w[1]),
+        "ids strictly increase: {:?}",
+        ids(&seen_a)
+    );
+    assert_eq!(ids(&seen_a).into_iter().collect::<BTreeSet<_>>(), acknowledged);
+    on_a.expect_quiet(Duration::from_millis(300)).await;
+    on_b.expect_quiet(Duration::from_millis(300)).await;
+
+    // A new stream on either node replays the newest of each name first.
+    let replay = b.subscribe(&jwt).await.take(3).await;
+    let newest: Vec<u64> = ["e0", "e1", "e2"]
+        .iter()
+        .map(|name| {
+            seen_a
+                .iter()
+                .filter(|e| e.event == *name)
+                .map(|e| e.id)
+                .max()
+                .unwrap()
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(ids(&replay), newest);
+}
+
+#[tokio::test]
+async fn names_with_subject_syntax_never_reach_another_tenant() {
+    let nats = NatsCluster::start().await;
+    let (a, b) = (node(&nats).await, node(&nats).await);
+    let tenants = ["a", "a.b", "*", ">", "a b", "ünï.*"];
+    let mut streams = Vec::new();
+    for (i, tenant) in tenants.iter().enumerate() {
+        let jwt = a.signup(&format!("user{i}"), tenant).await;
+        streams.push((jwt.clone(), b.subscribe(&jwt).await));
+    }
+    for (i, (jwt, _)) in streams.iter().enumerate() {
+        a.insert_ok(jwt, "x.>", json!({"tenant": i})).await;
+    }
+    for (i, (_, stream)) in streams.iter_mut().enumerate() {
+        let event = stream.next().await;
+        assert_eq!(
+            (event.event.as_str(), event.data.clone()),
+            ("x.>", json!({"tenant": i}))
+        );
+        stream.expect_quiet(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_username_is_unique_even_when_two_nodes_create_it_at_once() {
+    let nats = NatsCluster::start().await;
+    let (a, b) = (node(&nats).await, node(&nats).await);
+    for round in 0..3 {
+        let name = format!("race{round}");
+        // Six creates of one name, three on each node, at once.
+        let creates = (0..6).map(|i| {
+            let (server, name) = (if i % 2 == 0 { &a } else { &b }, name.clone());
+            async move { server.create_user(&name, &format!("tenant{i}")).await.0 }
+        });
+        let statuses = futures_util::future::join_all(creates).await;
+        let winners = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+        assert_eq!(winners, 1, "round {round}: {statuses:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_revoke_on_one_node_ends_the_users_streams_on_every_node_within_two_seconds() {
+    let nats = NatsCluster::start().await;
+    let (a, b) = (node(&nats).await, node(&nats).await);
+    let jwt = a.signup("rita", "t").await;
+    let mut on_a = a.subscribe(&jwt).await;
+    let mut on_b = b.subscribe(&jwt).await;
+    let revoke = json!({"admin_token": ADMIN_TOKEN, "username": "rita"});
+    assert_eq!(b.post("/revoke_user", &revoke).await.0, StatusCode::OK);
+    assert!(
+        on_a.ends_within(Duration::from_secs(2)).await,
+        "the stream on the other node ended"
+    );
+    assert!(on_b.ends_within(Duration::from_secs(2)).await);
+    assert_eq!(a.insert(&jwt, "e", json!(1)).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_resume_on_another_node_loses_and_repeats_nothing() {
+    let nats = NatsCluster::start().await;
+    let (a, b) = (node(&nats).await, node(&nats).await);
+    let jwt = a.signup("res", "t").await;
+    let mut first = a.subscribe(&jwt).await;
+    let mut sent = Vec::new();
+    for i in 0..6 {
+        sent.push(a.insert_ok(&jwt, "tick", json!(i)).await);
+    }
+    let seen = first.take(3).await;
+    drop(first);
+    let mut resumed = b.subscribe_from(&jwt, Some(seen[2].id)).await;
+    let rest = resumed.take(3).await;
+    assert_eq!(ids(&rest), sent[3..]);
+    let live = b.insert_ok(&jwt, "tick", json!(6)).await;
+    assert_eq!(resumed.next().await.id, live);
+}
+
+#[tokio::test]
+async fn a_reset_code_works_once_cluster_wide_and_the_biscuit_key_is_shared() {
+    let nats = NatsCluster::start().await;
+    let (a, b) = (node(&nats).await, node(&nats).await);
+    a.signup("reset", "t").await;
+    let (status, body) = a
+        .post(
+            "/create_totp",
+            &json!({"admin_token": ADMIN_TOKEN, "username": "reset"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let reset = |password: &str| json!({"username": "reset", "totp": body["totp"], "password": password});
+    let (first, second) = (reset("new password one 1"), reset("new password two 2"));
+    let (on_a, on_b) = tokio::join!(
+        a.post("/password_reset", &first),
+        b.post("/password_reset", &second)
+    );
+    let winners = [on_a.0, on_b.0].iter().filter(|s| **s == StatusCode::OK).count();
+    assert_eq!(winners, 1, "{on_a:?} {on_b:?}");
+
+    let verify = |server: &TestServer| {
+        let request = server
+            .http
+            .get(server.endpoint("/verify"))
+            .basic_auth("other", Some(PASSWORD));
+        async move {
+            request
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    a.create_user("other", "t").await;
+    assert_eq!(
+        verify(&a).await["key"],
+        verify(&b).await["key"],
+        "one biscuit root key for the cluster"
+    );
+}
+
+#[tokio::test]
+async fn a_publish_retried_after_a_lost_acknowledgement_is_stored_once() {
+    let nats = NatsCluster::start().await;
+    let config = Config::parse_from(["broker", "--nats", &nats.urls(), "--nats_replicas", "3"]);
+    let cluster = Arc::new(Cluster::connect(&config, &nats.urls()).await.unwrap());
+    let shutdown = CancellationToken::new();
+    let log = JetStreamLog::start(cluster, Arc::new(Fanout::new(8)), shutdown.clone())
+        .await
+        .unwrap();
+    let event = Event::from_new(
+        broker::model::NewEvent {
+            tenant_name: "dedup".into(),
+            username: "u".into(),
+            event: "e".into(),
+            data: json!(1),
+            timestamp: 0,
+            reads: Vec::new(),
+        },
+        0,
+    );
+    // The same event published twice, as a retry after a lost acknowledgement does.
+    let first = log.publish(&event).await.unwrap();
+    let again = log.publish(&event).await.unwrap();
+    assert_eq!(first, again);
+    use broker::event_log::EventLog;
+    let stored = log.events_after("dedup", 0, 100, 1 << 20).await.unwrap();
+    assert_eq!(stored.events.len(), 1, "{:?}", stored.events);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_guest_read_holds_at_commit_across_nodes() {
+    let nats = NatsCluster::start().await;
+    let flags = ["--nats", &nats.urls(), "--nats_replicas", "3"];
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::TempDir::new().unwrap();
+        crate::support::install_guest(dir.path(), "forms.wasm", &crate::support::test_guest("versioned"));
+        nodes.push(TestServer::start_in(Arc::new(dir), &flags).await);
+    }
+    let jwt = nodes[0].signup("editor", "forms").await;
+    nodes[0].insert_ok(&jwt, "doc", json!({"version": 1})).await;
+
+    // Twenty clients on both nodes send version 2 at once: JetStream's per-subject check lets one win.
+    let urls = [nodes[0].endpoint(""), nodes[1].endpoint("")];
+    let bodies = (0..20).map(|i| json!({"event": "doc", "data": {"version": 2, "by": i}}));
+    let answers = crate::support::insert_all_at_once(&urls, &jwt, bodies).await;
+    let won = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::OK)
+        .count();
+    assert_eq!(won, 1, "{answers:?}");
+    for (status, body) in &answers {
+        assert!(
+            [StatusCode::OK, StatusCode::BAD_REQUEST, StatusCode::CONFLICT].contains(status),
+            "{status} {body}"
+        );
+    }
+    nodes[1].insert_ok(&jwt, "doc", json!({"version": 3})).await;
+}
