@@ -15,6 +15,10 @@ use clap::{ArgAction, Parser};
     args_override_self = true
 )]
 pub struct Config {
+    /// Without a command, Broker serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Plain-HTTP port (0 picks a free one; the chosen address is logged). With `secure` it only
     /// redirects to HTTPS.
     #[arg(long, env = "BROKER_PORT", default_value_t = 8080)]
@@ -70,11 +74,16 @@ pub struct Config {
     pub certs: PathBuf,
 
     /// Directory of the embedded LMDB database.
-    #[arg(long, env = "BROKER_DB", default_value = "db")]
+    #[arg(long, env = "BROKER_DB", default_value = "db", global = true)]
     pub db: PathBuf,
 
     /// Largest size the database may grow to, in MiB (LMDB map size; address space, not disk).
-    #[arg(long = "db_max_mb", env = "BROKER_DB_MAX_MB", default_value_t = 16_384)]
+    #[arg(
+        long = "db_max_mb",
+        env = "BROKER_DB_MAX_MB",
+        default_value_t = 16_384,
+        global = true
+    )]
     pub db_max_mb: usize,
 
     /// Domain name for ACME certificates (and the host plain HTTP redirects to when a request names none).
@@ -212,6 +221,32 @@ pub struct Config {
     /// Replicas of the JetStream stream and buckets Broker creates (3 on a three-server cluster).
     #[arg(long = "nats_replicas", env = "BROKER_NATS_REPLICAS", default_value_t = 1)]
     pub nats_replicas: usize,
+
+    /// Log format: `text` (one human-readable line per event) or `json` (one JSON object per line,
+    /// the same fields, for log collectors).
+    #[arg(long = "log_format", env = "BROKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// What `broker <command>` does instead of serving.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Print the WIT contract guests implement (`wit/broker.wit`), for guest authors.
+    Wit,
+    /// Copy the database (`--db`), compacted and consistent, while Broker may be serving: to a file,
+    /// or to `data.mdb` in a directory. Restore: stop Broker, put the copy in place as
+    /// `<db>/data.mdb`, start Broker.
+    Backup {
+        /// A file, or a directory (made if missing) to hold `data.mdb`.
+        #[arg(long)]
+        to: PathBuf,
+    },
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// A secret flag value: usable as a `&str`, printed as `***` by `Debug`, so that logging the config

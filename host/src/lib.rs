@@ -18,6 +18,7 @@
 //!   API error type.
 
 pub mod auth;
+pub mod backup;
 pub mod clock;
 pub mod cluster;
 pub mod config;

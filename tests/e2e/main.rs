@@ -17,6 +17,7 @@ mod load;
 mod metrics;
 mod npm_client;
 mod openapi;
+mod operations;
 mod passwords;
 mod protocol;
 mod schemathesis;

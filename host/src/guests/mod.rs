@@ -33,6 +33,9 @@ pub use engine::{GuestEngine, GuestLimits};
 pub use instance::LoadedGuest;
 pub use state::{MAX_READ_BYTES_PER_CALL, MAX_READS_PER_CALL};
 
+/// The WIT contract guests implement, as `broker wit` prints it.
+pub const WIT: &str = include_str!("../../../wit/broker.wit");
+
 /// The default guest, built from `guests/passthrough` by `build.rs`.
 pub const PASSTHROUGH_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guests/passthrough.wasm"));
 const BUILTIN_LABEL: &str = "built-in passthrough";

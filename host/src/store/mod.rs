@@ -124,6 +124,18 @@ impl Store {
             .map_err(|_| StoreError::CommitFailed)?
     }
 
+    /// Writes a compacted, consistent copy of the whole database to `path` (a read transaction of
+    /// its own: writers carry on meanwhile). Written beside `path` and renamed into place, so a
+    /// failed copy never leaves a half-written backup under the final name.
+    pub fn backup_to(&self, path: &Path) -> StoreResult<()> {
+        let partial = path.with_extension("partial");
+        let io = |e: std::io::Error| StoreError::Lmdb(heed::Error::Io(e));
+        let file = self.env.copy_to_path(&partial, heed::CompactionOption::Enabled)?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&partial, path).map_err(io)?;
+        Ok(())
+    }
+
     /// The value stored under `key` in the meta table, or `init()` stored there first.
     pub fn meta_get_or_init(&self, key: &str, init: impl FnOnce() -> Vec<u8>) -> StoreResult<Vec<u8>> {
         let mut wtxn = self.env.write_txn()?;

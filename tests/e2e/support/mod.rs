@@ -63,7 +63,9 @@ impl TestServer {
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(address) = line.split("broker listening on ").nth(1) {
+                if let Some(rest) = line.split("broker listening on ").nth(1) {
+                    // The URL ends the text line; in a JSON line a quote ends it.
+                    let address = rest.split(['"', ' ']).next().unwrap_or_default();
                     let _ = address_tx.send(address.trim().to_owned());
                 }
                 let mut logs = sink.lock().unwrap();

@@ -1,0 +1,33 @@
+//! `broker backup`: a consistent, compacted copy of the database, taken while Broker may be running
+//! and serving inserts (LMDB lets a second process read the same environment).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::store::Store;
+
+/// The file LMDB keeps its data in; a backup restores by taking this name in the database directory.
+const DATA_FILE: &str = "data.mdb";
+
+/// Copies the database in `db` to `to` (a file, or a directory to hold `data.mdb`); returns the
+/// file written.
+pub fn backup(db: &Path, max_size_mb: usize, to: &Path) -> anyhow::Result<PathBuf> {
+    anyhow::ensure!(
+        db.join(DATA_FILE).is_file(),
+        "no database at {} (set --db)",
+        db.display()
+    );
+    let target = if to.is_dir() || to.extension().is_none() {
+        std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+        to.join(DATA_FILE)
+    } else {
+        to.to_path_buf()
+    };
+    let store =
+        Store::open(db, max_size_mb).with_context(|| format!("opening the database at {}", db.display()))?;
+    store
+        .backup_to(&target)
+        .with_context(|| format!("writing the backup to {}", target.display()))?;
+    Ok(target)
+}

@@ -1,0 +1,201 @@
+//! Running Broker: `broker wit` for guest authors, `broker backup` while serving, JSON logs for
+//! log collectors, and the systemd unit in `deploy/`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::support::{ADMIN_TOKEN, JWT_SECRET, PASSWORD, TestServer};
+
+const BROKER: &str = env!("CARGO_BIN_EXE_broker");
+
+fn repository_file(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+#[test]
+fn broker_wit_prints_the_contract_guests_are_built_against() {
+    let output = Command::new(BROKER).arg("wit").output().unwrap();
+    assert!(output.status.success());
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        printed,
+        std::fs::read_to_string(repository_file("wit/broker.wit")).unwrap()
+    );
+    assert!(printed.contains("package broker:guest@"), "{printed}");
+}
+
+#[tokio::test]
+async fn a_backup_taken_during_inserts_holds_every_insert_acknowledged_before_it() {
+    let server = TestServer::start().await;
+    let jwt = server.signup("keeper", "t").await;
+    server.insert_ok(&jwt, "profile", json!({"name": "Ada"})).await;
+
+    // Inserts go on, before, during and after the backup.
+    let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writer = {
+        let (url, jwt, acknowledged, stop) = (
+            server.endpoint("/insert"),
+            jwt.clone(),
+            acknowledged.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for i in 0.. {
+                if stop.is_cancelled() {
+                    break;
+                }
+                let body = json!({"event": "tick", "data": i});
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&jwt)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let answer: Value = response.json().await.unwrap();
+                acknowledged
+                    .lock()
+                    .unwrap()
+                    .insert(answer["seq"].as_u64().unwrap());
+            }
+        })
+    };
+    while acknowledged.lock().unwrap().len() < 50 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before: BTreeSet<u64> = acknowledged.lock().unwrap().clone();
+    let copy = TempDir::new().unwrap();
+    let db = server.dir.path().join("db");
+    let backup = tokio::task::spawn_blocking({
+        let (db, to) = (db.clone(), copy.path().join("db"));
+        move || {
+            Command::new(BROKER)
+                .arg("backup")
+                .arg("--db")
+                .arg(db)
+                .arg("--to")
+                .arg(to)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        backup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&backup.stderr)
+    );
+    let during = acknowledged.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.cancel();
+    writer.await.unwrap();
+    assert!(
+        acknowledged.lock().unwrap().len() > during,
+        "inserts went on through the backup"
+    );
+
+    // A second Broker on the copy has the users and every insert acknowledged before the backup.
+    let restored = TestServer::start_in(Arc::new(copy), &[]).await;
+    let jwt = restored.login("keeper").await;
+    let mut stream = restored.subscribe_from(&jwt, Some(0)).await;
+    let mut seen = BTreeSet::new();
+    while let Some(event) = stream.next_within(Duration::from_secs(2)).await {
+        if event.event == "profile" {
+            assert_eq!(event.data, json!({"name": "Ada"}));
+        }
+        seen.insert(event.id);
+    }
+    let missing: Vec<_> = before.difference(&seen).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged before the backup, missing from it: {missing:?}"
+    );
+    // The newest of each name, what a new subscriber and a stateful guest read first, is there too.
+    let replay: Vec<String> = restored
+        .subscribe(&jwt)
+        .await
+        .take(2)
+        .await
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(replay, ["profile", "tick"]);
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_the_request_fields_and_no_secrets() {
+    let server = TestServer::start_with(&["--log_format", "json"]).await;
+    let jwt = server.signup("logged", "t").await;
+    server.insert_ok(&jwt, "e", json!(1)).await;
+    server.wait_for_log("/insert", 1).await;
+    let logs = server.logs();
+    let mut requests = 0;
+    for line in logs.lines() {
+        let object: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            object["level"].is_string() && object["timestamp"].is_string(),
+            "{line}"
+        );
+        if object["message"] == "request" && object["path"] == "/insert" {
+            assert_eq!(
+                (object["status"].as_u64(), object["user"].as_str()),
+                (Some(200), Some("logged"))
+            );
+            requests += 1;
+        }
+    }
+    assert_eq!(requests, 1, "{logs}");
+    for secret in [ADMIN_TOKEN, JWT_SECRET, PASSWORD, jwt.as_str()] {
+        assert!(!logs.contains(secret), "a secret in the log:\n{logs}");
+    }
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    // A root of its own: the unit where systemd looks for it, the binary it names, and the system
+    // units it depends on, so that nothing is installed on this machine.
+    let root = TempDir::new().unwrap();
+    let place = |path: &str| {
+        let path = root.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        path
+    };
+    std::fs::copy(
+        repository_file("deploy/broker.service"),
+        place("etc/systemd/system/broker.service"),
+    )
+    .unwrap();
+    std::fs::copy(BROKER, place("usr/local/bin/broker")).unwrap();
+    let units = place("usr/lib/systemd/system");
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg("/usr/lib/systemd/system/.")
+        .arg(&units)
+        .status()
+        .unwrap();
+    assert!(
+        copied.success(),
+        "copying the system's units (systemd is installed by scripts/test)"
+    );
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg("--man=no")
+        .arg(format!("--root={}", root.path().display()))
+        .arg("broker.service")
+        .output()
+        .expect("systemd-analyze (scripts/test installs systemd)");
+    let complaints = String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        verify.status.success() && complaints.trim().is_empty(),
+        "{complaints}"
+    );
+}
