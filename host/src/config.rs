@@ -226,6 +226,10 @@ pub struct Config {
     /// the same fields, for log collectors).
     #[arg(long = "log_format", env = "BROKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Serve the admin console at `/console` (it signs in with the admin token).
+    #[arg(long, env = "BROKER_CONSOLE", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub console: bool,
 }
 
 /// What `broker <command>` does instead of serving.

@@ -83,27 +83,55 @@ pub async fn subscribe(
     if state.config.enforce_scopes && !owner.take_scopes(current.as_ref()) {
         return Err(SubscribeError::Forbidden);
     }
-    let live = state.fanout.subscribe(&user.tenant_name);
-    let stream = EventStream {
-        state: state.clone(),
-        user: owner,
+    let viewer = Viewer {
+        owner,
+        watch: user_watch,
         expiry: Box::pin(tokio::time::sleep(Duration::from_secs(
             identity.expiry.saturating_sub(state.clock.now_secs()),
         ))),
-        keep_alive: (state.config.keep_alive > 0)
-            .then(|| Box::pin(tokio::time::sleep(Duration::from_secs(state.config.keep_alive)))),
-        live,
-        user_watch,
-        start: Some(resume_after),
-        catching_up: false,
-        cursor: 0,
-        pending: VecDeque::new(),
-        _open: OpenGuard::new(&metrics().open_streams),
     };
-    Ok(futures_util::stream::unfold(stream, |mut stream| async move {
-        let frame = stream.next_frame().await?;
-        Some((frame, stream))
-    }))
+    Ok(EventStream::open(state, &user.tenant_name, Some(viewer), resume_after).frames())
+}
+
+/// Every event of `tenant` for the admin console: the same replay, resume and live delivery as a
+/// user's stream, with no user whose access could end (the caller checked the admin token).
+pub fn subscribe_tenant(
+    state: &Arc<AppState>,
+    tenant: &str,
+    resume_after: Option<u64>,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    EventStream::open(state, tenant, None, resume_after).frames()
+}
+
+/// The user a stream belongs to, and what ends it.
+struct Viewer {
+    owner: Owner,
+    watch: UserWatch,
+    /// Fires when the credential that opened the stream expires. Made once per stream, not per
+    /// event: a timer made and dropped for every delivery showed in fan-out profiles.
+    expiry: Pin<Box<Sleep>>,
+}
+
+/// What ends or re-checks a user's stream.
+enum ViewerNews {
+    CredentialExpired,
+    UserChanged,
+    WatchClosed,
+}
+
+/// The next news of the viewer; never, for the admin console.
+async fn viewer_news(viewer: &mut Option<Viewer>) -> ViewerNews {
+    let Some(viewer) = viewer else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        biased;
+        () = viewer.expiry.as_mut() => ViewerNews::CredentialExpired,
+        changed = viewer.watch.receiver.changed() => match changed {
+            Ok(()) => ViewerNews::UserChanged,
+            Err(_) => ViewerNews::WatchClosed,
+        },
+    }
 }
 
 /// Who a stream belongs to: just what is needed to tell whether it may go on.
@@ -151,15 +179,12 @@ async fn keep_alive_tick(timer: &mut Option<Pin<Box<Sleep>>>) {
 
 struct EventStream {
     state: Arc<AppState>,
-    /// The user as authenticated when the stream opened.
-    user: Owner,
-    /// Fires when the credential that opened the stream expires. Made once per stream, not per
-    /// event: a timer made and dropped for every delivery showed in fan-out profiles.
-    expiry: Pin<Box<Sleep>>,
+    tenant: String,
+    /// The user the stream belongs to; `None` for the admin console.
+    viewer: Option<Viewer>,
     /// Fires every `--keep_alive` seconds, when set.
     keep_alive: Option<Pin<Box<Sleep>>>,
     live: LiveFeed,
-    user_watch: UserWatch,
     /// The replay still to do: `Some(None)` latest per name, `Some(Some(n))` after `n`.
     start: Option<Option<u64>>,
     /// Reading the store until it has nothing after the cursor (after a lag, or a resume).
@@ -173,6 +198,39 @@ struct EventStream {
 }
 
 impl EventStream {
+    /// Joins `tenant`'s live feed (before anything is read from the store, so that nothing
+    /// committed in between is missed) and plans the replay.
+    fn open(state: &Arc<AppState>, tenant: &str, viewer: Option<Viewer>, resume_after: Option<u64>) -> Self {
+        Self {
+            state: state.clone(),
+            tenant: tenant.to_owned(),
+            viewer,
+            keep_alive: (state.config.keep_alive > 0)
+                .then(|| Box::pin(tokio::time::sleep(Duration::from_secs(state.config.keep_alive)))),
+            live: state.fanout.subscribe(tenant),
+            start: Some(resume_after),
+            catching_up: false,
+            cursor: 0,
+            pending: VecDeque::new(),
+            _open: OpenGuard::new(&metrics().open_streams),
+        }
+    }
+
+    /// The stream as the HTTP body polls it.
+    fn frames(self) -> impl Stream<Item = Bytes> + Send + 'static {
+        futures_util::stream::unfold(self, |mut stream| async move {
+            let frame = stream.next_frame().await?;
+            Some((frame, stream))
+        })
+    }
+
+    /// Whether the viewer may receive events named `name` (always, for the admin console).
+    fn may_receive(&self, name: &str) -> bool {
+        self.viewer
+            .as_ref()
+            .is_none_or(|viewer| viewer.owner.may_receive(name))
+    }
+
     /// The next bytes to write, or `None` when the stream ends.
     async fn next_frame(&mut self) -> Option<Bytes> {
         loop {
@@ -182,11 +240,14 @@ impl EventStream {
             if let Err(end) = self.step().await {
                 match end {
                     End::Store(error) => {
-                        tracing::error!(%error, tenant = self.user.tenant_name, "sse stream stopped by a store error");
+                        tracing::error!(%error, tenant = self.tenant, "sse stream stopped by a store error");
                     }
                     end => tracing::debug!(
-                        username = self.user.username,
-                        tenant = self.user.tenant_name,
+                        username = self
+                            .viewer
+                            .as_ref()
+                            .map_or("(admin)", |v| v.owner.username.as_str()),
+                        tenant = self.tenant,
                         ?end,
                         "sse stream ended"
                     ),
@@ -210,10 +271,10 @@ impl EventStream {
         tokio::select! {
             biased;
             () = state.shutdown.cancelled() => Err(End::ShuttingDown),
-            () = self.expiry.as_mut() => Err(End::CredentialsExpired),
-            changed = self.user_watch.receiver.changed() => match changed {
-                Ok(()) => self.check_user().await,
-                Err(_) => Err(End::ShuttingDown),
+            news = viewer_news(&mut self.viewer) => match news {
+                ViewerNews::CredentialExpired => Err(End::CredentialsExpired),
+                ViewerNews::UserChanged => self.check_user().await,
+                ViewerNews::WatchClosed => Err(End::ShuttingDown),
             },
             received = self.live.receiver.recv() => match received {
                 Ok(frame) => {
@@ -222,7 +283,7 @@ impl EventStream {
                 }
                 Err(RecvError::Lagged(missed)) => {
                     metrics().lag_recoveries.inc();
-                    tracing::debug!(missed, tenant = self.user.tenant_name, "sse subscriber lagged; catching up from the store");
+                    tracing::debug!(missed, tenant = self.tenant, "sse subscriber lagged; catching up from the store");
                     self.catching_up = true;
                     Ok(())
                 }
@@ -245,15 +306,15 @@ impl EventStream {
             Some(after) => {
                 // An id above the tenant's newest (a typo, a restored database) means "from now":
                 // as a filter it would hide every new event below it.
-                let newest = events.newest_seq(&self.user.tenant_name).await;
+                let newest = events.newest_seq(&self.tenant).await;
                 self.cursor = after.min(newest.map_err(End::Store)?);
                 self.catching_up = true;
             }
             None => {
-                let replay = events.latest_events(&self.user.tenant_name).await;
+                let replay = events.latest_events(&self.tenant).await;
                 let replay = replay.map_err(End::Store)?;
                 for event in &replay.events {
-                    if self.user.may_receive(&event.event) {
+                    if self.may_receive(&event.event) {
                         self.deliver(Frame::render(event).bytes);
                     }
                 }
@@ -268,14 +329,14 @@ impl EventStream {
         let page = self
             .state
             .events
-            .events_after(&self.user.tenant_name, self.cursor, STORE_PAGE, STORE_PAGE_BYTES)
+            .events_after(&self.tenant, self.cursor, STORE_PAGE, STORE_PAGE_BYTES)
             .await
             .map_err(End::Store)?;
         self.catching_up = page.events.len() == STORE_PAGE || page.bytes >= STORE_PAGE_BYTES;
         for event in &page.events {
             if event.seq > self.cursor {
                 self.cursor = event.seq;
-                if self.user.may_receive(&event.event) {
+                if self.may_receive(&event.event) {
                     self.deliver(Frame::render(event).bytes);
                 }
             }
@@ -288,7 +349,7 @@ impl EventStream {
     fn push_if_new(&mut self, frame: Frame) {
         if frame.seq > self.cursor {
             self.cursor = frame.seq;
-            if self.user.may_receive(frame.event_name()) {
+            if self.may_receive(frame.event_name()) {
                 self.deliver(frame.bytes);
             }
         }
@@ -303,12 +364,15 @@ impl EventStream {
     /// Ends the stream if the user was revoked, moved or had its credentials changed; otherwise
     /// takes its current scopes (ending the stream if they no longer allow receiving anything).
     async fn check_user(&mut self) -> Result<(), End> {
-        let current = self.state.users.get(&self.user.username).await;
-        let current = current.map_err(End::Store)?;
-        if !self.user.still_allowed(current.as_ref()) {
+        let Some(viewer) = self.viewer.as_mut() else {
+            return Ok(());
+        };
+        let owner = &mut viewer.owner;
+        let current = self.state.users.get(&owner.username).await.map_err(End::Store)?;
+        if !owner.still_allowed(current.as_ref()) {
             return Err(End::UserChanged);
         }
-        if self.user.scopes.is_some() && !self.user.take_scopes(current.as_ref()) {
+        if owner.scopes.is_some() && !owner.take_scopes(current.as_ref()) {
             return Err(End::ScopesRemoved);
         }
         Ok(())

@@ -7,6 +7,7 @@ mod accounts;
 mod acme;
 mod cluster;
 mod cluster_faults;
+mod console;
 mod crash;
 mod durability;
 mod events;

@@ -23,6 +23,14 @@ pub enum Slot {
 }
 
 impl Slot {
+    /// The file that fills this slot.
+    fn file_name(&self) -> String {
+        match self {
+            Self::Default => "default.wasm".to_owned(),
+            Self::Tenant(tenant) => format!("{tenant}.wasm"),
+        }
+    }
+
     fn of(file_name: &str) -> Option<Self> {
         let stem = file_name.strip_suffix(".wasm")?;
         if stem.is_empty() || stem.starts_with('.') {
@@ -96,6 +104,7 @@ impl Watcher {
         for slot in removed {
             self.applied.remove(&slot);
             self.guests.set(&slot, None);
+            self.guests.note_refusal(&slot.file_name(), None);
             tracing::info!(?slot, "guest file removed; falling back to the default guest");
         }
         self.settling.retain(|slot, _| current.contains_key(slot));
@@ -130,8 +139,11 @@ impl Watcher {
             Ok(Ok(guest)) => {
                 tracing::info!(?slot, file = %path.display(), "guest installed");
                 self.guests.set(&slot, Some(guest));
+                self.guests.note_refusal(&slot.file_name(), None);
             }
             Ok(Err(error)) => {
+                self.guests
+                    .note_refusal(&slot.file_name(), Some(format!("{error:#}")));
                 tracing::warn!(?slot, file = %path.display(), error = format!("{error:#}"), "guest refused; keeping the previous guest");
             }
             Err(error) => tracing::error!(%error, "guest loading task failed"),

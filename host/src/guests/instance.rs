@@ -2,7 +2,7 @@
 //! memory is ever shared between tenants; an instance that fails in any way is discarded.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
@@ -34,8 +34,19 @@ impl Drop for Warm {
     }
 }
 
+/// What an operator sees of a loaded guest (`GET /admin/guests`).
+#[derive(Default)]
+pub struct GuestStats {
+    pub calls: AtomicU64,
+    pub rejections: AtomicU64,
+    pub failures: AtomicU64,
+}
+
 pub struct LoadedGuest {
     label: Arc<str>,
+    /// When it was compiled and installed, in milliseconds since the Unix epoch.
+    pub loaded_at: u64,
+    pub stats: GuestStats,
     pre: ValidatorPre<GuestState>,
     engine: Engine,
     limits: GuestLimits,
@@ -56,6 +67,10 @@ impl LoadedGuest {
     ) -> Self {
         Self {
             label: label.into(),
+            loaded_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX)),
+            stats: GuestStats::default(),
             pre,
             engine,
             limits,
@@ -137,6 +152,11 @@ impl LoadedGuest {
             validator,
             count: self.instances.clone(),
         })
+    }
+
+    /// The file it was loaded from (or the built-in's name).
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
     fn take_warm(&self, tenant: &str) -> Option<Warm> {

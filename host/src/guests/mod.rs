@@ -19,7 +19,8 @@ mod sandbox;
 mod state;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -112,6 +113,35 @@ pub struct Guests {
     builtin: Arc<LoadedGuest>,
     /// Swapped as files change; a call holds its own `Arc`, so a swap never disturbs it.
     installed: RwLock<Installed>,
+    /// Files in the guests directory that were refused, with the reason (until they load or go).
+    refused: Mutex<HashMap<String, String>>,
+}
+
+/// One line of the guests listing.
+#[derive(Debug, serde::Serialize)]
+pub struct GuestInfo {
+    pub file: String,
+    /// The tenant it serves, or `None` for the default guest / the built-in one.
+    pub tenant: Option<String>,
+    pub loaded_at: u64,
+    pub calls: u64,
+    pub rejections: u64,
+    pub failures: u64,
+}
+
+/// Which guests run and which files were refused, for operators.
+#[derive(Debug, serde::Serialize)]
+pub struct GuestsListing {
+    /// The guest for tenants without one of their own: `default.wasm`, else the built-in.
+    pub default: GuestInfo,
+    pub tenants: Vec<GuestInfo>,
+    pub refused: Vec<RefusedFile>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct RefusedFile {
+    pub file: String,
+    pub reason: String,
 }
 
 impl Guests {
@@ -137,6 +167,7 @@ impl Guests {
                 engine,
                 builtin,
                 installed: RwLock::default(),
+                refused: Mutex::default(),
             })
         })
         .await??;
@@ -153,7 +184,59 @@ impl Guests {
         metrics()
             .guest_call_seconds
             .observe(started.elapsed().as_secs_f64());
+        let stats = &guest.stats;
+        stats.calls.fetch_add(1, Ordering::Relaxed);
+        match &judgement {
+            Ok(Judgement {
+                verdict: Verdict::Reject(_),
+                ..
+            }) => stats.rejections.fetch_add(1, Ordering::Relaxed),
+            Ok(_) => 0,
+            Err(_) => stats.failures.fetch_add(1, Ordering::Relaxed),
+        };
         judgement
+    }
+
+    /// The guests in use, with their counts, and the files refused.
+    pub fn listing(&self) -> GuestsListing {
+        let info = |guest: &LoadedGuest, tenant: Option<String>| GuestInfo {
+            file: guest.label().to_owned(),
+            tenant,
+            loaded_at: guest.loaded_at,
+            calls: guest.stats.calls.load(Ordering::Relaxed),
+            rejections: guest.stats.rejections.load(Ordering::Relaxed),
+            failures: guest.stats.failures.load(Ordering::Relaxed),
+        };
+        let installed = self.installed.read().expect("guest registry lock");
+        let mut tenants: Vec<GuestInfo> = installed
+            .tenants
+            .iter()
+            .map(|(tenant, guest)| info(guest, Some(tenant.clone())))
+            .collect();
+        tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        let refused = self.refused.lock().expect("refused files lock");
+        let mut refused: Vec<RefusedFile> = refused
+            .iter()
+            .map(|(file, reason)| RefusedFile {
+                file: file.clone(),
+                reason: reason.clone(),
+            })
+            .collect();
+        refused.sort_by(|a, b| a.file.cmp(&b.file));
+        GuestsListing {
+            default: info(installed.default.as_deref().unwrap_or(&self.builtin), None),
+            tenants,
+            refused,
+        }
+    }
+
+    /// Remembers why `file` was refused (`None`: it loaded, or went away).
+    fn note_refusal(&self, file: &str, reason: Option<String>) {
+        let mut refused = self.refused.lock().expect("refused files lock");
+        match reason {
+            Some(reason) => refused.insert(file.to_owned(), reason),
+            None => refused.remove(file),
+        };
     }
 
     fn guest_for(&self, tenant: &str) -> Arc<LoadedGuest> {

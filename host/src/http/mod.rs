@@ -1,7 +1,9 @@
 //! The HTTP layer: routing, body parsing, JSON answers, CORS and the per-request log line. Handlers
 //! parse and map results; the work is done by the library calls they invoke.
 
+mod admin;
 mod body;
+mod console;
 mod events;
 pub mod metrics;
 mod openapi;
@@ -63,6 +65,13 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
     }
     let post = request.method() == Method::POST;
     let get = request.method() == Method::GET;
+    if let Some(page) = console::file(request.uri().path()) {
+        return match (state.config.console, get) {
+            (true, true) => Ok(page),
+            (true, false) => Err(ApiError::MethodNotAllowed("GET, OPTIONS")),
+            (false, _) => Err(ApiError::NotFound),
+        };
+    }
     match request.uri().path() {
         "/" if get => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
         "/" if request.method() == Method::HEAD => Ok(empty(StatusCode::OK)),
@@ -80,6 +89,9 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
         "/insert" if post => events::insert(state, request).await,
         "/sse" if get => sse::subscribe(state, request).await,
         "/openapi.json" if get => Ok(openapi::document()),
+        "/admin/guests" if get => admin::guests(state, &request),
+        "/admin/sse" if get => admin::tenant_stream(state, &request),
+        "/admin/insert" if post => admin::insert(state, request).await,
         path => match allowed_methods(path) {
             Some(allow) => Err(ApiError::MethodNotAllowed(allow)),
             None => Err(ApiError::NotFound),
@@ -89,7 +101,13 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
 
 /// The routes Broker serves, as metric labels; anything else is `other` (unbounded paths must not
 /// become unbounded label values).
-const ROUTES: [&str; 15] = [
+const ROUTES: [&str; 21] = [
+    "/admin/guests",
+    "/admin/sse",
+    "/admin/insert",
+    "/console",
+    "/console/app.js",
+    "/console/style.css",
     "/",
     "/create_user",
     "/list_users",
@@ -120,7 +138,8 @@ fn route_label(path: &str) -> &'static str {
 fn allowed_methods(path: &str) -> Option<&'static str> {
     match path {
         "/" => Some("GET, HEAD, OPTIONS"),
-        "/verify" | "/sse" | "/openapi.json" => Some("GET, OPTIONS"),
+        "/verify" | "/sse" | "/openapi.json" | "/admin/guests" | "/admin/sse" => Some("GET, OPTIONS"),
+        "/admin/insert" => Some("POST, OPTIONS"),
         "/create_user" | "/list_users" | "/get_user" | "/update_user" | "/revoke_user" | "/unrevoke_user"
         | "/login" | "/insert" | "/create_qr" | "/create_totp" | "/password_reset" => Some("POST, OPTIONS"),
         _ => None,
@@ -183,7 +202,7 @@ fn preflight() -> Response<Body> {
     );
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("authorization, content-type, last-event-id"),
+        HeaderValue::from_static("authorization, content-type, last-event-id, x-admin-token"),
     );
     headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
     response

@@ -4,6 +4,8 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use futures_util::Stream;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -34,6 +36,11 @@ pub async fn subscribe(
     let resume_after = last_event_id(request.headers(), request.uri().query());
     // Joined before answering: every insert after the client sees 200 reaches this stream.
     let frames = subscribe::subscribe(state, &identity, resume_after).await?;
+    Ok(served_to(event_stream_response(frames), &identity.user.username))
+}
+
+/// A `text/event-stream` response writing each frame as one body chunk.
+pub fn event_stream_response(frames: impl Stream<Item = Bytes> + Send + 'static) -> Response<Body> {
     let body = StreamBody::new(frames.map(|bytes| Ok::<_, Infallible>(Frame::data(bytes))));
     let mut response = Response::new(BodyExt::boxed_unsync(body));
     let headers = response.headers_mut();
@@ -43,12 +50,12 @@ pub async fn subscribe(
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(served_to(response, &identity.user.username))
+    response
 }
 
 /// The resume point: the `Last-Event-ID` header, else the `last_event_id` query parameter. Anything
 /// that is not a sequence number (such as the original broker's uuids) means "no resume".
-fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Option<u64> {
+pub fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Option<u64> {
     let from_header = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

@@ -1,0 +1,120 @@
+//! The admin endpoints the console needs beyond the user API, with the admin token in the
+//! `X-Admin-Token` header: the guests listing, a live stream of any tenant, and inserts into any
+//! tenant. They go through the same paths and checks as the user API (the guest step included).
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::HeaderMap;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::body::read_json;
+use super::sse::{event_stream_response, last_event_id};
+use super::users::check_admin;
+use super::{Body, json_response};
+use crate::auth::Identity;
+use crate::error::ApiError;
+use crate::insert;
+use crate::model::User;
+use crate::state::AppState;
+use crate::validate;
+
+/// The header that carries the admin token.
+pub const ADMIN_TOKEN_HEADER: &str = "x-admin-token";
+/// Who the events inserted from the console are from: a name no user can have (usernames hold no
+/// colon), so an event's `username` never passes for a user's.
+const CONSOLE_USERNAME: &str = "admin:console";
+
+fn check_admin_header(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get(ADMIN_TOKEN_HEADER)
+        .and_then(|value| value.to_str().ok());
+    check_admin(state, given.unwrap_or_default())
+}
+
+/// `GET /admin/guests`: the guest each tenant runs, its counts, and the files refused.
+pub fn guests(state: &AppState, request: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    check_admin_header(state, request.headers())?;
+    let listing = serde_json::to_value(state.guests.listing()).map_err(ApiError::internal)?;
+    Ok(json_response(StatusCode::OK, &listing))
+}
+
+/// `GET /admin/sse?tenant=T`: every event of tenant `T`, as a user of it would receive them.
+pub fn tenant_stream(state: &Arc<AppState>, request: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    check_admin_header(state, request.headers())?;
+    let query = request.uri().query().unwrap_or_default();
+    let tenant = query_value(query, "tenant").ok_or_else(|| ApiError::bad_request("tenant is required"))?;
+    validate::name("tenant", &tenant).map_err(ApiError::BadRequest)?;
+    let resume_after = last_event_id(request.headers(), Some(query));
+    let frames = crate::subscribe::subscribe_tenant(state, &tenant, resume_after);
+    Ok(event_stream_response(frames))
+}
+
+#[derive(Deserialize)]
+struct AdminInsert {
+    tenant_name: String,
+    event: String,
+    /// Any JSON, `null` included; the field itself is required.
+    data: Value,
+}
+
+/// `POST /admin/insert`: an insert into any tenant, through its guest like any other.
+pub async fn insert(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    check_admin_header(state, request.headers())?;
+    let body: AdminInsert = read_json(state, request).await?;
+    validate::name("tenant_name", &body.tenant_name).map_err(ApiError::BadRequest)?;
+    validate::event_name(&body.event).map_err(ApiError::BadRequest)?;
+    let identity = Identity {
+        user: console_user(body.tenant_name),
+        expiry: 0,
+    };
+    let event = insert::insert(state, &identity, body.event, body.data).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "id": event.id, "seq": event.seq }),
+    ))
+}
+
+/// The console, as the inserting user: every scope, in the chosen tenant.
+fn console_user(tenant_name: String) -> User {
+    User {
+        id: uuid::Uuid::nil(),
+        username: CONSOLE_USERNAME.to_owned(),
+        password_hash: String::new(),
+        revoked: false,
+        tenant_name,
+        email: None,
+        scopes: Some(vec!["*:post".to_owned(), "*:get".to_owned()]),
+        data: None,
+        two_factor: false,
+        totp_secret: None,
+        last_totp_step: None,
+        reset: None,
+        revision: 0,
+        credential_generation: 0,
+    }
+}
+
+/// The decoded value of `key` in a query string.
+fn query_value(query: &str, key: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == key)
+        .map(|(_, value)| value.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(
+            query_value("tenant=a%2Eb%20c&x=1", "tenant").as_deref(),
+            Some("a.b c")
+        );
+        assert_eq!(query_value("x=1&tenant=%C3%BC", "tenant").as_deref(), Some("ü"));
+        assert_eq!(query_value("tenantx=1", "tenant"), None);
+    }
+}

@@ -1,0 +1,270 @@
+// Broker's admin console: the user API with the admin token in request bodies, and the admin API
+// (/admin/...) with it in the X-Admin-Token header. The token lives in sessionStorage only: never in
+// a URL, a cookie or local storage. Everything shown is set as text, never parsed as HTML.
+
+const TOKEN_KEY = "broker-admin-token";
+const REFRESH_MS = 1500;
+
+const $ = (selector) => document.querySelector(selector);
+const token = () => sessionStorage.getItem(TOKEN_KEY);
+
+/** POSTs `body` (plus the admin token) to a user-API route; resolves to the JSON answer. */
+async function post(path, body) {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ ...body, admin_token: token() }),
+  });
+  return answer(response);
+}
+
+/** Calls an admin-API route with the token in its header. */
+async function admin(path, init = {}) {
+  const headers = { ...(init.headers || {}), "x-admin-token": token() };
+  return fetch(path, { ...init, headers });
+}
+
+async function answer(response) {
+  const json = await response.json().catch(() => null);
+  if (!response.ok) {
+    throw new Error((json && json.error) || `${response.status} ${response.statusText}`);
+  }
+  return json;
+}
+
+function cell(row, text) {
+  const td = row.insertCell();
+  td.textContent = text;
+  return td;
+}
+
+function button(label, onClick, secondary = true) {
+  const element = document.createElement("button");
+  element.type = "button";
+  element.textContent = label;
+  if (secondary) element.className = "secondary";
+  element.addEventListener("click", onClick);
+  return element;
+}
+
+function showError(selector, error) {
+  $(selector).textContent = error ? String(error.message || error) : "";
+}
+
+// ---- sign in / out
+
+async function signIn(candidate) {
+  sessionStorage.setItem(TOKEN_KEY, candidate);
+  try {
+    await post("/list_users", {});
+  } catch (error) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    throw error;
+  }
+  $("#sign-in").hidden = true;
+  $("#app").hidden = false;
+  $("#sign-out").hidden = false;
+  refresh();
+  setInterval(refresh, REFRESH_MS);
+}
+
+$("#sign-in").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  showError("#sign-in-error", null);
+  try {
+    await signIn($("#token").value);
+  } catch (error) {
+    showError("#sign-in-error", error);
+  }
+});
+
+$("#sign-out").addEventListener("click", () => {
+  sessionStorage.removeItem(TOKEN_KEY);
+  location.reload();
+});
+
+async function refresh() {
+  await Promise.all([loadUsers().catch((e) => showError("#users-error", e)), loadGuests().catch(() => {})]);
+}
+
+// ---- users
+
+async function loadUsers() {
+  const users = await post("/list_users", {});
+  const body = $("#users tbody");
+  body.replaceChildren();
+  for (const user of users) {
+    const row = body.insertRow();
+    row.dataset.username = user.username;
+    row.className = user.revoked ? "revoked" : "";
+    cell(row, user.username);
+    cell(row, user.tenant_name);
+    cell(row, (user.scopes || []).join(", "));
+    const status = cell(row, user.revoked ? "revoked" : "active");
+    status.className = "status";
+    const badge = document.createElement("span");
+    badge.className = user.revoked ? "badge revoked" : "badge";
+    badge.textContent = status.textContent;
+    status.replaceChildren(badge);
+    const actions = row.insertCell();
+    actions.append(
+      button(user.revoked ? "Unrevoke" : "Revoke", () =>
+        act(user.revoked ? "/unrevoke_user" : "/revoke_user", { username: user.username })),
+      button("Scopes…", () => {
+        const scopes = prompt(`Scopes of ${user.username}, comma-separated`, (user.scopes || []).join(", "));
+        if (scopes !== null) act("/update_user", { username: user.username, scopes: splitList(scopes) });
+      }),
+      button("Tenant…", () => {
+        const tenant = prompt(`Tenant of ${user.username}`, user.tenant_name);
+        if (tenant) act("/update_user", { username: user.username, tenant_name: tenant });
+      }),
+    );
+    if (user.two_factor) actions.append(button("QR", () => showQr(user.username)));
+  }
+}
+
+function splitList(text) {
+  return text.split(",").map((s) => s.trim()).filter(Boolean);
+}
+
+async function act(path, body) {
+  showError("#users-error", null);
+  try {
+    await post(path, body);
+    await loadUsers();
+  } catch (error) {
+    showError("#users-error", error);
+  }
+}
+
+async function showQr(username) {
+  try {
+    const { qr } = await post("/create_qr", { username, issuer: "Broker" });
+    const box = $("#qr");
+    box.querySelector("img").src = `data:image/png;base64,${qr}`;
+    box.querySelector("p").textContent = `Scan with an authenticator app to enrol ${username}.`;
+    box.hidden = false;
+  } catch (error) {
+    showError("#users-error", error);
+  }
+}
+
+$("#create-user").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  const user = {
+    username: form.username.value,
+    password: form.password.value,
+    tenant_name: form.tenant_name.value,
+    two_factor: form.two_factor.checked,
+  };
+  const scopes = splitList(form.scopes.value);
+  if (scopes.length) user.scopes = scopes;
+  showError("#users-error", null);
+  try {
+    await post("/create_user", user);
+    form.reset();
+    await loadUsers();
+  } catch (error) {
+    showError("#users-error", error);
+  }
+});
+
+// ---- events: a live view of one tenant, and inserts
+
+let watching = null;
+
+$("#watch").addEventListener("submit", (event) => {
+  event.preventDefault();
+  watch(event.target.tenant.value);
+});
+
+async function watch(tenant) {
+  if (watching) watching.abort();
+  watching = new AbortController();
+  $("#events tbody").replaceChildren();
+  $("#watching").textContent = `watching ${tenant}`;
+  showError("#events-error", null);
+  try {
+    const response = await admin(`/admin/sse?tenant=${encodeURIComponent(tenant)}`, { signal: watching.signal });
+    if (!response.ok) await answer(response);
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        showEvent(buffer.slice(0, end));
+        buffer = buffer.slice(end + 2);
+      }
+    }
+    $("#watching").textContent = `stream of ${tenant} ended`;
+  } catch (error) {
+    if (error.name !== "AbortError") showError("#events-error", error);
+  }
+}
+
+/** One SSE frame: `event:<name>\nid:<seq>\ndata:<json>`. */
+function showEvent(frame) {
+  const fields = {};
+  for (const line of frame.split("\n")) {
+    const colon = line.indexOf(":");
+    if (colon > 0) fields[line.slice(0, colon)] = line.slice(colon + 1);
+  }
+  if (!("data" in fields)) return;
+  const row = $("#events tbody").insertRow(0);
+  row.dataset.id = fields.id;
+  cell(row, fields.id);
+  cell(row, fields.event || "message");
+  const data = row.insertCell().appendChild(document.createElement("code"));
+  data.textContent = fields.data;
+}
+
+$("#insert").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  showError("#events-error", null);
+  try {
+    const data = JSON.parse(form.data.value);
+    const response = await admin("/admin/insert", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ tenant_name: form.tenant_name.value, event: form.event.value, data }),
+    });
+    await answer(response);
+  } catch (error) {
+    showError("#events-error", error);
+  }
+});
+
+// ---- guests
+
+async function loadGuests() {
+  const listing = await answer(await admin("/admin/guests"));
+  const body = $("#guests tbody");
+  body.replaceChildren();
+  const rows = [{ ...listing.default, serves: "every other tenant" }, ...listing.tenants];
+  for (const guest of rows) {
+    const row = body.insertRow();
+    row.dataset.file = guest.file;
+    cell(row, guest.file);
+    cell(row, guest.serves || `tenant ${guest.tenant}`);
+    cell(row, new Date(guest.loaded_at).toLocaleString());
+    cell(row, guest.calls);
+    cell(row, guest.rejections);
+    cell(row, guest.failures);
+  }
+  const refused = $("#refused tbody");
+  refused.replaceChildren();
+  for (const file of listing.refused) {
+    const row = refused.insertRow();
+    cell(row, file.file);
+    cell(row, file.reason);
+  }
+}
+
+// ---- start: a token from earlier in this tab signs in again
+
+if (token()) signIn(token()).catch(() => {});

@@ -1,0 +1,113 @@
+// Drives Broker's admin console in Debian's Chromium with playwright-core, as an operator would:
+// sign in, create a user, watch an event inserted through the API arrive live, revoke the user,
+// and see a guest dropped into the guests directory listed. Used by tests/e2e/console.rs.
+//
+//   node console.mjs <broker url> <admin token> <guest .wasm> <guests dir> <screenshot .png>
+//
+// Prints one line per step; exits non-zero (with the reason) on the first step that fails.
+
+import { copyFileSync, renameSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const [base, adminToken, guestFile, guestsDir, screenshot] = process.argv.slice(2);
+const PASSWORD = "correct horse battery staple";
+const STEP_TIMEOUT = 15_000;
+
+const step = (name) => console.log(`step: ${name}`);
+
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  // As root in a container, without a GPU, and with no network beyond loopback.
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 1100 } });
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  const pageErrors = [];
+  page.on("pageerror", (error) => pageErrors.push(String(error)));
+
+  await page.goto(`${base}/console`);
+  step("wrong token refused");
+  await page.fill("#token", "not the token");
+  await page.click("#sign-in button[type=submit]");
+  await page.waitForSelector("#sign-in-error:has-text('admin_token is incorrect')");
+
+  step("sign in");
+  await page.fill("#token", adminToken);
+  await page.click("#sign-in button[type=submit]");
+  await page.waitForSelector("#app:not([hidden])");
+  if (page.url().includes(adminToken)) throw new Error("the admin token is in the URL");
+
+  step("create a user");
+  await page.fill("#create-user [name=username]", "console-user");
+  await page.fill("#create-user [name=password]", PASSWORD);
+  await page.fill("#create-user [name=tenant_name]", "acme");
+  await page.fill("#create-user [name=scopes]", "news:get, *:post");
+  await page.click("#create-user button[type=submit]");
+  const userRow = page.locator("#users tr[data-username='console-user']");
+  await userRow.waitFor();
+  await userRow.locator("text=news:get, *:post").waitFor();
+
+  step("watch tenant acme live");
+  await page.fill("#watch [name=tenant]", "acme");
+  await page.click("#watch button[type=submit]");
+  await page.waitForSelector("#watching:has-text('watching acme')");
+
+  step("an event inserted through the API appears live");
+  const login = await fetch(`${base}/login`, {
+    method: "POST",
+    body: JSON.stringify({ username: "console-user", password: PASSWORD }),
+  });
+  const { jwt } = await login.json();
+  // Give the console's stream a moment to be joined before the insert.
+  await page.waitForTimeout(300);
+  const insert = await fetch(`${base}/insert`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${jwt}` },
+    body: JSON.stringify({ event: "news", data: { title: "<b>hello</b> from the API" } }),
+  });
+  const { seq } = await insert.json();
+  const eventRow = page.locator(`#events tr[data-id='${seq}']`);
+  await eventRow.waitFor();
+  const shown = await eventRow.locator("code").textContent();
+  if (!shown.includes("<b>hello</b> from the API")) throw new Error(`event shown as ${shown}`);
+
+  step("insert from the console");
+  await page.fill("#insert [name=tenant_name]", "acme");
+  await page.fill("#insert [name=event]", "note");
+  await page.fill("#insert [name=data]", '{"from": "console"}');
+  await page.click("#insert button[type=submit]");
+  await page.locator("#events td:text-is('note')").waitFor();
+
+  step("a dropped guest is listed");
+  copyFileSync(guestFile, join(guestsDir, "acme.wasm.partial"));
+  renameSync(join(guestsDir, "acme.wasm.partial"), join(guestsDir, "acme.wasm"));
+  await page.locator("#guests tr[data-file='acme.wasm']").waitFor({ timeout: 20_000 });
+  await page.locator("#guests tr[data-file='acme.wasm'] >> text=tenant acme").waitFor();
+
+  step("revoke the user and see it marked");
+  await userRow.locator("button:text-is('Revoke')").click();
+  await userRow.locator(".badge.revoked").waitFor();
+  await page.locator("#users tr.revoked[data-username='console-user']").waitFor();
+
+  await page.screenshot({ path: screenshot, fullPage: true });
+  step("screenshot");
+  if (pageErrors.length) throw new Error(`errors in the page: ${pageErrors.join("; ")}`);
+  const stored = await page.evaluate(() => Object.keys(sessionStorage));
+  if (!stored.includes("broker-admin-token")) throw new Error("the token is not in sessionStorage");
+  console.log("ok");
+} catch (error) {
+  console.error(`console test failed: ${error.stack || error}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
