@@ -16,6 +16,7 @@ mod fanout;
 mod limits;
 mod probe;
 mod procfs;
+mod report;
 mod requests;
 mod sequence;
 mod stamp;
@@ -68,6 +69,10 @@ pub struct Args {
     /// The server's process id, for memory and CPU figures (read from /proc/<pid>/status and stat).
     #[arg(long)]
     pub pid: Option<u32>,
+    /// Also draw the latency distribution to this file: `.svg`, or `.html` (the picture and a
+    /// table of every figure).
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
     /// PEM file of a CA to trust (besides the web PKI) for an `https://` server with a private CA.
     #[arg(long)]
     pub ca: Option<std::path::PathBuf>,
@@ -166,6 +171,10 @@ async fn main() -> anyhow::Result<()> {
         object.insert("server_fd_limit".into(), server_fd_limit.into());
     }
     eprintln!("{}", human_summary(&result));
+    if let Some(path) = &args.report {
+        report::write(path, &result)?;
+        eprintln!("report written to {}", path.display());
+    }
     println!("{result}");
     Ok(())
 }

@@ -145,8 +145,21 @@ fn every_scenario_runs_cleanly_against_broker() {
     );
     assert_plausible_costs(&result);
 
-    let result = run_scenario(&server, &["--scenario", "get", "--clients", "2"]);
+    let pictures = tempfile::TempDir::new().unwrap();
+    let report = pictures.path().join("get.svg");
+    let report_arg = report.to_str().unwrap();
+    let result = run_scenario(
+        &server,
+        &["--scenario", "get", "--clients", "2", "--report", report_arg],
+    );
     assert_eq!(result["errors"], 0, "{result}");
+    // The picture's title carries the run's own figures.
+    let svg = std::fs::read_to_string(&report).expect("--report wrote the picture");
+    let requests_per_second = format!("get: {:.0} ops/s", number(&result, "per_second"));
+    assert!(
+        svg.starts_with("<svg") && svg.contains(&requests_per_second),
+        "{requests_per_second}:\n{svg}"
+    );
     assert!(number(&result, "per_second") > 0.0, "{result}");
     assert!(result["latency"]["p50_ms"].as_f64().unwrap() > 0.0, "{result}");
     assert_plausible_costs(&result);
