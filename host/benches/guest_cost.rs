@@ -5,6 +5,9 @@
 //! 2. Per insert, end to end over HTTP on loopback: a server running the default guest against one
 //!    started with `--bypass_guests`, measured in the same run, interleaved, as a ratio.
 //!
+//! 3. Per call, the JavaScript example guest (`examples/guests-js/validator.wasm`, built by
+//!    scripts/test with componentize-js), warm, beside the Rust pass-through.
+//!
 //! The last line printed is one JSON object with every figure.
 
 use std::time::{Duration, Instant};
@@ -148,6 +151,28 @@ fn main() {
     // Past the warm-instance cap, every call with a new tenant instantiates afresh.
     let mut fresh = runtime.block_on(time_calls(&guest, |i| format!("tenant-{i}")));
     drop(guest);
+    let js_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/guests-js/validator.wasm");
+    let mut js_warm = match std::fs::read(&js_path) {
+        Ok(wasm) => {
+            let compiling = Instant::now();
+            let js = engine
+                .load("validator.js", &wasm)
+                .expect("the JavaScript guest loads");
+            println!(
+                "JavaScript guest compiled in {:.1} s",
+                compiling.elapsed().as_secs_f64()
+            );
+            runtime.block_on(time_calls(&js, |_| "js-tenant".to_owned()))
+        }
+        Err(_) => {
+            println!(
+                "no {}: build it with `npm ci && npm run build` there",
+                js_path.display()
+            );
+            Vec::new()
+        }
+    };
 
     let (mut with_guest, mut bypass) = runtime.block_on(async {
         let (guest_url, stop_a, _dir_a) = start_server(&[]).await;
@@ -173,6 +198,8 @@ fn main() {
         "guest_call_warm_p99_us": percentile(&mut warm, 0.99),
         "guest_call_warm_on_worker_p50_us": percentile(&mut on_worker, 0.5),
         "guest_call_fresh_instance_p50_us": percentile(&mut fresh, 0.5),
+        "js_guest_call_warm_p50_us": (!js_warm.is_empty()).then(|| percentile(&mut js_warm, 0.5)),
+        "js_guest_call_warm_p99_us": (!js_warm.is_empty()).then(|| percentile(&mut js_warm, 0.99)),
         "insert_with_guest_p50_us": percentile(&mut with_guest, 0.5),
         "insert_bypass_p50_us": percentile(&mut bypass, 0.5),
         "insert_with_guest_p99_us": percentile(&mut with_guest, 0.99),

@@ -100,7 +100,18 @@ impl GuestEngine {
 
     /// Compiles (or loads from the cache) a guest component and checks it implements the world.
     pub fn load(&self, label: &str, wasm: &[u8]) -> wasmtime::Result<Arc<LoadedGuest>> {
-        let component = self.compile(wasm)?;
+        let component = self.compile(wasm).map_err(|error| {
+            // A guest whose initial memory is over the cap (a JavaScript engine's snapshot, say)
+            // can only ever be refused: say which flag lets it in.
+            if format!("{error:#}").contains("exceeds the limit") {
+                let cap = self.limits.memory_bytes >> 20;
+                error.context(format!(
+                    "the guest needs more memory than --guest_memory_mb={cap} allows: raise it"
+                ))
+            } else {
+                error
+            }
+        })?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
