@@ -217,6 +217,9 @@ fn main() {
         "guest call, fresh instance:       p50 {:>7.2} µs",
         figures["guest_call_fresh_instance_p50_us"].as_f64().unwrap()
     );
+    if let Some(js) = figures["js_guest_call_warm_p50_us"].as_f64() {
+        println!("JavaScript guest call, warm:       p50 {js:>7.2} µs");
+    }
     println!("insert p50 with default guest / bypassed: ratio {ratio:.3}, {added:+.1} µs");
     let mut all = figures;
     all["insert_p50_ratio_guest_vs_bypass"] = json!(ratio);

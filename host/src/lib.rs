@@ -1,8 +1,8 @@
 //! Broker: a real-time Backend-as-a-Service whose inserts pass through per-tenant WebAssembly guests.
 //!
 //! The path of one insert: `http` parses → `auth` says who is calling → `guests` validate or
-//! transform the data → `store::writer` commits it (group commit) → `fanout` hands it to the
-//! tenant's live `/sse` streams. Each module has one job:
+//! transform the data → the event log commits it (`store::writer`'s group commit, or a JetStream
+//! publish) → `fanout` hands it to the tenant's live `/sse` streams. Each module has one job:
 //!
 //! - `config`: flags and their environment variables.
 //! - `server`: the accept loop and graceful shutdown; `http`: routing, bodies, CORS, the endpoints.
@@ -10,9 +10,10 @@
 //! - `auth`: Bearer JWT and Basic credentials, argon2 passwords, the admin token, biscuit tokens.
 //! - `insert`: the insert path as one library call; `subscribe`: the subscribe path as one call.
 //! - `guests`: the guest step (validate / replace / reject).
-//! - `event_log`, `user_directory`: the two storage seams the paths use, chosen once in `run`;
-//! - `store`: LMDB through heed behind both seams, with the single event writer;
+//! - `event_log`, `user_directory`: the two storage seams the paths use, chosen once in `run`.
+//! - `store`: LMDB through heed behind both seams, with the single event writer.
 //! - `cluster`: NATS JetStream behind both seams (`--nats`), for several nodes as one service.
+//! - `metrics`: Prometheus metrics (`--metrics_port`); `backup`: `broker backup`.
 //! - `fanout`: per-tenant live channels of pre-rendered frames and per-user change watches.
 //! - `model`: the user and event records; `clock`: "now"; `validate`: field checks; `error`: the
 //!   API error type.

@@ -58,6 +58,25 @@ async fn insert_until(urls: Vec<String>, jwt: String, stop: CancellationToken, a
     }
 }
 
+/// Starts four `insert_until` writers on `urls`.
+fn start_writers(
+    urls: &[String],
+    jwt: &str,
+    stop: &CancellationToken,
+    acknowledged: &Acknowledged,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..4)
+        .map(|_| {
+            tokio::spawn(insert_until(
+                urls.to_vec(),
+                jwt.to_owned(),
+                stop.clone(),
+                acknowledged.clone(),
+            ))
+        })
+        .collect()
+}
+
 /// Reads the whole tenant log through `server` from the start, as a fresh client would.
 async fn whole_log(server: &TestServer, jwt: &str, at_least: usize) -> Vec<u64> {
     let mut stream = server.subscribe_from(jwt, Some(0)).await;
@@ -75,17 +94,7 @@ async fn a_killed_node_s_clients_resume_on_another_node_losing_and_repeating_not
     let (a, b) = (node(&nats).await, node(&nats).await);
     let jwt = a.signup("steady", "t").await;
     let (stop, acknowledged) = (CancellationToken::new(), Acknowledged::default());
-    let writers: Vec<_> = (0..4)
-        .map(|_| {
-            let urls = vec![a.endpoint(""), b.endpoint("")];
-            tokio::spawn(insert_until(
-                urls,
-                jwt.clone(),
-                stop.clone(),
-                acknowledged.clone(),
-            ))
-        })
-        .collect();
+    let writers = start_writers(&[a.endpoint(""), b.endpoint("")], &jwt, &stop, &acknowledged);
 
     // A client on node a from the first event on, until a is killed under it.
     let mut received = Vec::new();
@@ -133,17 +142,7 @@ async fn inserts_go_on_when_one_of_three_nats_servers_is_killed_and_it_rejoins()
     let a = node(&nats).await;
     let jwt = a.signup("survivor", "t").await;
     let (stop, acknowledged) = (CancellationToken::new(), Acknowledged::default());
-    let writers: Vec<_> = (0..4)
-        .map(|_| {
-            let urls = vec![a.endpoint("")];
-            tokio::spawn(insert_until(
-                urls,
-                jwt.clone(),
-                stop.clone(),
-                acknowledged.clone(),
-            ))
-        })
-        .collect();
+    let writers = start_writers(&[a.endpoint("")], &jwt, &stop, &acknowledged);
     let count = || acknowledged.lock().unwrap().len();
     wait_until("inserts before the kill", || count() >= 50).await;
 

@@ -8,17 +8,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
-use crate::support::{TestServer, install_guest, test_guest};
-
-fn data_dir_with(guests: &[(&str, &str)]) -> Arc<TempDir> {
-    let dir = TempDir::new().unwrap();
-    for (file, guest) in guests {
-        install_guest(dir.path(), file, &test_guest(guest));
-    }
-    Arc::new(dir)
-}
+use crate::support::{TestServer, data_dir_with, install_guest, test_guest};
 
 #[tokio::test]
 async fn a_transforming_guest_changes_what_is_stored_and_published_for_its_tenant_only() {

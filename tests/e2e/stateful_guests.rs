@@ -1,21 +1,10 @@
 //! Guests that read state: `state.latest` gives a guest its tenant's newest event of a name, and a
 //! read holds at commit, so nothing is accepted on a stale read (the `versioned` example guest).
 
-use std::sync::Arc;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
-use crate::support::{TestServer, insert_all_at_once, install_guest, test_guest};
-
-fn data_dir_with(guests: &[(&str, &str)]) -> Arc<TempDir> {
-    let dir = TempDir::new().unwrap();
-    for (file, guest) in guests {
-        install_guest(dir.path(), file, &test_guest(guest));
-    }
-    Arc::new(dir)
-}
+use crate::support::{TestServer, data_dir_with, insert_all_at_once};
 
 #[tokio::test]
 async fn of_twenty_clients_sending_the_same_next_version_exactly_one_wins() {

@@ -76,6 +76,7 @@ fn svg(result: &Value) -> anyhow::Result<String> {
             .configure_mesh()
             .x_desc("latency (ms, log scale)")
             .y_desc("% of operations")
+            .max_light_lines(4)
             .draw()?;
         chart
             .draw_series(share.iter().map(|&(upper, pct)| {

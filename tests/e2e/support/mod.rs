@@ -329,3 +329,24 @@ pub async fn insert_all_at_once(
     }
     answers
 }
+
+/// Appends each line `stream` yields to `log`, on a thread of its own, until the stream ends: how
+/// the real servers the tests start (Prometheus, NATS) keep their logs for panic messages.
+pub fn append_lines_to(stream: impl std::io::Read + Send + 'static, log: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut log = log.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+}
+
+/// A data directory whose guests folder holds each `(file, test guest)` pair.
+pub fn data_dir_with(guests: &[(&str, &str)]) -> Arc<TempDir> {
+    let dir = TempDir::new().unwrap();
+    for (file, guest) in guests {
+        install_guest(dir.path(), file, &test_guest(guest));
+    }
+    Arc::new(dir)
+}

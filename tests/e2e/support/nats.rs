@@ -3,7 +3,6 @@
 //! can SIGKILL a server and restart it on the same ports and store to see what Broker does while
 //! JetStream loses and regains a node.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -134,12 +133,7 @@ impl NatsCluster {
             self.servers[i].child.is_none(),
             "restart({i}): nats-server n{i} is still running; kill({i}) it first"
         );
-        self.servers[i]
-            .log
-            .lock()
-            .unwrap()
-            .push_str("--- restarted by the test ---\n");
-        self.spawn(i);
+        self.respawn(i);
         self.wait_ready(&format!("restarting n{i}")).await;
     }
 
@@ -149,12 +143,7 @@ impl NatsCluster {
             .filter(|&i| self.servers[i].child.is_none())
             .collect();
         for &i in &killed {
-            self.servers[i]
-                .log
-                .lock()
-                .unwrap()
-                .push_str("--- restarted by the test ---\n");
-            self.spawn(i);
+            self.respawn(i);
         }
         self.wait_ready(&format!("restarting {killed:?}")).await;
     }
@@ -162,6 +151,16 @@ impl NatsCluster {
     /// That server's log so far, across restarts (for panic messages).
     pub fn log(&self, i: usize) -> String {
         self.servers[i].log.lock().unwrap().clone()
+    }
+
+    /// Starts killed server `i` again, marking the restart in its log.
+    fn respawn(&mut self, i: usize) {
+        self.servers[i]
+            .log
+            .lock()
+            .unwrap()
+            .push_str("--- restarted by the test ---\n");
+        self.spawn(i);
     }
 
     /// Starts server `i` from its config file, capturing its log (nats-server logs to stderr).
@@ -178,15 +177,7 @@ impl NatsCluster {
         let stderr = child.stderr.take();
         // Stored before anything else can panic, so that Drop stops it.
         server.child = Some(child);
-        let stderr = stderr.expect("stderr");
-        let sink = server.log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
+        super::append_lines_to(stderr.expect("stderr"), server.log.clone());
     }
 
     /// Polls the running servers' monitoring endpoints until `ready` holds; panics with the last

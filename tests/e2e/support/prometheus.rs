@@ -2,7 +2,6 @@
 //! `/metrics` every second, so a test can check that what Broker exposes is what a real scraper
 //! parses and stores, by asking Prometheus's own HTTP API.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -61,14 +60,7 @@ impl Prometheus {
             .expect("starting prometheus");
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().expect("stderr");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
+        super::append_lines_to(stderr, log.clone());
         // From here on a failed assertion drops `prometheus`, which stops the process.
         let mut prometheus = Self {
             child,
