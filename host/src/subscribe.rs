@@ -152,12 +152,6 @@ impl Owner {
         receives_any
     }
 
-    fn may_receive(&self, event_name: &str) -> bool {
-        self.scopes
-            .as_ref()
-            .is_none_or(|scopes| scopes::allows(scopes, event_name, Operation::Get))
-    }
-
     /// The user may keep streaming: it exists, is not revoked, and its credentials have not ended
     /// (no password change, reset, revoke or tenant move) since the stream opened.
     fn still_allowed(&self, current: Option<&User>) -> bool {
@@ -224,11 +218,14 @@ impl EventStream {
         })
     }
 
-    /// Whether the viewer may receive events named `name` (always, for the admin console).
-    fn may_receive(&self, name: &str) -> bool {
-        self.viewer
+    /// Whether the viewer may receive an event named `name()`. The name is asked for only when
+    /// scopes filter (a live frame's name is read back from its bytes, per delivery).
+    fn may_receive<'a>(&self, name: impl FnOnce() -> &'a str) -> bool {
+        let filter = self
+            .viewer
             .as_ref()
-            .is_none_or(|viewer| viewer.owner.may_receive(name))
+            .and_then(|viewer| viewer.owner.scopes.as_deref());
+        filter.is_none_or(|scopes| scopes::allows(scopes, name(), Operation::Get))
     }
 
     /// The next bytes to write, or `None` when the stream ends.
@@ -314,7 +311,7 @@ impl EventStream {
                 let replay = events.latest_events(&self.tenant).await;
                 let replay = replay.map_err(End::Store)?;
                 for event in &replay.events {
-                    if self.may_receive(&event.event) {
+                    if self.may_receive(|| &event.event) {
                         self.deliver(Frame::render(event).bytes);
                     }
                 }
@@ -336,7 +333,7 @@ impl EventStream {
         for event in &page.events {
             if event.seq > self.cursor {
                 self.cursor = event.seq;
-                if self.may_receive(&event.event) {
+                if self.may_receive(|| &event.event) {
                     self.deliver(Frame::render(event).bytes);
                 }
             }
@@ -349,7 +346,7 @@ impl EventStream {
     fn push_if_new(&mut self, frame: Frame) {
         if frame.seq > self.cursor {
             self.cursor = frame.seq;
-            if self.may_receive(frame.event_name()) {
+            if self.may_receive(|| frame.event_name()) {
                 self.deliver(frame.bytes);
             }
         }
