@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::body::read_json;
 use super::sse::{event_stream_response, last_event_id};
 use super::users::check_admin;
-use super::{Body, json_response};
+use super::{Body, json_response, query_value};
 use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::insert;
@@ -94,27 +94,5 @@ fn console_user(tenant_name: String) -> User {
         reset: None,
         revision: 0,
         credential_generation: 0,
-    }
-}
-
-/// The decoded value of `key` in a query string.
-fn query_value(query: &str, key: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(name, _)| name == key)
-        .map(|(_, value)| value.into_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_values_are_percent_decoded() {
-        assert_eq!(
-            query_value("tenant=a%2Eb%20c&x=1", "tenant").as_deref(),
-            Some("a.b c")
-        );
-        assert_eq!(query_value("x=1&tenant=%C3%BC", "tenant").as_deref(), Some("ü"));
-        assert_eq!(query_value("tenantx=1", "tenant"), None);
     }
 }

@@ -146,6 +146,13 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
     }
 }
 
+/// The decoded value of `key` in a query string.
+pub(super) fn query_value(query: &str, key: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == key)
+        .map(|(_, value)| value.into_owned())
+}
+
 pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(value.to_string())).boxed_unsync());
     *response.status_mut() = status;
@@ -215,5 +222,20 @@ fn add_cors_headers(origin: &str, response: &mut Response<Body>) {
     }
     if origin != "*" {
         headers.insert(header::VARY, HeaderValue::from_static("origin"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(
+            query_value("tenant=a%2Eb%20c&x=1", "tenant").as_deref(),
+            Some("a.b c")
+        );
+        assert_eq!(query_value("x=1&tenant=%C3%BC", "tenant").as_deref(), Some("ü"));
+        assert_eq!(query_value("tenantx=1", "tenant"), None);
     }
 }

@@ -12,7 +12,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response};
 use tokio_stream::StreamExt;
 
-use super::{Body, served_to};
+use super::{Body, query_value, served_to};
 use crate::auth;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -60,11 +60,6 @@ pub fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Option<u64> {
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let from_query = || {
-        query?
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("last_event_id="))
-            .map(str::to_owned)
-    };
+    let from_query = || query_value(query?, "last_event_id");
     from_header.or_else(from_query)?.trim().parse().ok()
 }
