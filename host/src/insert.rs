@@ -120,17 +120,10 @@ async fn judge(
         data: &text,
         timestamp,
     };
-    let judgement = state
-        .guests
-        .check(&guest_event)
-        .await
-        .inspect_err(|failure| metrics().guest_failure(failure.kind()))?;
+    let judgement = state.guests.check(&guest_event).await?;
     let data = match judgement.verdict {
         Verdict::Accept => None,
-        Verdict::Replace(json) => Some(serde_json::from_str(&json).map_err(|e| {
-            metrics().guest_failure("invalid_json");
-            GuestError::InvalidJson(e.to_string())
-        })?),
+        Verdict::Replace(document) => Some(document),
         Verdict::Reject(message) => {
             let message = crate::validate::printable(&message, MAX_REJECTION_BYTES);
             return Err(InsertError::Rejected(message));

@@ -106,12 +106,16 @@ impl LoadedGuest {
                     tracing::warn!(guest = %self.label, tenant = event.tenant, failure, "guest call failed");
                     return Err(GuestError::Trap(failure));
                 }
-                Ok(Judgement {
-                    verdict: match verdict {
-                        types::Verdict::Accept => Verdict::Accept,
-                        types::Verdict::Replace(json) => Verdict::Replace(json),
-                        types::Verdict::Reject(message) => Verdict::Reject(message),
+                let verdict = match verdict {
+                    types::Verdict::Accept => Verdict::Accept,
+                    types::Verdict::Replace(json) => match serde_json::from_str(&json) {
+                        Ok(document) => Verdict::Replace(document),
+                        Err(error) => return Err(GuestError::InvalidJson(error.to_string())),
                     },
+                    types::Verdict::Reject(message) => Verdict::Reject(message),
+                };
+                Ok(Judgement {
+                    verdict,
                     reads: reads.reads,
                 })
             }

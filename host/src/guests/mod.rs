@@ -58,8 +58,9 @@ pub struct GuestEvent<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Accept,
-    /// Store and publish this JSON text instead (the host checks that it parses).
-    Replace(String),
+    /// Store and publish this document instead (parsed from the guest's text: text that is not
+    /// JSON is a `GuestError::InvalidJson`).
+    Replace(serde_json::Value),
     Reject(String),
 }
 
@@ -192,7 +193,10 @@ impl Guests {
                 ..
             }) => stats.rejections.fetch_add(1, Ordering::Relaxed),
             Ok(_) => 0,
-            Err(_) => stats.failures.fetch_add(1, Ordering::Relaxed),
+            Err(failure) => {
+                metrics().guest_failure(failure.kind());
+                stats.failures.fetch_add(1, Ordering::Relaxed)
+            }
         };
         judgement
     }
