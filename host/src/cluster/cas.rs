@@ -67,7 +67,7 @@ impl Cluster {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
-                Err(error) => return Err(StoreError::Unavailable(error.to_string())),
+                Err(error) => return Err(StoreError::unavailable(error)),
             }
         }
     }
@@ -89,7 +89,7 @@ impl Cluster {
             let last = stream
                 .get_info()
                 .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?
+                .map_err(StoreError::unavailable)?
                 .state
                 .last_sequence;
             let Some((payload, value)) = prepare().await? else {

@@ -42,7 +42,7 @@ impl JetStreamLog {
             .events
             .get_info()
             .await
-            .map_err(unavailable)?
+            .map_err(StoreError::unavailable)?
             .state
             .last_sequence;
         tokio::spawn(tail(cluster.clone(), fanout, after, shutdown));
@@ -107,17 +107,17 @@ impl JetStreamLog {
                 ..Default::default()
             })
             .await
-            .map_err(unavailable)?;
+            .map_err(StoreError::unavailable)?;
         let mut page = EventPage::default();
         let mut pending = consumer.cached_info().num_pending;
-        let mut messages = consumer.messages().await.map_err(unavailable)?;
+        let mut messages = consumer.messages().await.map_err(StoreError::unavailable)?;
         while pending > 0 && page.events.len() < limit && page.bytes < max_bytes {
             let message = match tokio::time::timeout(READ_TIMEOUT, messages.next()).await {
                 Ok(Some(Ok(message))) => message,
-                Ok(Some(Err(error))) => return Err(unavailable(error)),
+                Ok(Some(Err(error))) => return Err(StoreError::unavailable(error)),
                 Ok(None) | Err(_) => return Err(StoreError::Unavailable("reading events timed out".into())),
             };
-            let info = message.info().map_err(unavailable)?;
+            let info = message.info().map_err(StoreError::unavailable)?;
             pending = info.pending;
             let seq = info.stream_sequence;
             page.bytes += message.payload.len();
@@ -171,7 +171,12 @@ impl EventLog for JetStreamLog {
 
     async fn newest_seq(&self, _tenant: &str) -> StoreResult<u64> {
         // The stream's last sequence is at or above every tenant's newest.
-        let info = self.cluster.events.get_info().await.map_err(unavailable)?;
+        let info = self
+            .cluster
+            .events
+            .get_info()
+            .await
+            .map_err(StoreError::unavailable)?;
         Ok(info.state.last_sequence)
     }
 
@@ -180,7 +185,7 @@ impl EventLog for JetStreamLog {
         match self.cluster.events.direct_get_last_for_subject(subject).await {
             Ok(message) => Ok(Some(decode(&message.payload, message.sequence)?)),
             Err(error) if error.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(error) => Err(unavailable(error)),
+            Err(error) => Err(StoreError::unavailable(error)),
         }
     }
 
@@ -191,7 +196,7 @@ impl EventLog for JetStreamLog {
 }
 
 fn encode(event: &Event) -> StoreResult<bytes::Bytes> {
-    Ok(serde_json::to_vec(event).map_err(unavailable)?.into())
+    Ok(serde_json::to_vec(event).map_err(StoreError::unavailable)?.into())
 }
 
 fn decode(payload: &[u8], seq: u64) -> StoreResult<Event> {
@@ -199,10 +204,6 @@ fn decode(payload: &[u8], seq: u64) -> StoreResult<Event> {
         .map_err(|e| StoreError::Unavailable(format!("an undecodable event: {e}")))?;
     event.seq = seq;
     Ok(event)
-}
-
-fn unavailable(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(error.to_string())
 }
 
 /// Hands every event after `after` to this node's fan-out, in stream order, exactly once: an

@@ -127,7 +127,7 @@ impl Cluster {
         match stream.get_last_raw_message_by_subject(subject).await {
             Ok(message) => Ok(Some(message)),
             Err(error) if error.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(error) => Err(StoreError::Unavailable(error.to_string())),
+            Err(error) => Err(StoreError::unavailable(error)),
         }
     }
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{Cluster, bucket_subject, subjects};
 use crate::model::User;
-use crate::store::{MAX_NAME_BYTES, StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult, storable_name};
 use crate::user_directory::{UserChange, UserChanged, UserDirectory};
 
 pub struct KvUsers {
@@ -29,9 +29,9 @@ impl KvUsers {
         Self { cluster, changed }
     }
 
-    /// The user and its key's subject, read from the bucket stream's leader.
+    /// The user, read from the bucket stream's leader.
     async fn read(&self, username: &str) -> StoreResult<Option<User>> {
-        if !storable(username) {
+        if !storable_name(username) {
             return Ok(None);
         }
         let subject = bucket_subject(&self.cluster.users_stream, &subjects::token(username));
@@ -41,7 +41,7 @@ impl KvUsers {
             .await?;
         match message {
             Some(message) if !is_deletion(&message.headers) => Ok(Some(
-                serde_json::from_slice(&message.payload).map_err(unavailable)?,
+                serde_json::from_slice(&message.payload).map_err(StoreError::unavailable)?,
             )),
             _ => Ok(None),
         }
@@ -54,16 +54,8 @@ fn is_deletion(headers: &async_nats::HeaderMap) -> bool {
     headers.get("KV-Operation").is_some_and(|op| op.as_str() != "PUT")
 }
 
-fn storable(username: &str) -> bool {
-    !username.is_empty() && username.len() <= MAX_NAME_BYTES
-}
-
-fn unavailable(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(error.to_string())
-}
-
 fn encode(user: &User) -> StoreResult<bytes::Bytes> {
-    Ok(serde_json::to_vec(user).map_err(unavailable)?.into())
+    Ok(serde_json::to_vec(user).map_err(StoreError::unavailable)?.into())
 }
 
 #[async_trait::async_trait]
@@ -73,10 +65,10 @@ impl UserDirectory for KvUsers {
     }
 
     async fn list(&self) -> StoreResult<Vec<User>> {
-        let mut keys = self.cluster.users.keys().await.map_err(unavailable)?;
+        let mut keys = self.cluster.users.keys().await.map_err(StoreError::unavailable)?;
         let mut users = Vec::new();
         while let Some(key) = keys.next().await {
-            let Some(username) = subjects::name(&key.map_err(unavailable)?) else {
+            let Some(username) = subjects::name(&key.map_err(StoreError::unavailable)?) else {
                 continue;
             };
             if let Some(user) = self.read(&username).await? {
@@ -88,7 +80,7 @@ impl UserDirectory for KvUsers {
     }
 
     async fn create(&self, user: User) -> StoreResult<bool> {
-        if !storable(&user.username) {
+        if !storable_name(&user.username) {
             return Err(StoreError::BadKey);
         }
         let subject = bucket_subject(&self.cluster.users_stream, &subjects::token(&user.username));

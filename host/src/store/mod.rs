@@ -27,6 +27,12 @@ const DATABASES: u32 = 4;
 /// Longest tenant name, username or event name in bytes: they are parts of LMDB keys (max 511 bytes).
 pub const MAX_NAME_BYTES: usize = 200;
 
+/// Whether a username can be stored, in either directory: empty names and names past the bound
+/// cannot (an LMDB key has at most 511 bytes), so they are simply unknown to every read.
+pub fn storable_name(username: &str) -> bool {
+    !username.is_empty() && username.len() <= MAX_NAME_BYTES
+}
+
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -60,6 +66,13 @@ impl From<heed::Error> for StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+impl StoreError {
+    /// The storage cluster failed or did not answer: `error` says how (logged, never sent).
+    pub fn unavailable(error: impl std::fmt::Display) -> Self {
+        Self::Unavailable(error.to_string())
+    }
+}
 
 /// The LMDB environment and its typed databases.
 pub struct Store {

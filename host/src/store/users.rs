@@ -1,18 +1,13 @@
 //! The user directory: get, create-if-absent, update in place. Each call is one LMDB transaction, so
 //! a username check and its write cannot interleave with another writer.
 
-use super::{MAX_NAME_BYTES, Store, StoreError, StoreResult};
+use super::{Store, StoreError, StoreResult, storable_name};
 use crate::model::User;
-
-/// Whether `username` can be an LMDB key here: empty keys and keys past the name bound cannot.
-fn storable(username: &str) -> bool {
-    !username.is_empty() && username.len() <= MAX_NAME_BYTES
-}
 
 impl Store {
     /// The user named `username`; a name that could never have been stored is simply unknown.
     pub fn get_user(&self, username: &str) -> StoreResult<Option<User>> {
-        if !storable(username) {
+        if !storable_name(username) {
             return Ok(None);
         }
         let rtxn = self.env.read_txn()?;
@@ -27,7 +22,7 @@ impl Store {
 
     /// Stores `user` unless its username is taken; returns whether it was stored.
     pub fn create_user(&self, user: &User) -> StoreResult<bool> {
-        if !storable(&user.username) {
+        if !storable_name(&user.username) {
             return Err(StoreError::BadKey);
         }
         let mut wtxn = self.env.write_txn()?;
@@ -46,7 +41,7 @@ impl Store {
         username: &str,
         change: impl FnOnce(&mut User) -> bool,
     ) -> StoreResult<Option<User>> {
-        if !storable(username) {
+        if !storable_name(username) {
             return Ok(None);
         }
         let mut wtxn = self.env.write_txn()?;
