@@ -5,6 +5,7 @@
 mod stall_guard;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -95,16 +96,11 @@ pub async fn serve<H, F>(
             let _open = OpenGuard::new(&metrics().open_connections);
             let result = match tls {
                 None => serve_connection(stream, limits, watcher, handler).await,
-                // A handshake gets the same time as a request's headers.
-                Some(tls) => match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
-                    Err(_) => Ok(()),
-                    Ok(Ok(Some(stream))) => serve_connection(stream, limits, watcher, handler).await,
-                    Ok(Ok(None)) => Ok(()),
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "TLS handshake failed");
-                        Ok(())
-                    }
-                },
+                // Boxed: a TLS connection's state is about 7 KiB, and a task is as large as its
+                // largest branch, so unboxed every plain connection would pay for it too.
+                Some(tls) => {
+                    Box::pin(serve_tls_connection(stream, peer, &tls, limits, watcher, handler)).await
+                }
             };
             if let Err(error) = result {
                 tracing::debug!(%peer, error, "connection ended with an error");
@@ -115,6 +111,29 @@ pub async fn serve<H, F>(
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing"),
+    }
+}
+
+/// Serves one connection after its TLS handshake, which gets the same time as a request's headers.
+async fn serve_tls_connection<H, F>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: &TlsTerminator,
+    limits: ConnectionLimits,
+    watcher: Watcher,
+    handler: H,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
+        Err(_) | Ok(Ok(None)) => Ok(()),
+        Ok(Ok(Some(stream))) => serve_connection(stream, limits, watcher, handler).await,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            Ok(())
+        }
     }
 }
 
@@ -130,7 +149,10 @@ where
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let service = service_fn(move |request| {
-        let answer = handler(request);
+        // Boxed: hyper keeps a slot the size of the service's future for the connection's whole
+        // life, and the API's future (every handler's state) is kilobytes. Boxed, the slot is a
+        // pointer and the handler's state is freed once the response head is out.
+        let answer = Box::pin(handler(request));
         async move { Ok::<_, std::convert::Infallible>(answer.await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
