@@ -51,6 +51,7 @@ async fn subscriber(
             break;
         }
         let stamp = tokio::select! {
+            biased;
             data = frames.next_data() => match data { Some(data) => Stamp::parse(data), None => break },
             changed = expected.changed(), if total.is_none() => {
                 if changed.is_err() {
@@ -113,6 +114,7 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
     let deadline = tokio::time::Instant::now() + args.duration();
     probe.sample_during_at(deadline - args.duration() / 2);
     let interval = args.client_interval();
+    let clients = args.clients.max(1) as u32;
     let publishing: Vec<_> = publishers
         .into_iter()
         .enumerate()
@@ -121,7 +123,11 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
             let http = target.new_client()?;
             Ok(tokio::spawn(async move {
                 let (mut acknowledged, mut errors, mut n) = (0u64, 0u64, 0u64);
-                let mut next = tokio::time::Instant::now();
+                // Publishers are spread evenly over one interval: started in step, they would
+                // insert in bursts of `clients` events, and a burst's last delivery waits for the
+                // whole burst's fan-out, which measures the burst rather than the rate.
+                let mut next = tokio::time::Instant::now()
+                    + interval.map_or(Duration::ZERO, |interval| interval * p as u32 / clients);
                 while tokio::time::Instant::now() < deadline {
                     if let Some(interval) = interval {
                         tokio::time::sleep_until(next).await;

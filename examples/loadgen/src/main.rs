@@ -16,6 +16,7 @@ mod fanout;
 mod limits;
 mod probe;
 mod procfs;
+mod raw_sse;
 mod report;
 mod requests;
 mod sequence;
