@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::{broadcast, watch};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::WatchStream;
 
 use crate::model::Event;
 
@@ -98,7 +100,7 @@ impl Fanout {
             .or_insert_with(|| watch::channel(0).0)
             .subscribe();
         UserWatch {
-            receiver,
+            changes: WatchStream::from_changes(receiver),
             username: username.to_owned(),
             fanout: self.clone(),
         }
@@ -145,9 +147,19 @@ impl Drop for LiveFeed {
 
 /// A stream's watch on its user's record; the registry entry goes when the user's last watch does.
 pub struct UserWatch {
-    pub receiver: watch::Receiver<u64>,
+    /// A stream rather than `Receiver::changed()`: its wait stays registered between polls, where a
+    /// `changed()` future made per poll took and released the watch's lock every time a stream of
+    /// that user woke for a frame.
+    changes: WatchStream<u64>,
     username: String,
     fanout: Arc<Fanout>,
+}
+
+impl UserWatch {
+    /// Completes with true when the user's record changes, false when the registry is gone.
+    pub async fn changed(&mut self) -> bool {
+        self.changes.next().await.is_some()
+    }
 }
 
 impl Drop for UserWatch {
@@ -158,6 +170,8 @@ impl Drop for UserWatch {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt;
+
     use super::*;
 
     #[test]
@@ -198,10 +212,16 @@ mod tests {
     #[tokio::test]
     async fn a_user_change_wakes_only_that_users_watch() {
         let fanout = Arc::new(Fanout::new(8));
-        let ann = fanout.watch_user("ann");
-        let bob = fanout.watch_user("bob");
+        let mut ann = fanout.watch_user("ann");
+        let mut bob = fanout.watch_user("bob");
         fanout.user_changed("ann");
-        assert!(ann.receiver.has_changed().unwrap());
-        assert!(!bob.receiver.has_changed().unwrap());
+        assert_eq!(ann.changed().now_or_never(), Some(true));
+        assert_eq!(bob.changed().now_or_never(), None);
+        fanout.user_changed("bob");
+        assert_eq!(
+            bob.changed().now_or_never(),
+            Some(true),
+            "a pending wait sees the change"
+        );
     }
 }

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Sleep;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::auth::Identity;
 use crate::auth::scopes::{self, Operation};
@@ -127,10 +128,7 @@ async fn viewer_news(viewer: &mut Option<Viewer>) -> ViewerNews {
     tokio::select! {
         biased;
         () = viewer.expiry.as_mut() => ViewerNews::CredentialExpired,
-        changed = viewer.watch.receiver.changed() => match changed {
-            Ok(()) => ViewerNews::UserChanged,
-            Err(_) => ViewerNews::WatchClosed,
-        },
+        changed = viewer.watch.changed() => if changed { ViewerNews::UserChanged } else { ViewerNews::WatchClosed },
     }
 }
 
@@ -179,6 +177,9 @@ struct EventStream {
     /// Fires every `--keep_alive` seconds, when set.
     keep_alive: Option<Pin<Box<Sleep>>>,
     live: LiveFeed,
+    /// Completes at shutdown. Made once: a `cancelled()` future made per wake registered and
+    /// unregistered on the token's one lock, shared by every open stream.
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     /// The replay still to do: `Some(None)` latest per name, `Some(Some(n))` after `n`.
     start: Option<Option<u64>>,
     /// Reading the store until it has nothing after the cursor (after a lag, or a resume).
@@ -202,6 +203,7 @@ impl EventStream {
             keep_alive: (state.config.keep_alive > 0)
                 .then(|| Box::pin(tokio::time::sleep(Duration::from_secs(state.config.keep_alive)))),
             live: state.fanout.subscribe(tenant),
+            shutdown: Box::pin(state.shutdown.clone().cancelled_owned()),
             start: Some(resume_after),
             catching_up: false,
             cursor: 0,
@@ -262,12 +264,11 @@ impl EventStream {
         if self.catching_up {
             return self.catch_up_page().await;
         }
-        let state = self.state.clone();
         // Biased: a user change is taken before a live frame, so a scope change or revoke that
         // was announced before an insert applies to that insert's frame.
         tokio::select! {
             biased;
-            () = state.shutdown.cancelled() => Err(End::ShuttingDown),
+            () = self.shutdown.as_mut() => Err(End::ShuttingDown),
             news = viewer_news(&mut self.viewer) => match news {
                 ViewerNews::CredentialExpired => Err(End::CredentialsExpired),
                 ViewerNews::UserChanged => self.check_user().await,
@@ -287,7 +288,7 @@ impl EventStream {
                 Err(RecvError::Closed) => Err(End::ShuttingDown),
             },
             () = keep_alive_tick(&mut self.keep_alive) => {
-                let period = Duration::from_secs(state.config.keep_alive);
+                let period = Duration::from_secs(self.state.config.keep_alive);
                 if let Some(timer) = self.keep_alive.as_mut() {
                     timer.as_mut().reset(tokio::time::Instant::now() + period);
                 }
