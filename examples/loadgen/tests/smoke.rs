@@ -36,7 +36,7 @@ fn broker_binary() -> PathBuf {
 
 fn start_broker() -> Server {
     let dir = tempfile::TempDir::new().unwrap();
-    let mut child = Command::new(broker_binary())
+    let child = Command::new(broker_binary())
         .args([
             "--port",
             "0",
@@ -53,18 +53,38 @@ fn start_broker() -> Server {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|line| line.split("broker listening on ").nth(1).map(str::to_owned))
-        .expect("broker started");
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    Server {
+    Server::listening(child, "broker listening on ", dir)
+}
+
+/// `fanout-floor`, the baseline `scripts/perf` compares Broker's fan-out with.
+fn start_floor() -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_fanout-floor"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Server::listening(
         child,
-        url,
-        _dir: dir,
+        "fanout-floor listening on ",
+        tempfile::TempDir::new().unwrap(),
+    )
+}
+
+impl Server {
+    /// Waits for the line `announcement` + URL on the child's stderr.
+    fn listening(mut child: Child, announcement: &str, dir: tempfile::TempDir) -> Self {
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|line| line.split(announcement).nth(1).map(str::to_owned))
+            .expect("the server started");
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Server {
+            child,
+            url,
+            _dir: dir,
+        }
     }
 }
 
@@ -172,19 +192,22 @@ fn every_scenario_runs_cleanly_against_broker() {
         assert_plausible_costs(&result);
     }
 
-    let result = run_scenario(
-        &server,
-        &[
-            "--scenario",
-            "fanout",
-            "--clients",
-            "2",
-            "--subscribers",
-            "100",
-            "--rate",
-            "100",
-        ],
-    );
+    assert_exact_fanout(&run_scenario(&server, &FANOUT_100_SUBSCRIBERS));
+}
+
+const FANOUT_100_SUBSCRIBERS: [&str; 8] = [
+    "--scenario",
+    "fanout",
+    "--clients",
+    "2",
+    "--subscribers",
+    "100",
+    "--rate",
+    "100",
+];
+
+/// Every acknowledged insert reached each of the 100 subscribers once, in order.
+fn assert_exact_fanout(result: &Value) {
     assert_eq!(
         (
             result["lost"].as_u64(),
@@ -200,8 +223,14 @@ fn every_scenario_runs_cleanly_against_broker() {
     assert_eq!(result["deliveries"].as_u64().unwrap(), inserts * 100, "{result}");
     for key in ["server_cpu_us_per_delivery", "client_cpu_us_per_delivery"] {
         // Delivering one small event should never cost anywhere near 10 ms of CPU.
-        let micros = number(&result, key);
+        let micros = number(result, key);
         assert!((0.0..10_000.0).contains(&micros), "{key} in {result}");
     }
-    assert_plausible_costs(&result);
+    assert_plausible_costs(result);
+}
+
+#[test]
+fn the_fanout_floor_serves_the_fanout_scenario_exactly() {
+    let floor = start_floor();
+    assert_exact_fanout(&run_scenario(&floor, &FANOUT_100_SUBSCRIBERS));
 }
