@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -27,6 +27,8 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// Frames a subscriber may fall behind by; one that falls further is dropped (the run counts its
 /// missing events as lost, so a floor that cannot keep up shows).
 const LIVE_BUFFER: usize = 4096;
+/// Largest insert body read; a larger one is answered 413 (broker-load sends a few dozen bytes).
+const MAX_BODY: usize = 1 << 20;
 
 struct Floor {
     frames: broadcast::Sender<Bytes>,
@@ -75,8 +77,11 @@ async fn answer(floor: &Floor, request: Request<Incoming>) -> Response<Body> {
 
 /// Publishes the insert's frame to every subscriber and answers; nothing is kept.
 async fn insert(floor: &Floor, request: Request<Incoming>) -> Response<Body> {
-    let Ok(body) = request.into_body().collect().await else {
-        return json(StatusCode::BAD_REQUEST, r#"{"error":"unreadable body"}"#);
+    let Ok(body) = Limited::new(request.into_body(), MAX_BODY).collect().await else {
+        return json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            r#"{"error":"body unreadable or over 1 MiB"}"#,
+        );
     };
     let Ok(insert) = serde_json::from_slice::<Value>(&body.to_bytes()) else {
         return json(StatusCode::BAD_REQUEST, r#"{"error":"invalid JSON"}"#);
