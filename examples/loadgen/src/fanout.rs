@@ -99,8 +99,14 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
     let (set_expected, expected) = watch::channel(None);
     let mut subscribers = Vec::new();
     for _ in 0..args.subscribers {
-        // Each subscriber on its own connection, connected before anything is published.
-        let frames = target.subscribe(&target.new_client()?, &reader).await?;
+        // Each subscriber on its own connection, connected before anything is published: over
+        // https through a client of its own (one client would multiplex them all over HTTP/2);
+        // over http the stream is read off its own socket and no client is used.
+        let http = match target.url.starts_with("https://") {
+            true => target.new_client()?,
+            false => setup.clone(),
+        };
+        let frames = target.subscribe(&http, &reader).await?;
         subscribers.push(tokio::spawn(subscriber(
             frames,
             expected.clone(),
