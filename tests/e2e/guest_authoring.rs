@@ -48,12 +48,26 @@ fn has_cargo_component() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// cargo-component installs a missing `wasm32-wasip1` through rustup on first use, and two tests doing
+/// that at once corrupt each other's files: scripts/test installs both targets before any test runs, and
+/// a test never installs anything itself.
+fn assert_targets_installed() {
+    let installed = run(Command::new("rustup").args(["target", "list", "--installed"]));
+    for target in ["wasm32-wasip1", "wasm32-wasip2"] {
+        assert!(
+            installed.lines().any(|line| line.trim() == target),
+            "rustup target {target} is not installed (scripts/test installs it)"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_guest_written_outside_the_repository_by_the_readme_runs() {
     assert!(
         has_cargo_component(),
         "cargo-component is not installed (scripts/test installs it)"
     );
+    assert_targets_installed();
     let work = tempfile::TempDir::new().unwrap();
     // 1. A new component library.
     run(&mut cargo(work.path(), &["component", "new", "--lib", "shouty"]));
@@ -115,6 +129,7 @@ fn the_example_guests_build_with_cargo_component_too() {
         has_cargo_component(),
         "cargo-component is not installed (scripts/test installs it)"
     );
+    assert_targets_installed();
     // A copy, as cargo-component writes `src/bindings.rs` beside each guest's sources.
     let repository = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let copy = tempfile::TempDir::new().unwrap();
