@@ -32,7 +32,18 @@ pub struct GuestLimits {
     pub memory_bytes: usize,
 }
 
+/// A call's wall-clock bound is this many times its running-time limit (at least
+/// `MIN_WALL_TIMEOUT`): epoch ticks only charge a guest while it runs, so a guest waiting on the
+/// host (a WASI sleep, a pollable) would otherwise hold its instance and its insert forever.
+const WALL_TIMEOUT_FACTOR: u32 = 20;
+const MIN_WALL_TIMEOUT: Duration = Duration::from_secs(1);
+
 impl GuestLimits {
+    /// How long a call may take in all, waiting included.
+    pub fn wall_timeout(&self) -> Duration {
+        (self.timeout * WALL_TIMEOUT_FACTOR).max(MIN_WALL_TIMEOUT)
+    }
+
     /// The number of epoch ticks a call may run for.
     pub fn tick_budget(&self) -> u32 {
         let ticks = self.timeout.as_micros().div_ceil(EPOCH_TICK.as_micros()).max(1);

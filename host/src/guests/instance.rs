@@ -13,6 +13,10 @@ use super::engine::GuestLimits;
 use super::sandbox::GuestState;
 use super::{GuestError, GuestEvent, Judgement, Verdict};
 use crate::event_log::EventLog;
+use crate::validate::printable;
+
+/// Longest guest-supplied text (a file name, a trap message) kept in a log line, in bytes.
+const LOG_TEXT_BYTES: usize = 500;
 
 /// Warm instances kept per tenant (about one per core serves concurrent inserts).
 const WARM_PER_TENANT: usize = 2;
@@ -83,11 +87,24 @@ impl LoadedGuest {
     /// Runs one event through the guest under the time and memory limits; returns its verdict and
     /// what it read of the tenant's state.
     pub async fn validate(&self, event: &GuestEvent<'_>) -> Result<Judgement, GuestError> {
+        let wall = self.limits.wall_timeout();
+        match tokio::time::timeout(wall, self.validate_unbounded(event)).await {
+            Ok(judged) => judged,
+            // The call's future, and with it the instance, is dropped: never entered again.
+            Err(_) => {
+                let failure = GuestError::WallTimeout(u64::try_from(wall.as_millis()).unwrap_or(u64::MAX));
+                self.log_failure(event.tenant, &failure);
+                Err(failure)
+            }
+        }
+    }
+
+    async fn validate_unbounded(&self, event: &GuestEvent<'_>) -> Result<Judgement, GuestError> {
         let mut warm = match self.take_warm(event.tenant) {
             Some(warm) => warm,
             None => self.instantiate().await?,
         };
-        warm.store.data_mut().begin_call(event.tenant);
+        warm.store.data_mut().begin_call(event);
         warm.store.set_epoch_deadline(1);
         let input = types::Event {
             tenant: event.tenant.to_owned(),
@@ -103,8 +120,9 @@ impl LoadedGuest {
                 self.return_warm(event.tenant, warm);
                 // A verdict reached on a refused or failed read is no verdict.
                 if let Some(failure) = reads.failure {
-                    tracing::warn!(guest = %self.label, tenant = event.tenant, failure, "guest call failed");
-                    return Err(GuestError::Trap(failure));
+                    let failure = GuestError::Trap(failure);
+                    self.log_failure(event.tenant, &failure);
+                    return Err(failure);
                 }
                 let verdict = match verdict {
                     types::Verdict::Accept => Verdict::Accept,
@@ -147,7 +165,9 @@ impl LoadedGuest {
         });
         store.set_epoch_deadline(1);
         let validator = self.pre.instantiate_async(&mut store).await.map_err(|error| {
-            tracing::warn!(guest = %self.label, error = format!("{error:#}"), "guest instantiation failed");
+            let guest = printable(&self.label, LOG_TEXT_BYTES);
+            let cause = printable(&format!("{error:#}"), LOG_TEXT_BYTES);
+            tracing::warn!(guest, error = cause, "guest instantiation failed");
             GuestError::Unavailable(format!("{error}"))
         })?;
         self.instances.fetch_add(1, Ordering::Relaxed);
@@ -189,7 +209,15 @@ impl LoadedGuest {
                 None => GuestError::Trap(error.to_string()),
             }
         };
-        tracing::warn!(guest = %self.label, tenant = state.tenant, %failure, "guest call failed");
+        self.log_failure(&state.tenant, &failure);
         failure
+    }
+
+    /// One log line per failed call; the label and the failure are shown escaped, since both may
+    /// carry a guest's text (a file name, a panic message) with newlines or escape sequences.
+    fn log_failure(&self, tenant: &str, failure: &GuestError) {
+        let guest = printable(&self.label, LOG_TEXT_BYTES);
+        let failure = printable(&failure.to_string(), LOG_TEXT_BYTES);
+        tracing::warn!(guest, tenant, failure, "guest call failed");
     }
 }

@@ -5,6 +5,7 @@
 //! - `engine`: the wasmtime engine, linker, limits and compiled-guest cache;
 //! - `instance`: a loaded guest and its warm per-tenant instances;
 //! - `sandbox`: what a guest instance can reach (empty WASI, a memory cap, `log`, `state`);
+//! - `world`: the clocks and randomness a guest sees (the event's time, a seed from the event);
 //! - `state`: the `state.latest` import, and the reads an insert must still find true at commit;
 //! - `directory`: the guests directory, watched for new, changed and removed files.
 //!
@@ -17,6 +18,7 @@ mod engine;
 mod instance;
 mod sandbox;
 mod state;
+mod world;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -76,6 +78,9 @@ pub struct Judgement {
 pub enum GuestError {
     #[error("guest exceeded its time limit of {0} ms")]
     Timeout(u64),
+    /// It waited on the host (a WASI sleep or poll) past its wall-clock bound.
+    #[error("guest did not answer within {0} ms")]
+    WallTimeout(u64),
     #[error("guest exceeded its memory limit of {0} MiB")]
     OutOfMemory(u64),
     #[error("guest trapped: {0}")]
@@ -90,7 +95,7 @@ impl GuestError {
     /// The failure's kind, as a metric label.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Timeout(_) => "timeout",
+            Self::Timeout(_) | Self::WallTimeout(_) => "timeout",
             Self::OutOfMemory(_) => "out_of_memory",
             Self::Trap(_) => "trap",
             Self::InvalidJson(_) => "invalid_json",

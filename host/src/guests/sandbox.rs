@@ -1,5 +1,6 @@
-//! Per-store state of a guest instance: an empty WASI context (no files, network, environment or
-//! arguments), the memory cap, the `log` import, and this call's `state` reads.
+//! Per-store state of a guest instance: a WASI context with nothing of the host in it (no files,
+//! network, environment or arguments; clocks and randomness from the event, `world`), the memory
+//! and handle caps, the `log` import, and this call's `state` reads.
 
 use std::sync::Arc;
 
@@ -7,8 +8,10 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::GuestEvent;
 use super::bindings::broker::guest::log::{Host as LogHost, Level};
 use super::state::CallReads;
+use super::world::CallWorld;
 use crate::event_log::EventLog;
 
 /// Log lines one guest call may write before the rest are dropped.
@@ -17,10 +20,15 @@ const LOG_LINES_PER_CALL: u32 = 20;
 const LOG_LINE_BYTES: usize = 500;
 /// Most table elements a guest may grow to.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Most host resources (WASI streams, pollables) an instance may hold at once: a guest that leaks
+/// handles gets an error, not host memory (wasmtime's own default is a million).
+pub const MAX_RESOURCES: usize = 1_000;
 
 pub struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
+    /// The clocks and randomness the guest sees, set for each call.
+    world: CallWorld,
     /// Linear-memory limit in bytes, and whether a grow past it was refused.
     memory_cap: usize,
     pub memory_refused: bool,
@@ -39,9 +47,15 @@ pub struct GuestState {
 
 impl GuestState {
     pub fn new(label: Arc<str>, memory_cap: usize, tick_budget: u32, events: Arc<dyn EventLog>) -> Self {
+        let world = CallWorld::default();
+        let mut wasi = WasiCtx::builder();
+        world.install(&mut wasi);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         Self {
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
+            wasi: wasi.build(),
+            table,
+            world,
             memory_cap,
             memory_refused: false,
             label,
@@ -54,8 +68,10 @@ impl GuestState {
         }
     }
 
-    pub fn begin_call(&mut self, tenant: &str) {
-        tenant.clone_into(&mut self.tenant);
+    pub fn begin_call(&mut self, event: &GuestEvent<'_>) {
+        event.tenant.clone_into(&mut self.tenant);
+        self.world
+            .begin_call(event.tenant, event.username, event.event, event.timestamp);
         self.logs_this_call = 0;
         self.ticks_left = self.tick_budget;
         self.reads = CallReads::default();
@@ -102,12 +118,18 @@ impl LogHost for GuestState {
         self.logs_this_call += 1;
         if self.logs_this_call > LOG_LINES_PER_CALL {
             if self.logs_this_call == LOG_LINES_PER_CALL + 1 {
-                tracing::warn!(guest = %self.label, tenant = self.tenant, "further guest log lines dropped for this call");
+                let guest = crate::validate::printable(&self.label, LOG_LINE_BYTES);
+                tracing::warn!(
+                    guest,
+                    tenant = self.tenant,
+                    "further guest log lines dropped for this call"
+                );
             }
             return;
         }
         let message = crate::validate::printable(&message, LOG_LINE_BYTES);
-        let (guest, tenant) = (&*self.label, self.tenant.as_str());
+        let guest = crate::validate::printable(&self.label, LOG_LINE_BYTES);
+        let (guest, tenant) = (guest.as_str(), self.tenant.as_str());
         match level {
             Level::Debug => tracing::debug!(guest, tenant, "guest: {message}"),
             Level::Info => tracing::info!(guest, tenant, "guest: {message}"),

@@ -42,6 +42,31 @@ impl Guest for Hostile {
                 }
                 Verdict::Accept
             }
+            // Waits on the host (a WASI sleep): epoch ticks never fire, so only a wall-clock bound
+            // ends it.
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Verdict::Accept
+            }
+            // Creates host resources and never drops them: without a cap on the instance's
+            // resource table each would take host memory.
+            "leak-handles" => {
+                for _ in 0..5_000 {
+                    std::mem::forget(wasip2::clocks::monotonic_clock::subscribe_duration(1));
+                }
+                Verdict::Accept
+            }
+            // What the guest sees of the world: both clocks and a random number.
+            "world" => {
+                let wall = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_millis());
+                let monotonic = wasip2::clocks::monotonic_clock::now();
+                let random = wasip2::random::random::get_random_u64();
+                Verdict::Replace(format!(
+                    "{{\"wall_ms\":{wall},\"monotonic_ns\":{monotonic},\"random\":\"{random}\"}}"
+                ))
+            }
             _ => Verdict::Accept,
         }
     }
