@@ -29,7 +29,8 @@ pub struct Config {
     #[arg(long = "tls_port", env = "BROKER_TLS_PORT", default_value_t = 443)]
     pub tls_port: u16,
 
-    /// Address to bind the plain-HTTP and HTTPS ports on.
+    /// Address to bind the plain-HTTP and HTTPS ports on. Beyond loopback, Broker refuses to start
+    /// while `jwt_secret` or `admin_token` is its public default or shorter than 32 bytes.
     #[arg(long, env = "BROKER_BIND", default_value = "0.0.0.0")]
     pub bind: String,
 
@@ -41,7 +42,8 @@ pub struct Config {
     #[arg(long = "jwt_expiry", env = "BROKER_JWT_EXPIRY", default_value_t = 86_400)]
     pub jwt_expiry: u64,
 
-    /// HS256 secret for JWTs. Set it: the default is public.
+    /// HS256 secret for JWTs, at least 32 bytes (`openssl rand -base64 32`). The default is public
+    /// and only accepted while Broker listens on loopback.
     #[arg(long = "jwt_secret", env = "BROKER_JWT_SECRET", default_value = DEFAULT_JWT_SECRET, hide_env_values = true, hide_default_value = true)]
     pub jwt_secret: Secret,
 
@@ -106,9 +108,16 @@ pub struct Config {
     #[arg(long = "acme_ca", env = "BROKER_ACME_CA")]
     pub acme_ca: Option<PathBuf>,
 
-    /// Token that admin endpoints require in their body. Set it: the default is public.
+    /// Token that admin endpoints require, at least 32 bytes (`openssl rand -base64 32`). The default
+    /// is public and only accepted while Broker listens on loopback.
     #[arg(long = "admin_token", env = "BROKER_ADMIN_TOKEN", default_value = DEFAULT_ADMIN_TOKEN, hide_env_values = true, hide_default_value = true)]
     pub admin_token: Secret,
+
+    /// Wrong admin tokens one client address may send per minute; past it, every admin request from
+    /// that address is answered 429 until the minute ends (right token or not, so guessing learns
+    /// nothing). 10,000 addresses are tracked at once.
+    #[arg(long = "admin_failures", env = "BROKER_ADMIN_FAILURES", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub admin_failures: u32,
 
     /// Refuse weak passwords (zxcvbn score below 3).
     #[arg(long = "password_checker", env = "BROKER_PASSWORD_CHECKER", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -207,10 +216,19 @@ pub struct Config {
     #[arg(long = "enforce_scopes", env = "BROKER_ENFORCE_SCOPES", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub enforce_scopes: bool,
 
-    /// Serve Prometheus metrics at `GET /metrics` on this port (on `bind`; 0 picks a free one). Off
-    /// when unset: a listener of its own, so metrics never show on the public port.
+    /// Serve Prometheus metrics at `GET /metrics` on this port (on `metrics_bind`; 0 picks a free
+    /// one). Off when unset: a listener of its own, so metrics never show on the public port.
     #[arg(long = "metrics_port", env = "BROKER_METRICS_PORT")]
     pub metrics_port: Option<u16>,
+
+    /// Address the metrics port binds to: loopback by default, so that only this machine (or a
+    /// scraper told otherwise) reads them.
+    #[arg(
+        long = "metrics_bind",
+        env = "BROKER_METRICS_BIND",
+        default_value = "127.0.0.1"
+    )]
+    pub metrics_bind: String,
 
     /// Cluster mode: NATS server URLs, comma-separated (`nats://host:4222,...`). Every node gets the
     /// same `--nats`, `--jwt_secret` and `--admin_token`; events and users then live in JetStream
@@ -279,6 +297,9 @@ impl std::fmt::Debug for Secret {
 }
 
 pub const DEFAULT_JWT_SECRET: &str = "secret";
+/// The shortest `jwt_secret` and `admin_token` accepted beyond loopback: 256 bits, the size of
+/// HS256's key, and out of reach of guessing.
+pub const MIN_SECRET_BYTES: usize = 32;
 pub const DEFAULT_ADMIN_TOKEN: &str = "letmein";
 pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
@@ -327,16 +348,48 @@ impl Config {
             .unwrap_or_else(|| self.db.join("guest-cache"))
     }
 
-    /// Names of the secrets that still have their public default value.
-    pub fn default_secrets(&self) -> Vec<&'static str> {
+    /// Names of the secrets that are public (their default) or shorter than `MIN_SECRET_BYTES`.
+    pub fn weak_secrets(&self) -> Vec<&'static str> {
+        let weak = |value: &str, default: &str| value == default || value.len() < MIN_SECRET_BYTES;
         let mut names = Vec::new();
-        if &*self.jwt_secret == DEFAULT_JWT_SECRET {
+        if weak(&self.jwt_secret, DEFAULT_JWT_SECRET) {
             names.push("jwt_secret");
         }
-        if &*self.admin_token == DEFAULT_ADMIN_TOKEN {
+        if weak(&self.admin_token, DEFAULT_ADMIN_TOKEN) {
             names.push("admin_token");
         }
         names
+    }
+
+    /// Refuses weak secrets on any address beyond loopback: with them anyone who reaches the port
+    /// could sign their own JWTs or act as the admin. On loopback only they are a warning, so that
+    /// the README's walk-through and the original's clients work on one machine unchanged.
+    pub fn check_secrets(&self, listening: &[std::net::SocketAddr]) -> anyhow::Result<()> {
+        let weak = self.weak_secrets();
+        let exposed: Vec<String> = listening
+            .iter()
+            .filter(|address| !address.ip().is_loopback())
+            .map(ToString::to_string)
+            .collect();
+        for name in &weak {
+            if exposed.is_empty() {
+                tracing::warn!(
+                    "--{name} is its public default or shorter than {MIN_SECRET_BYTES} bytes: accepted on loopback only"
+                );
+            }
+        }
+        let Some(name) = weak.first() else {
+            return Ok(());
+        };
+        anyhow::ensure!(
+            exposed.is_empty(),
+            "--{name} is its public default or shorter than {MIN_SECRET_BYTES} bytes, and Broker would listen \
+             on {} beyond this machine. Generate one with `openssl rand -base64 32` and pass it as --{name} \
+             or in the BROKER_{} environment variable (or listen on loopback only: --bind 127.0.0.1)",
+            exposed.join(", "),
+            name.to_uppercase()
+        );
+        Ok(())
     }
 }
 
@@ -361,5 +414,45 @@ mod tests {
             "{printed}"
         );
         assert_eq!(&*config.jwt_secret, "jwt-s3cret");
+    }
+
+    fn addresses(list: &[&str]) -> Vec<std::net::SocketAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn weak_secrets_are_refused_beyond_loopback_only() {
+        let strong = "k7Qm9vX2pL4sT8wZ1bN6cR3fH5jD0gA+";
+        let defaults = Config::parse_from(["broker"]);
+        assert_eq!(defaults.weak_secrets(), ["jwt_secret", "admin_token"]);
+        assert!(
+            defaults
+                .check_secrets(&addresses(&["127.0.0.1:8080", "[::1]:443"]))
+                .is_ok()
+        );
+        let refused = defaults.check_secrets(&addresses(&["0.0.0.0:8080"])).unwrap_err();
+        let message = format!("{refused}");
+        for needed in [
+            "--jwt_secret",
+            "openssl rand -base64 32",
+            "BROKER_JWT_SECRET",
+            "0.0.0.0:8080",
+        ] {
+            assert!(message.contains(needed), "{message}");
+        }
+        let short = Config::parse_from([
+            "broker",
+            "--jwt_secret",
+            strong,
+            "--admin_token",
+            "0123456789abcdef",
+        ]);
+        assert_eq!(short.weak_secrets(), ["admin_token"], "16 bytes is too short");
+        assert!(short.check_secrets(&addresses(&["192.0.2.1:8080"])).is_err());
+        let good = Config::parse_from(["broker", "--jwt_secret", strong, "--admin_token", strong]);
+        assert!(
+            good.check_secrets(&addresses(&["0.0.0.0:8080", "[::]:443"]))
+                .is_ok()
+        );
     }
 }

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// Too many wrong one-time codes for this user: wait for the next window.
     #[error("too many wrong codes for this user; try again later")]
     TooManyAttempts,
+    /// Too many wrong admin tokens from this client address: wait for the next minute.
+    #[error("too many wrong admin tokens from this address; try again later")]
+    TooManyAdminFailures,
     /// The tenant's guest failed (trap, deadline, memory, bad output): the message names the cause.
     #[error("{0}")]
     Guest(String),
@@ -67,7 +70,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyAttempts | Self::TooManyAdminFailures => StatusCode::TOO_MANY_REQUESTS,
             Self::Guest(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             Self::Unavailable | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -48,7 +48,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::attempts::AttemptLimiter;
+use crate::auth::attempts::{AttemptLimiter, MAX_CODE_FAILURES};
 use crate::auth::biscuit::BiscuitIssuer;
 use crate::auth::credential_cache::CredentialCache;
 use crate::auth::jwt::JwtKeys;
@@ -77,24 +77,37 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds `--port`, and `--tls_port` when `--secure`, on `--bind`.
+    /// Binds `--port`, and `--tls_port` when `--secure`, on `--bind`; `--metrics_port` on
+    /// `--metrics_bind`.
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
-        let bind = |port: u16| async move {
-            TcpListener::bind((config.bind.as_str(), port))
-                .await
-                .with_context(|| format!("binding {}:{port}", config.bind))
+        let bind = |address: &str, port: u16| {
+            let address = address.to_owned();
+            async move {
+                TcpListener::bind((address.as_str(), port))
+                    .await
+                    .with_context(|| format!("binding {address}:{port}"))
+            }
         };
         Ok(Self {
-            plain: bind(config.port).await?,
+            plain: bind(&config.bind, config.port).await?,
             tls: match config.secure {
-                true => Some(bind(config.tls_port).await?),
+                true => Some(bind(&config.bind, config.tls_port).await?),
                 false => None,
             },
             metrics: match config.metrics_port {
-                Some(port) => Some(bind(port).await?),
+                Some(port) => Some(bind(&config.metrics_bind, port).await?),
                 None => None,
             },
         })
+    }
+
+    /// The addresses the API is served on (plain and HTTPS; metrics carry no secrets).
+    fn api_addresses(&self) -> std::io::Result<Vec<std::net::SocketAddr>> {
+        let mut addresses = vec![self.plain.local_addr()?];
+        if let Some(tls) = &self.tls {
+            addresses.push(tls.local_addr()?);
+        }
+        Ok(addresses)
     }
 }
 
@@ -148,6 +161,8 @@ async fn open_storage(
 /// Runs Broker on `listeners` until `shutdown` is cancelled; returns once pending commits are done.
 /// The binary and the benchmarks both call this.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Public or short secrets beyond loopback stop start-up before anything is opened.
+    config.check_secrets(&listeners.api_addresses()?)?;
     // Certificates first: a bad key or chain stops start-up before anything is opened.
     let tls = match (config.secure, listeners.tls) {
         (false, _) => None,
@@ -193,8 +208,17 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             .context("loading the biscuit root key")?,
         passwords: PasswordWorkers::start(config.password_workers(), config.password_queue),
         credentials: CredentialCache::default(),
-        login_codes: AttemptLimiter::new(Duration::from_secs(30)),
-        reset_codes: AttemptLimiter::new(Duration::from_secs(config.totp_duration.max(1))),
+        login_codes: AttemptLimiter::new(
+            "login two-factor code",
+            Duration::from_secs(30),
+            MAX_CODE_FAILURES,
+        ),
+        reset_codes: AttemptLimiter::new(
+            "password-reset code",
+            Duration::from_secs(config.totp_duration.max(1)),
+            MAX_CODE_FAILURES,
+        ),
+        admin_tokens: AttemptLimiter::new("admin token", Duration::from_secs(60), config.admin_failures),
         guests,
         clock,
         config,

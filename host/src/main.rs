@@ -54,12 +54,6 @@ async fn main() -> ExitCode {
 }
 
 async fn start(config: Config) -> anyhow::Result<()> {
-    for name in config.default_secrets() {
-        tracing::warn!(
-            "--{name} has its public default value: set it (flag or BROKER_{} env var) before exposing Broker",
-            name.to_uppercase()
-        );
-    }
     let listeners = broker::Listeners::bind(&config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));

@@ -34,6 +34,8 @@ pub struct AppState {
     pub login_codes: AttemptLimiter,
     /// Wrong password-reset codes per user, per `--totp_duration`.
     pub reset_codes: AttemptLimiter,
+    /// Wrong admin tokens per client address, `--admin_failures` per minute.
+    pub admin_tokens: AttemptLimiter,
     pub clock: Arc<Clock>,
     /// Per-tenant guest components (validate / transform each insert).
     pub guests: Arc<Guests>,

@@ -360,7 +360,7 @@ async fn guessing_codes_is_cut_off_after_five_wrong_ones() {
         "even the right code, once cut off: {body}"
     );
     assert!(body["error"].as_str().unwrap().contains("too many"), "{body}");
-    server.wait_for_log("too many wrong codes", 1).await;
+    server.wait_for_log("too many wrong attempts", 1).await;
 
     // Positive control: another user's right code still works.
     assert_eq!(server.create_user("other", "t").await.0, StatusCode::OK);

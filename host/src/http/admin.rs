@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::header::HeaderMap;
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -13,7 +12,7 @@ use serde_json::{Value, json};
 use super::body::read_json;
 use super::sse::{event_stream_response, last_event_id};
 use super::users::check_admin;
-use super::{Body, json_response, query_value};
+use super::{Body, client_address, json_response, query_value};
 use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::insert;
@@ -27,23 +26,24 @@ pub const ADMIN_TOKEN_HEADER: &str = "x-admin-token";
 /// colon), so an event's `username` never passes for a user's.
 const CONSOLE_USERNAME: &str = "admin:console";
 
-fn check_admin_header(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let given = headers
+fn check_admin_header(state: &AppState, request: &Request<Incoming>) -> Result<(), ApiError> {
+    let given = request
+        .headers()
         .get(ADMIN_TOKEN_HEADER)
         .and_then(|value| value.to_str().ok());
-    check_admin(state, given.unwrap_or_default())
+    check_admin(state, client_address(request), given.unwrap_or_default())
 }
 
 /// `GET /admin/guests`: the guest each tenant runs, its counts, and the files refused.
 pub fn guests(state: &AppState, request: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    check_admin_header(state, request.headers())?;
+    check_admin_header(state, request)?;
     let listing = serde_json::to_value(state.guests.listing()).map_err(ApiError::internal)?;
     Ok(json_response(StatusCode::OK, &listing))
 }
 
 /// `GET /admin/sse?tenant=T`: every event of tenant `T`, as a user of it would receive them.
 pub fn tenant_stream(state: &Arc<AppState>, request: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    check_admin_header(state, request.headers())?;
+    check_admin_header(state, request)?;
     let query = request.uri().query().unwrap_or_default();
     let tenant = query_value(query, "tenant").ok_or_else(|| ApiError::bad_request("tenant is required"))?;
     validate::name("tenant", &tenant).map_err(ApiError::BadRequest)?;
@@ -62,7 +62,7 @@ struct AdminInsert {
 
 /// `POST /admin/insert`: an insert into any tenant, through its guest like any other.
 pub async fn insert(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    check_admin_header(state, request.headers())?;
+    check_admin_header(state, &request)?;
     let body: AdminInsert = read_json(state, request).await?;
     validate::name("tenant_name", &body.tenant_name).map_err(ApiError::BadRequest)?;
     validate::event_name(&body.event).map_err(ApiError::BadRequest)?;

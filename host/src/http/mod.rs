@@ -14,6 +14,7 @@ mod two_factor;
 mod users;
 
 use std::convert::Infallible;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,6 +32,18 @@ use crate::state::AppState;
 
 /// Response bodies need not be `Sync`: hyper polls each from one task at a time.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// The address of the client that sent a request, put in its extensions by the server.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// The client's IP address (unspecified when the request came without one, as in a unit test).
+fn client_address<B>(request: &Request<B>) -> IpAddr {
+    request
+        .extensions()
+        .get::<ClientAddr>()
+        .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |client| client.0.ip())
+}
 
 /// The username a handler served, carried in the response extensions up to the log line.
 #[derive(Clone)]

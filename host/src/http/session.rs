@@ -74,11 +74,12 @@ async fn accept_login_code(state: &AppState, user: &User, code: Option<&str>) ->
     let (Some(code), Some(secret)) = (code, user.totp_secret.as_deref()) else {
         return Err(refused());
     };
-    if !state.login_codes.allows(&user.username) {
-        return Err(ApiError::TooManyAttempts);
-    }
+    // Counted before it is checked: concurrent wrong codes cannot all pass the limit.
+    let attempt = state
+        .login_codes
+        .reserve(&user.username)
+        .ok_or(ApiError::TooManyAttempts)?;
     let Some(step) = totp::check_login(secret, code, state.clock.now_secs()) else {
-        state.login_codes.failed(&user.username, "login two-factor");
         return Err(refused());
     };
     // Checked again in the compare-and-set update: two logins racing with one code, one wins.
@@ -94,6 +95,6 @@ async fn accept_login_code(state: &AppState, user: &User, code: Option<&str>) ->
         .update_if(&user.username, record)
         .await?
         .ok_or_else(refused)?;
-    state.login_codes.succeeded(&user.username);
+    attempt.succeeded();
     Ok(())
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::body::read_json;
 use super::users::{AdminAndUser, check_admin, check_new_password, existing_user, user_not_found};
-use super::{Body, json_response, served_to};
+use super::{Body, client_address, json_response, served_to};
 use crate::auth::totp;
 use crate::error::ApiError;
 use crate::model::PasswordReset;
@@ -31,8 +31,9 @@ pub async fn create_qr(
     state: &Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    let client = client_address(&request);
     let body: CreateQr = read_json(state, request).await?;
-    check_admin(state, &body.admin_token)?;
+    check_admin(state, client, &body.admin_token)?;
     // The issuer goes into the QR code's URL: past ~1 KiB the code cannot hold it.
     if body.issuer.is_empty() || body.issuer.contains(':') || body.issuer.len() > MAX_ISSUER_BYTES {
         return Err(ApiError::bad_request(format!(
@@ -54,8 +55,9 @@ pub async fn create_totp(
     state: &Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    let client = client_address(&request);
     let body: AdminAndUser = read_json(state, request).await?;
-    check_admin(state, &body.admin_token)?;
+    check_admin(state, client, &body.admin_token)?;
     let reset = PasswordReset {
         secret: totp::new_secret(),
         issued_at: state.clock.now_secs(),
@@ -91,13 +93,18 @@ pub async fn password_reset(
     let body: PasswordResetBody = read_json(state, request).await?;
     check_new_password(state, &body.password, &body.username)?;
     let refused = || ApiError::unauthorized("totp is invalid or expired");
-    if !state.reset_codes.allows(&body.username) {
-        return Err(ApiError::TooManyAttempts);
-    }
-    // Only existing users are counted: made-up names cannot crowd real ones out of the limiter.
-    let user = state.users.get(&body.username).await?.ok_or_else(refused)?;
+    // Counted before the user is read and the code checked: concurrent wrong codes cannot all
+    // pass the limit while the read is in flight.
+    let attempt = state
+        .reset_codes
+        .reserve(&body.username)
+        .ok_or(ApiError::TooManyAttempts)?;
+    let Some(user) = state.users.get(&body.username).await? else {
+        // Made-up names are given back, so that they cannot crowd real ones out of the limiter.
+        attempt.give_back();
+        return Err(refused());
+    };
     if !reset_is_valid(user.reset.as_ref(), state, &body.totp) {
-        state.reset_codes.failed(&body.username, "password reset");
         return Err(refused());
     }
     let hash = state.passwords.hash(body.password).await?;
@@ -117,7 +124,7 @@ pub async fn password_reset(
         .update_if(&body.username, consume)
         .await?
         .ok_or_else(refused)?;
-    state.reset_codes.succeeded(&body.username);
+    attempt.succeeded();
     tracing::info!(username = body.username, "password reset");
     Ok(served_to(
         json_response(StatusCode::OK, &json!({"status": "ok"})),

@@ -1,5 +1,6 @@
 //! The admin user-management endpoints: create, list, get, update, revoke, unrevoke.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -9,7 +10,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::body::{present, read_json};
-use super::{Body, json_response};
+use super::{Body, client_address, json_response};
 use crate::auth::{admin, totp};
 use crate::error::ApiError;
 use crate::model::User;
@@ -19,11 +20,18 @@ use crate::validate;
 const WRONG_ADMIN_TOKEN: &str = "admin_token is incorrect";
 
 /// Refuses a wrong admin token with 401 (create_user answers 400, as the original did).
-pub fn check_admin(state: &AppState, given: &str) -> Result<(), ApiError> {
-    if admin::token_matches(given, &state.config.admin_token) {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized(WRONG_ADMIN_TOKEN))
+pub fn check_admin(state: &AppState, client: IpAddr, given: &str) -> Result<(), ApiError> {
+    check_admin_or(state, client, given, ApiError::unauthorized(WRONG_ADMIN_TOKEN))
+}
+
+/// Wrong tokens count against the client's address: past `--admin_failures` in a minute, every
+/// admin request from it is refused with 429, right token or not, so guessing learns nothing.
+fn check_admin_or(state: &AppState, client: IpAddr, given: &str, wrong: ApiError) -> Result<(), ApiError> {
+    let right = admin::token_matches(given, &state.config.admin_token);
+    match state.admin_tokens.judge(&client.to_string(), right) {
+        None => Err(ApiError::TooManyAdminFailures),
+        Some(true) => Ok(()),
+        Some(false) => Err(wrong),
     }
 }
 
@@ -56,10 +64,14 @@ pub async fn create_user(
     state: &Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    let client = client_address(&request);
     let body: CreateUser = read_json(state, request).await?;
-    if !admin::token_matches(&body.admin_token, &state.config.admin_token) {
-        return Err(ApiError::bad_request(WRONG_ADMIN_TOKEN));
-    }
+    check_admin_or(
+        state,
+        client,
+        &body.admin_token,
+        ApiError::bad_request(WRONG_ADMIN_TOKEN),
+    )?;
     validate::username(&body.username).map_err(ApiError::BadRequest)?;
     validate::name("tenant_name", &body.tenant_name).map_err(ApiError::BadRequest)?;
     check_new_password(state, &body.password, &body.username)?;
@@ -107,8 +119,9 @@ pub async fn list_users(
     state: &Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    let client = client_address(&request);
     let body: AdminOnly = read_json(state, request).await?;
-    check_admin(state, &body.admin_token)?;
+    check_admin(state, client, &body.admin_token)?;
     let users = state.users.list().await?;
     let views: Vec<Value> = users.iter().map(User::public_view).collect();
     Ok(json_response(StatusCode::OK, &Value::Array(views)))
@@ -131,8 +144,9 @@ pub async fn existing_user(state: &AppState, username: &str) -> Result<User, Api
 }
 
 pub async fn get_user(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let client = client_address(&request);
     let body: AdminAndUser = read_json(state, request).await?;
-    check_admin(state, &body.admin_token)?;
+    check_admin(state, client, &body.admin_token)?;
     let user = existing_user(state, &body.username).await?;
     Ok(json_response(StatusCode::OK, &user.public_view()))
 }
@@ -142,8 +156,9 @@ pub async fn set_revoked(
     request: Request<Incoming>,
     revoked: bool,
 ) -> Result<Response<Body>, ApiError> {
+    let client = client_address(&request);
     let body: AdminAndUser = read_json(state, request).await?;
-    check_admin(state, &body.admin_token)?;
+    check_admin(state, client, &body.admin_token)?;
     let updated = state.users.update(&body.username, move |user| {
         user.revoked = revoked;
         user.credential_generation += 1;
@@ -173,8 +188,9 @@ pub async fn update_user(
     state: &Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    let client = client_address(&request);
     let body: UpdateUser = read_json(state, request).await?;
-    check_admin(state, &body.admin_token)?;
+    check_admin(state, client, &body.admin_token)?;
     if let Some(tenant) = &body.tenant_name {
         validate::name("tenant_name", tenant).map_err(ApiError::BadRequest)?;
     }

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::stall_guard::StallGuard;
 
-use crate::http::Body;
+use crate::http::{Body, ClientAddr};
 use crate::metrics::{OpenGuard, metrics};
 use crate::tls::TlsTerminator;
 
@@ -95,7 +95,7 @@ pub async fn serve<H, F>(
             let _permit = permit;
             let _open = OpenGuard::new(&metrics().open_connections);
             let result = match tls {
-                None => serve_connection(stream, limits, watcher, handler).await,
+                None => serve_connection(stream, peer, limits, watcher, handler).await,
                 // Boxed: a TLS connection's state is about 7 KiB, and a task is as large as its
                 // largest branch, so unboxed every plain connection would pay for it too.
                 Some(tls) => {
@@ -129,7 +129,7 @@ where
 {
     match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
         Err(_) | Ok(Ok(None)) => Ok(()),
-        Ok(Ok(Some(stream))) => serve_connection(stream, limits, watcher, handler).await,
+        Ok(Ok(Some(stream))) => serve_connection(stream, peer, limits, watcher, handler).await,
         Ok(Err(error)) => {
             tracing::debug!(%peer, %error, "TLS handshake failed");
             Ok(())
@@ -139,6 +139,7 @@ where
 
 async fn serve_connection<S, H, F>(
     stream: S,
+    peer: SocketAddr,
     limits: ConnectionLimits,
     watcher: Watcher,
     handler: H,
@@ -148,7 +149,9 @@ where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let service = service_fn(move |request| {
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        // Handlers that limit per client (wrong admin tokens) read the address from here.
+        request.extensions_mut().insert(ClientAddr(peer));
         // Boxed: hyper keeps a slot the size of the service's future for the connection's whole
         // life, and the API's future (every handler's state) is kilobytes. Boxed, the slot is a
         // pointer and the handler's state is freed once the response head is out.

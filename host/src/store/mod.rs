@@ -140,11 +140,35 @@ impl Store {
     /// Writes a compacted, consistent copy of the whole database to `path` (a read transaction of
     /// its own: writers carry on meanwhile). Written beside `path` and renamed into place, so a
     /// failed copy never leaves a half-written backup under the final name.
+    ///
+    /// The copy holds every secret Broker keeps (password hashes, TOTP secrets, the biscuit root
+    /// key), so it is created readable by its owner only (0600, whatever the umask), as a new file:
+    /// a symlink planted at either name is replaced, never followed.
     pub fn backup_to(&self, path: &Path) -> StoreResult<()> {
+        use std::os::unix::fs::OpenOptionsExt;
         let partial = path.with_extension("partial");
         let io = |e: std::io::Error| StoreError::Lmdb(heed::Error::Io(e));
-        let file = self.env.copy_to_path(&partial, heed::CompactionOption::Enabled)?;
-        file.sync_all().map_err(io)?;
+        // A leftover of a failed backup (or a planted link): removing a symlink removes the link.
+        match std::fs::remove_file(&partial) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(io(error)),
+            _ => {}
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)
+            .map_err(io)?;
+        let copied = self
+            .env
+            .copy_to_file(&mut file, heed::CompactionOption::Enabled)
+            .map_err(StoreError::from)
+            .and_then(|()| file.sync_all().map_err(io));
+        if let Err(error) = copied {
+            let _ = std::fs::remove_file(&partial);
+            return Err(error);
+        }
+        // rename replaces whatever is at `path` (a symlink included) without following it.
         std::fs::rename(&partial, path).map_err(io)?;
         Ok(())
     }
