@@ -63,15 +63,45 @@ async fn create_user_validates_and_refuses_duplicates_and_wrong_admin_tokens() {
 #[tokio::test]
 async fn concurrent_signups_of_one_name_let_exactly_one_win() {
     let server = TestServer::start().await;
+    // Each attempt with its own tenant and password, so the stored record names its winner.
     let attempts = (0..8).map(|i| {
         let server = &server;
-        async move { server.create_user("race", &format!("t{i}")).await.0 }
+        let fields =
+            json!({"username": "race", "tenant_name": format!("t{i}"), "password": format!("password {i}")});
+        async move { server.create_user_with(fields).await }
     });
-    let statuses = futures_util::future::join_all(attempts).await;
+    let answers = futures_util::future::join_all(attempts).await;
+    let winners: Vec<usize> = (0..8).filter(|&i| answers[i].0 == StatusCode::OK).collect();
+    assert_eq!(winners.len(), 1, "{answers:?}");
+    for (status, body) in answers.iter().filter(|(status, _)| *status != StatusCode::OK) {
+        assert_eq!(
+            (*status, body.clone()),
+            (
+                StatusCode::BAD_REQUEST,
+                json!({"error": "username already taken"})
+            ),
+            "a loser is told why, and nothing else"
+        );
+    }
+    // The stored user is the winner's, whole: its tenant and its password.
+    let winner = winners[0];
+    let (_, user) = server
+        .post(
+            "/get_user",
+            &json!({"admin_token": ADMIN_TOKEN, "username": "race"}),
+        )
+        .await;
+    assert_eq!(user["tenant_name"], format!("t{winner}"), "{user}");
+    let server = &server;
+    let login = |password: String| {
+        let body = json!({"username": "race", "password": password});
+        async move { server.post("/login", &body).await }
+    };
+    assert_eq!(login(format!("password {winner}")).await.0, StatusCode::OK);
+    let loser = (winner + 1) % 8;
     assert_eq!(
-        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
-        1,
-        "{statuses:?}"
+        login(format!("password {loser}")).await.0,
+        StatusCode::UNAUTHORIZED
     );
 }
 

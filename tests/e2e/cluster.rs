@@ -112,11 +112,41 @@ async fn a_username_is_unique_even_when_two_nodes_create_it_at_once() {
         // Six creates of one name, three on each node, at once.
         let creates = (0..6).map(|i| {
             let (server, name) = (if i % 2 == 0 { &a } else { &b }, name.clone());
-            async move { server.create_user(&name, &format!("tenant{i}")).await.0 }
+            let fields = json!({"username": name, "tenant_name": format!("tenant{i}"), "password": format!("password {i}")});
+            async move { server.create_user_with(fields).await }
         });
-        let statuses = futures_util::future::join_all(creates).await;
-        let winners = statuses.iter().filter(|s| **s == StatusCode::OK).count();
-        assert_eq!(winners, 1, "round {round}: {statuses:?}");
+        let answers = futures_util::future::join_all(creates).await;
+        let winners: Vec<usize> = (0..6).filter(|&i| answers[i].0 == StatusCode::OK).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {answers:?}");
+        for (status, body) in answers.iter().filter(|(status, _)| *status != StatusCode::OK) {
+            assert_eq!(
+                (*status, body.clone()),
+                (
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "username already taken"})
+                ),
+                "round {round}: a loser is told why"
+            );
+        }
+        // Both nodes log the winner in with its password, and nobody else's.
+        let winner = winners[0];
+        for server in [&a, &b] {
+            let login = |password: String| {
+                let body = json!({"username": name, "password": password});
+                async move { server.post("/login", &body).await }
+            };
+            assert_eq!(
+                login(format!("password {winner}")).await.0,
+                StatusCode::OK,
+                "round {round}"
+            );
+            let loser = (winner + 1) % 6;
+            assert_eq!(
+                login(format!("password {loser}")).await.0,
+                StatusCode::UNAUTHORIZED,
+                "round {round}"
+            );
+        }
     }
 }
 
@@ -125,8 +155,15 @@ async fn a_revoke_on_one_node_ends_the_users_streams_on_every_node_within_two_se
     let nats = NatsCluster::start().await;
     let (a, b) = (node(&nats).await, node(&nats).await);
     let jwt = a.signup("rita", "t").await;
+    let other = a.signup("sam", "t").await;
     let mut on_a = a.subscribe(&jwt).await;
     let mut on_b = b.subscribe(&jwt).await;
+    let mut control = a.subscribe(&other).await;
+    // Every stream is live before the revoke: an end seen later is the revoke's doing.
+    let before = b.insert_ok(&other, "before", json!(0)).await;
+    for stream in [&mut on_a, &mut on_b, &mut control] {
+        assert_eq!(stream.next().await.id, before);
+    }
     let revoke = json!({"admin_token": ADMIN_TOKEN, "username": "rita"});
     assert_eq!(b.post("/revoke_user", &revoke).await.0, StatusCode::OK);
     assert!(
@@ -135,6 +172,8 @@ async fn a_revoke_on_one_node_ends_the_users_streams_on_every_node_within_two_se
     );
     assert!(on_b.ends_within(Duration::from_secs(2)).await);
     assert_eq!(a.insert(&jwt, "e", json!(1)).await.0, StatusCode::UNAUTHORIZED);
+    let after = a.insert_ok(&other, "after", json!(1)).await;
+    assert_eq!(control.next().await.id, after, "another user's stream lives on");
 }
 
 #[tokio::test]
@@ -176,6 +215,36 @@ async fn a_reset_code_works_once_cluster_wide_and_the_biscuit_key_is_shared() {
     );
     let winners = [on_a.0, on_b.0].iter().filter(|s| **s == StatusCode::OK).count();
     assert_eq!(winners, 1, "{on_a:?} {on_b:?}");
+    let (won, lost) = if on_a.0 == StatusCode::OK {
+        ("new password one 1", &on_b)
+    } else {
+        ("new password two 2", &on_a)
+    };
+    assert_eq!(
+        lost,
+        &(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "totp is invalid or expired"})
+        ),
+        "the loser is told its code is used"
+    );
+    let other = if won == "new password one 1" {
+        "new password two 2"
+    } else {
+        "new password one 1"
+    };
+    for server in [&a, &b] {
+        let login = |password: &str| {
+            let body = json!({"username": "reset", "password": password});
+            async move { server.post("/login", &body).await }
+        };
+        assert_eq!(
+            login(won).await.0,
+            StatusCode::OK,
+            "the winner's password is the one stored"
+        );
+        assert_eq!(login(other).await.0, StatusCode::UNAUTHORIZED);
+    }
 
     let verify = |server: &TestServer| {
         let request = server
@@ -183,19 +252,21 @@ async fn a_reset_code_works_once_cluster_wide_and_the_biscuit_key_is_shared() {
             .get(server.endpoint("/verify"))
             .basic_auth("other", Some(PASSWORD));
         async move {
-            request
-                .send()
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap()
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let key = response.json::<serde_json::Value>().await.unwrap()["key"].clone();
+            assert_eq!(
+                key.as_array().map(Vec::len),
+                Some(32),
+                "an ed25519 public key: {key}"
+            );
+            key
         }
     };
-    a.create_user("other", "t").await;
+    assert_eq!(a.create_user("other", "t").await.0, StatusCode::OK);
     assert_eq!(
-        verify(&a).await["key"],
-        verify(&b).await["key"],
+        verify(&a).await,
+        verify(&b).await,
         "one biscuit root key for the cluster"
     );
 }

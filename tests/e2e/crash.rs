@@ -48,6 +48,8 @@ async fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
     // Everything acknowledged in any round, by sequence.
     let mut acknowledged: BTreeMap<u64, Value> = BTreeMap::new();
     let mut resume_from = 0;
+    // Every payload read back in any round.
+    let mut stored_payloads = std::collections::HashSet::new();
     for round in 0..ROUNDS {
         let writers: Vec<_> = (0..WRITERS)
             .map(|writer| {
@@ -89,6 +91,14 @@ async fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
             "round {round}: resumed with no gap and no duplicate"
         );
         for event in &received {
+            // Payloads are unique ({round, writer, n}): one stored twice, under a second sequence
+            // (a commit repeated after the restart), would show here.
+            assert!(
+                stored_payloads.insert(event.data.to_string()),
+                "round {round}: {} stored twice (again at seq {})",
+                event.data,
+                event.id
+            );
             if let Some(data) = acknowledged.get(&event.id) {
                 assert_eq!(&event.data, data, "seq {} holds what was acknowledged", event.id);
             }

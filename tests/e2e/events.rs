@@ -182,11 +182,23 @@ async fn tenants_never_see_each_others_events() {
 async fn moving_a_user_to_another_tenant_closes_their_stream_on_the_old_one() {
     let server = TestServer::start().await;
     let jwt = server.signup("mover", "old").await;
+    let stayer = server.signup("stayer", "old").await;
     let mut stream = server.subscribe(&jwt).await;
+    let mut control = server.subscribe(&stayer).await;
+    let before = server.insert_ok(&stayer, "before", json!(0)).await;
+    assert_eq!(stream.next().await.id, before, "live before the move");
+    assert_eq!(control.next().await.id, before);
     let update =
         json!({"admin_token": crate::support::ADMIN_TOKEN, "username": "mover", "tenant_name": "new"});
     assert_eq!(server.post("/update_user", &update).await.0, StatusCode::OK);
     assert!(stream.ends_within(Duration::from_secs(10)).await);
+    // The JWT issued in the old tenant is refused; the other user's stream lives on.
+    assert_eq!(
+        server.insert(&jwt, "e", json!(1)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let after = server.insert_ok(&stayer, "after", json!(1)).await;
+    assert_eq!(control.next().await.id, after);
 }
 
 #[tokio::test]

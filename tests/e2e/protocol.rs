@@ -75,20 +75,34 @@ async fn malformed_bodies_get_400_with_a_reason_and_change_nothing() {
 }
 
 #[tokio::test]
-async fn oversized_bodies_are_413() {
+async fn bodies_up_to_one_mib_are_taken_and_larger_ones_are_413() {
+    const MIB: usize = 1024 * 1024;
     let server = TestServer::start().await;
     let jwt = server.signup("big", "t").await;
-    let huge = "x".repeat(2 * 1024 * 1024);
-    let response = server
-        .http
-        .post(server.endpoint("/insert"))
-        .bearer_auth(&jwt)
-        .json(&json!({"event": "e", "data": huge}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let mut stream = server.subscribe(&jwt).await;
+    // The body is exactly `size` bytes: {"event":"e","data":"xxx…"}.
+    let body = |size: usize| {
+        let frame = r#"{"event":"e","data":""}"#.len();
+        format!(r#"{{"event":"e","data":"{}"}}"#, "x".repeat(size - frame))
+    };
+    let send = |size: usize| {
+        server
+            .http
+            .post(server.endpoint("/insert"))
+            .bearer_auth(&jwt)
+            .body(body(size))
+            .send()
+    };
+    let (status, answer) = crate::support::status_and_json(send(MIB - 1).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "1 MiB - 1 byte is taken: {answer}");
+    let stored = stream.next().await;
+    assert_eq!(stored.data.as_str().map(str::len), Some(MIB - 1 - 23));
+    let (status, answer) = crate::support::status_and_json(send(MIB + 1).await.unwrap()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        answer,
+        json!({"error": format!("request body is larger than {MIB} bytes")})
+    );
     stream.expect_quiet(std::time::Duration::from_millis(300)).await;
 }
 
