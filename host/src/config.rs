@@ -326,14 +326,6 @@ impl Config {
         }
     }
 
-    pub fn connection_limits(&self) -> crate::server::ConnectionLimits {
-        crate::server::ConnectionLimits {
-            max_connections: self.max_connections,
-            header_timeout: std::time::Duration::from_secs(self.request_timeout),
-            write_timeout: std::time::Duration::from_secs(self.write_timeout),
-        }
-    }
-
     /// The number of argon2 threads: `--password_workers`, or one per core.
     pub fn password_workers(&self) -> usize {
         match self.password_workers {

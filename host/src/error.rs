@@ -89,16 +89,16 @@ impl From<crate::auth::password_workers::PasswordJobError> for ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(error: crate::store::StoreError) -> Self {
-        use crate::store::StoreError;
+impl From<crate::storage::StorageError> for ApiError {
+    fn from(error: crate::storage::StorageError) -> Self {
+        use crate::storage::StorageError;
         match error {
-            StoreError::Full => Self::StorageFull,
-            StoreError::WriterStopped => Self::Unavailable,
-            StoreError::BadKey => Self::BadRequest(error.to_string()),
-            StoreError::StaleRead => Self::Conflict(error.to_string()),
+            StorageError::Full => Self::StorageFull,
+            StorageError::WriterStopped => Self::Unavailable,
+            StorageError::BadKey => Self::BadRequest(error.to_string()),
+            StorageError::StaleRead => Self::Conflict(error.to_string()),
             // Logged, then answered 503 with Retry-After: NATS reconnects by itself.
-            StoreError::Unavailable(ref reason) => {
+            StorageError::Unavailable(ref reason) => {
                 tracing::warn!(reason, "storage unavailable");
                 Self::Overloaded("storage is unavailable; retry shortly".into())
             }

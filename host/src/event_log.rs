@@ -7,14 +7,29 @@
 use std::sync::Arc;
 
 use crate::model::{Event, NewEvent};
-use crate::store::{EventPage, LatestReplay, StoreResult};
+use crate::storage::StorageResult;
+
+/// The newest event of each name in a tenant, oldest first.
+#[derive(Debug, Default)]
+pub struct LatestReplay {
+    pub events: Vec<Event>,
+    /// The tenant's newest sequence when the replay was read: live events up to it are covered.
+    pub last_seq: u64,
+}
+
+/// One page of a tenant's events in sequence order, and the stored bytes they took.
+#[derive(Debug, Default)]
+pub struct EventPage {
+    pub events: Vec<Event>,
+    pub bytes: usize,
+}
 
 #[async_trait::async_trait]
 pub trait EventLog: Send + Sync {
     /// Appends one event and answers once it is durable, with its sequence number: strictly
     /// increasing per tenant. An event whose guest reads (`NewEvent::reads`) no longer hold is not
-    /// appended: `StoreError::StaleRead`.
-    async fn append(&self, event: NewEvent) -> StoreResult<Arc<Event>>;
+    /// appended: `StorageError::StaleRead`.
+    async fn append(&self, event: NewEvent) -> StorageResult<Arc<Event>>;
 
     /// Events of `tenant` after sequence `after`, in order: at most `limit`, and no more once
     /// `max_bytes` of stored records were read (always at least one).
@@ -24,17 +39,17 @@ pub trait EventLog: Send + Sync {
         after: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> StoreResult<EventPage>;
+    ) -> StorageResult<EventPage>;
 
     /// The newest event of each name in `tenant`, oldest first, and the sequence up to which live
     /// events are covered by it.
-    async fn latest_events(&self, tenant: &str) -> StoreResult<LatestReplay>;
+    async fn latest_events(&self, tenant: &str) -> StorageResult<LatestReplay>;
 
     /// A sequence at or above `tenant`'s newest: a resume point above it means "from now".
-    async fn newest_seq(&self, tenant: &str) -> StoreResult<u64>;
+    async fn newest_seq(&self, tenant: &str) -> StorageResult<u64>;
 
     /// The newest event named `name` in `tenant` (what guests read through `state.latest`).
-    async fn latest_of(&self, tenant: &str, name: &str) -> StoreResult<Option<Event>>;
+    async fn latest_of(&self, tenant: &str, name: &str) -> StorageResult<Option<Event>>;
 
     /// Completes if the log stopped for good, so that Broker exits rather than refusing every
     /// insert; never completes while it works.

@@ -11,7 +11,7 @@ use crate::guests::{GuestError, GuestEvent, Verdict};
 use crate::metrics::metrics;
 use crate::model::{Event, LatestRead, NewEvent, User};
 use crate::state::AppState;
-use crate::store::StoreError;
+use crate::storage::StorageError;
 
 /// Longest guest rejection message passed on to the client, in bytes.
 const MAX_REJECTION_BYTES: usize = 1024;
@@ -31,7 +31,7 @@ pub enum InsertError {
     #[error(transparent)]
     Guest(#[from] GuestError),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] StorageError),
 }
 
 /// Inserts one event for `identity`'s tenant:
@@ -90,7 +90,7 @@ async fn judge_and_commit(
             reads,
         };
         match state.events.append(new).await {
-            Err(StoreError::StaleRead) => {
+            Err(StorageError::StaleRead) => {
                 metrics().guest_rejudgements.inc();
             }
             committed => return Ok(committed?),

@@ -7,10 +7,13 @@
 //! - `config`: flags and their environment variables.
 //! - `server`: the accept loop and graceful shutdown; `http`: routing, bodies, CORS, the endpoints.
 //! - `tls`: HTTPS with your own certificate or ACME (`--secure`).
+//! - `accounts`: the changes that end a user's credentials (the one place that bumps their
+//!   generation).
 //! - `auth`: Bearer JWT and Basic credentials, argon2 passwords, the admin token, biscuit tokens.
 //! - `insert`: the insert path as one library call; `subscribe`: the subscribe path as one call.
 //! - `guests`: the guest step (validate / replace / reject).
-//! - `event_log`, `user_directory`: the two storage seams the paths use, chosen once in `run`.
+//! - `event_log`, `user_directory`: the two storage seams the paths use, chosen once in `run`;
+//!   `storage`: their one backend-free error and the bound on names in keys.
 //! - `store`: LMDB through heed behind both seams, with the single event writer.
 //! - `cluster`: NATS JetStream behind both seams (`--nats`), for several nodes as one service.
 //! - `metrics`: Prometheus metrics (`--metrics_port`); `backup`: `broker backup`.
@@ -18,6 +21,7 @@
 //! - `model`: the user and event records; `clock`: "now"; `validate`: field checks; `error`: the
 //!   API error type.
 
+pub mod accounts;
 pub mod auth;
 pub mod backup;
 pub mod clock;
@@ -33,6 +37,7 @@ pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod state;
+pub mod storage;
 pub mod store;
 pub mod subscribe;
 pub mod tls;
@@ -158,6 +163,15 @@ async fn open_storage(
     })
 }
 
+/// The bounds every connection is held to, from their flags.
+fn connection_limits(config: &Config) -> server::ConnectionLimits {
+    server::ConnectionLimits {
+        max_connections: config.max_connections,
+        header_timeout: Duration::from_secs(config.request_timeout),
+        write_timeout: Duration::from_secs(config.write_timeout),
+    }
+}
+
 /// Runs Broker on `listeners` until `shutdown` is cancelled; returns once pending commits are done.
 /// The binary and the benchmarks both call this.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -194,13 +208,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         tokio::spawn(server::serve(
             listener,
             None,
-            config.connection_limits(),
+            connection_limits(&config),
             shutdown.clone(),
             answer,
         ));
     }
     let redirect_host = config.domain.clone();
-    let limits = config.connection_limits();
+    let limits = connection_limits(&config);
     let state = Arc::new(AppState {
         jwt: JwtKeys::new(&config.jwt_secret, config.jwt_expiry),
         biscuit: BiscuitIssuer::load(&*users)

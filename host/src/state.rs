@@ -42,3 +42,10 @@ pub struct AppState {
     /// Cancelled when the server stops: ends every open stream.
     pub shutdown: CancellationToken,
 }
+
+impl AppState {
+    /// How long a request body may take to arrive (`--request_timeout`).
+    pub fn body_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.config.request_timeout)
+    }
+}

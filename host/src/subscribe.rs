@@ -33,7 +33,7 @@ use crate::fanout::{Frame, LiveFeed, UserWatch};
 use crate::metrics::{OpenGuard, metrics};
 use crate::model::User;
 use crate::state::AppState;
-use crate::store::StoreError;
+use crate::storage::StorageError;
 
 /// Most events read from the store per catch-up page.
 const STORE_PAGE: usize = 500;
@@ -50,7 +50,7 @@ pub enum SubscribeError {
     #[error("a scope E:get (or *:get) is needed to receive events")]
     Forbidden,
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] StorageError),
 }
 
 /// Why a stream ended (logged at debug level; a store error at error level).
@@ -60,7 +60,7 @@ enum End {
     UserChanged,
     ScopesRemoved,
     CredentialsExpired,
-    Store(StoreError),
+    Store(StorageError),
 }
 
 /// Subscribes `identity` to its tenant's events, resuming after `resume_after` when given.

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::model::User;
-use crate::store::StoreResult;
+use crate::storage::StorageResult;
 
 /// Called with the username of every user record that changed.
 pub type UserChanged = Arc<dyn Fn(&str) + Send + Sync>;
@@ -20,19 +20,19 @@ pub type UserChange = Box<dyn Fn(&mut User) -> bool + Send + Sync>;
 #[async_trait::async_trait]
 pub trait UserDirectory: Send + Sync {
     /// The user named `username`; a name that could never have been stored is simply unknown.
-    async fn get(&self, username: &str) -> StoreResult<Option<User>>;
+    async fn get(&self, username: &str) -> StorageResult<Option<User>>;
 
-    async fn list(&self) -> StoreResult<Vec<User>>;
+    async fn list(&self) -> StorageResult<Vec<User>>;
 
     /// Stores `user` unless its username is taken, atomically; returns whether it was stored.
-    async fn create(&self, user: User) -> StoreResult<bool>;
+    async fn create(&self, user: User) -> StorageResult<bool>;
 
     /// Applies `change` to the current record and stores it, unless `change` declines; compare-and-
     /// set, so no concurrent change is lost. `None`: unknown user, or declined.
-    async fn update_if(&self, username: &str, change: UserChange) -> StoreResult<Option<User>>;
+    async fn update_if(&self, username: &str, change: UserChange) -> StorageResult<Option<User>>;
 
     /// The value stored under `key`, or `init` stored there first (by whichever caller was first).
-    async fn shared_value(&self, key: &str, init: Vec<u8>) -> StoreResult<Vec<u8>>;
+    async fn shared_value(&self, key: &str, init: Vec<u8>) -> StorageResult<Vec<u8>>;
 }
 
 impl dyn UserDirectory {
@@ -41,7 +41,7 @@ impl dyn UserDirectory {
         &self,
         username: &str,
         change: impl Fn(&mut User) + Send + Sync + 'static,
-    ) -> StoreResult<Option<User>> {
+    ) -> StorageResult<Option<User>> {
         self.update_if(
             username,
             Box::new(move |user| {

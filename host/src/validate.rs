@@ -1,6 +1,6 @@
 //! Checks on names and fields shared by several endpoints. Each returns the message a client sees.
 
-use crate::store::MAX_NAME_BYTES;
+use crate::storage::MAX_NAME_BYTES;
 
 /// A username, tenant name or event name: non-empty, bounded, no control characters (an event name
 /// is written into SSE lines, where a newline would forge fields).

@@ -8,7 +8,7 @@ use biscuit_auth::builder::{fact, string};
 use biscuit_auth::builder_ext::BuilderExt;
 use biscuit_auth::{Algorithm, Biscuit, KeyPair, PrivateKey};
 
-use crate::store::StoreError;
+use crate::storage::StorageError;
 use crate::user_directory::UserDirectory;
 
 const ROOT_KEY: &str = "biscuit_root_private_key";
@@ -20,11 +20,10 @@ pub struct BiscuitIssuer {
 impl BiscuitIssuer {
     /// Loads the root key pair from the user directory, generating and storing it on first start
     /// (in a cluster, the first node to start stores it and every node uses that one).
-    pub async fn load(users: &dyn UserDirectory) -> Result<Self, StoreError> {
+    pub async fn load(users: &dyn UserDirectory) -> Result<Self, StorageError> {
         let fresh = KeyPair::new().private().to_bytes().to_vec();
         let bytes = users.shared_value(ROOT_KEY, fresh).await?;
-        let private = PrivateKey::from_bytes(&bytes, Algorithm::Ed25519)
-            .map_err(|e| StoreError::Lmdb(heed::Error::Io(std::io::Error::other(e.to_string()))))?;
+        let private = PrivateKey::from_bytes(&bytes, Algorithm::Ed25519).map_err(StorageError::backend)?;
         Ok(Self {
             root: KeyPair::from(&private),
         })

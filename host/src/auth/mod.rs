@@ -33,7 +33,7 @@ pub enum AuthError {
     #[error("two-factor users must authenticate with a JWT from /login")]
     TwoFactorNeedsJwt,
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::storage::StorageError),
     #[error(transparent)]
     Password(#[from] password_workers::PasswordJobError),
 }

@@ -19,7 +19,7 @@ use async_nats::jetstream::stream::Stream;
 use bytes::Bytes;
 
 use super::{Cluster, PUBLISH_DEADLINE};
-use crate::store::{StoreError, StoreResult};
+use crate::storage::{StorageError, StorageResult};
 
 /// Attempts of one conditional publish that lost to other writers on the same stream.
 const ATTEMPTS: u32 = 40;
@@ -42,7 +42,7 @@ impl Cluster {
         payload: Bytes,
         message_id: &str,
         expected_last_sequence: Option<u64>,
-    ) -> StoreResult<Published> {
+    ) -> StorageResult<Published> {
         let deadline = tokio::time::Instant::now() + PUBLISH_DEADLINE;
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -67,7 +67,7 @@ impl Cluster {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
-                Err(error) => return Err(StoreError::unavailable(error)),
+                Err(error) => return Err(StorageError::unavailable(error)),
             }
         }
     }
@@ -81,15 +81,15 @@ impl Cluster {
         subject: &str,
         message_id: &str,
         prepare: impl Fn() -> F,
-    ) -> StoreResult<Option<(u64, T)>>
+    ) -> StorageResult<Option<(u64, T)>>
     where
-        F: Future<Output = StoreResult<Option<(Bytes, T)>>>,
+        F: Future<Output = StorageResult<Option<(Bytes, T)>>>,
     {
         for attempt in 0..ATTEMPTS {
             let last = stream
                 .get_info()
                 .await
-                .map_err(StoreError::unavailable)?
+                .map_err(StorageError::unavailable)?
                 .state
                 .last_sequence;
             let Some((payload, value)) = prepare().await? else {
@@ -101,7 +101,7 @@ impl Cluster {
                 Published::Overtaken => tokio::time::sleep(jitter(attempt)).await,
             }
         }
-        Err(StoreError::Unavailable(format!(
+        Err(StorageError::Unavailable(format!(
             "{subject}: still overtaken after {ATTEMPTS} attempts"
         )))
     }

@@ -20,9 +20,10 @@ use tokio_util::sync::CancellationToken;
 use super::cas::Published;
 use super::{Cluster, subjects};
 use crate::event_log::EventLog;
+use crate::event_log::{EventPage, LatestReplay};
 use crate::fanout::Fanout;
 use crate::model::{Event, LatestRead, NewEvent};
-use crate::store::{EventPage, LatestReplay, StoreError, StoreResult};
+use crate::storage::{StorageError, StorageResult};
 
 /// Longest wait for the next message of a replay or catch-up read.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,12 +38,12 @@ impl JetStreamLog {
         cluster: Arc<Cluster>,
         fanout: Arc<Fanout>,
         shutdown: CancellationToken,
-    ) -> StoreResult<Self> {
+    ) -> StorageResult<Self> {
         let after = cluster
             .events
             .get_info()
             .await
-            .map_err(StoreError::unavailable)?
+            .map_err(StorageError::unavailable)?
             .state
             .last_sequence;
         tokio::spawn(tail(cluster.clone(), fanout, after, shutdown));
@@ -51,7 +52,7 @@ impl JetStreamLog {
 
     /// Publishes `event` with its uuid as the message id: publishing the same event again
     /// within the de-duplication window stores nothing new and answers the first sequence.
-    pub async fn publish(&self, event: &Event) -> StoreResult<u64> {
+    pub async fn publish(&self, event: &Event) -> StorageResult<u64> {
         let subject = subjects::event_subject(&event.tenant_name, &event.event);
         match self
             .cluster
@@ -59,14 +60,14 @@ impl JetStreamLog {
             .await?
         {
             Published::At(sequence) => Ok(sequence),
-            Published::Overtaken => Err(StoreError::Unavailable(
+            Published::Overtaken => Err(StorageError::Unavailable(
                 "an unconditional publish was refused".into(),
             )),
         }
     }
 
     /// Publishes `event` provided that every read still holds, checked against the stream leader.
-    async fn publish_if_reads_hold(&self, event: &Event, reads: &[LatestRead]) -> StoreResult<u64> {
+    async fn publish_if_reads_hold(&self, event: &Event, reads: &[LatestRead]) -> StorageResult<u64> {
         let subject = subjects::event_subject(&event.tenant_name, &event.event);
         let payload = &encode(event)?;
         let reads_hold = || async move {
@@ -85,7 +86,7 @@ impl JetStreamLog {
             .await?;
         published
             .map(|(sequence, ())| sequence)
-            .ok_or(StoreError::StaleRead)
+            .ok_or(StorageError::StaleRead)
     }
 
     /// Reads `tenant`'s events from an ordered consumer until it has nothing pending, or `limit`
@@ -96,7 +97,7 @@ impl JetStreamLog {
         deliver_policy: DeliverPolicy,
         limit: usize,
         max_bytes: usize,
-    ) -> StoreResult<EventPage> {
+    ) -> StorageResult<EventPage> {
         let consumer = self
             .cluster
             .events
@@ -107,17 +108,19 @@ impl JetStreamLog {
                 ..Default::default()
             })
             .await
-            .map_err(StoreError::unavailable)?;
+            .map_err(StorageError::unavailable)?;
         let mut page = EventPage::default();
         let mut pending = consumer.cached_info().num_pending;
-        let mut messages = consumer.messages().await.map_err(StoreError::unavailable)?;
+        let mut messages = consumer.messages().await.map_err(StorageError::unavailable)?;
         while pending > 0 && page.events.len() < limit && page.bytes < max_bytes {
             let message = match tokio::time::timeout(READ_TIMEOUT, messages.next()).await {
                 Ok(Some(Ok(message))) => message,
-                Ok(Some(Err(error))) => return Err(StoreError::unavailable(error)),
-                Ok(None) | Err(_) => return Err(StoreError::Unavailable("reading events timed out".into())),
+                Ok(Some(Err(error))) => return Err(StorageError::unavailable(error)),
+                Ok(None) | Err(_) => {
+                    return Err(StorageError::Unavailable("reading events timed out".into()));
+                }
             };
-            let info = message.info().map_err(StoreError::unavailable)?;
+            let info = message.info().map_err(StorageError::unavailable)?;
             pending = info.pending;
             let seq = info.stream_sequence;
             page.bytes += message.payload.len();
@@ -129,7 +132,7 @@ impl JetStreamLog {
 
 #[async_trait::async_trait]
 impl EventLog for JetStreamLog {
-    async fn append(&self, mut new: NewEvent) -> StoreResult<Arc<Event>> {
+    async fn append(&self, mut new: NewEvent) -> StorageResult<Arc<Event>> {
         let reads = std::mem::take(&mut new.reads);
         let mut event = Event::from_new(new, 0);
         event.seq = match reads.is_empty() {
@@ -145,7 +148,7 @@ impl EventLog for JetStreamLog {
         after: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> StoreResult<EventPage> {
+    ) -> StorageResult<EventPage> {
         let Some(start_sequence) = after.checked_add(1) else {
             return Ok(EventPage::default());
         };
@@ -158,7 +161,7 @@ impl EventLog for JetStreamLog {
         .await
     }
 
-    async fn latest_events(&self, tenant: &str) -> StoreResult<LatestReplay> {
+    async fn latest_events(&self, tenant: &str) -> StorageResult<LatestReplay> {
         let page = self
             .read(tenant, DeliverPolicy::LastPerSubject, usize::MAX, usize::MAX)
             .await?;
@@ -169,23 +172,23 @@ impl EventLog for JetStreamLog {
         Ok(LatestReplay { events, last_seq })
     }
 
-    async fn newest_seq(&self, _tenant: &str) -> StoreResult<u64> {
+    async fn newest_seq(&self, _tenant: &str) -> StorageResult<u64> {
         // The stream's last sequence is at or above every tenant's newest.
         let info = self
             .cluster
             .events
             .get_info()
             .await
-            .map_err(StoreError::unavailable)?;
+            .map_err(StorageError::unavailable)?;
         Ok(info.state.last_sequence)
     }
 
-    async fn latest_of(&self, tenant: &str, name: &str) -> StoreResult<Option<Event>> {
+    async fn latest_of(&self, tenant: &str, name: &str) -> StorageResult<Option<Event>> {
         let subject = subjects::event_subject(tenant, name);
         match self.cluster.events.direct_get_last_for_subject(subject).await {
             Ok(message) => Ok(Some(decode(&message.payload, message.sequence)?)),
             Err(error) if error.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(error) => Err(StoreError::unavailable(error)),
+            Err(error) => Err(StorageError::unavailable(error)),
         }
     }
 
@@ -195,13 +198,15 @@ impl EventLog for JetStreamLog {
     }
 }
 
-fn encode(event: &Event) -> StoreResult<bytes::Bytes> {
-    Ok(serde_json::to_vec(event).map_err(StoreError::unavailable)?.into())
+fn encode(event: &Event) -> StorageResult<bytes::Bytes> {
+    Ok(serde_json::to_vec(event)
+        .map_err(StorageError::unavailable)?
+        .into())
 }
 
-fn decode(payload: &[u8], seq: u64) -> StoreResult<Event> {
+fn decode(payload: &[u8], seq: u64) -> StorageResult<Event> {
     let mut event: Event = serde_json::from_slice(payload)
-        .map_err(|e| StoreError::Unavailable(format!("an undecodable event: {e}")))?;
+        .map_err(|e| StorageError::Unavailable(format!("an undecodable event: {e}")))?;
     event.seq = seq;
     Ok(event)
 }

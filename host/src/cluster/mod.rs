@@ -24,7 +24,7 @@ use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::{self, kv, stream};
 
 use crate::config::Config;
-use crate::store::{StoreError, StoreResult};
+use crate::storage::{StorageError, StorageResult};
 
 /// The stream that holds every tenant's events.
 const EVENTS_STREAM: &str = "BROKER_EVENTS";
@@ -123,11 +123,11 @@ impl Cluster {
         &self,
         stream: &stream::Stream,
         subject: &str,
-    ) -> StoreResult<Option<StreamMessage>> {
+    ) -> StorageResult<Option<StreamMessage>> {
         match stream.get_last_raw_message_by_subject(subject).await {
             Ok(message) => Ok(Some(message)),
             Err(error) if error.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(error) => Err(StoreError::unavailable(error)),
+            Err(error) => Err(StorageError::unavailable(error)),
         }
     }
 }

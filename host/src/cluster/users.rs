@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{Cluster, bucket_subject, subjects};
 use crate::model::User;
-use crate::store::{StoreError, StoreResult, storable_name};
+use crate::storage::{StorageError, StorageResult, storable_name};
 use crate::user_directory::{UserChange, UserChanged, UserDirectory};
 
 pub struct KvUsers {
@@ -30,7 +30,7 @@ impl KvUsers {
     }
 
     /// The user, read from the bucket stream's leader.
-    async fn read(&self, username: &str) -> StoreResult<Option<User>> {
+    async fn read(&self, username: &str) -> StorageResult<Option<User>> {
         if !storable_name(username) {
             return Ok(None);
         }
@@ -41,7 +41,7 @@ impl KvUsers {
             .await?;
         match message {
             Some(message) if !is_deletion(&message.headers) => Ok(Some(
-                serde_json::from_slice(&message.payload).map_err(StoreError::unavailable)?,
+                serde_json::from_slice(&message.payload).map_err(StorageError::unavailable)?,
             )),
             _ => Ok(None),
         }
@@ -54,21 +54,28 @@ fn is_deletion(headers: &async_nats::HeaderMap) -> bool {
     headers.get("KV-Operation").is_some_and(|op| op.as_str() != "PUT")
 }
 
-fn encode(user: &User) -> StoreResult<bytes::Bytes> {
-    Ok(serde_json::to_vec(user).map_err(StoreError::unavailable)?.into())
+fn encode(user: &User) -> StorageResult<bytes::Bytes> {
+    Ok(serde_json::to_vec(user)
+        .map_err(StorageError::unavailable)?
+        .into())
 }
 
 #[async_trait::async_trait]
 impl UserDirectory for KvUsers {
-    async fn get(&self, username: &str) -> StoreResult<Option<User>> {
+    async fn get(&self, username: &str) -> StorageResult<Option<User>> {
         self.read(username).await
     }
 
-    async fn list(&self) -> StoreResult<Vec<User>> {
-        let mut keys = self.cluster.users.keys().await.map_err(StoreError::unavailable)?;
+    async fn list(&self) -> StorageResult<Vec<User>> {
+        let mut keys = self
+            .cluster
+            .users
+            .keys()
+            .await
+            .map_err(StorageError::unavailable)?;
         let mut users = Vec::new();
         while let Some(key) = keys.next().await {
-            let Some(username) = subjects::name(&key.map_err(StoreError::unavailable)?) else {
+            let Some(username) = subjects::name(&key.map_err(StorageError::unavailable)?) else {
                 continue;
             };
             if let Some(user) = self.read(&username).await? {
@@ -79,9 +86,9 @@ impl UserDirectory for KvUsers {
         Ok(users)
     }
 
-    async fn create(&self, user: User) -> StoreResult<bool> {
+    async fn create(&self, user: User) -> StorageResult<bool> {
         if !storable_name(&user.username) {
-            return Err(StoreError::BadKey);
+            return Err(StorageError::BadKey);
         }
         let subject = bucket_subject(&self.cluster.users_stream, &subjects::token(&user.username));
         let (payload, username) = (&encode(&user)?, user.username.as_str());
@@ -96,7 +103,7 @@ impl UserDirectory for KvUsers {
         Ok(created.is_some())
     }
 
-    async fn update_if(&self, username: &str, change: UserChange) -> StoreResult<Option<User>> {
+    async fn update_if(&self, username: &str, change: UserChange) -> StorageResult<Option<User>> {
         let subject = bucket_subject(&self.cluster.users_stream, &subjects::token(username));
         let change = &change;
         let changed = || async move {
@@ -123,13 +130,13 @@ impl UserDirectory for KvUsers {
         Ok(Some(user))
     }
 
-    async fn shared_value(&self, key: &str, init: Vec<u8>) -> StoreResult<Vec<u8>> {
+    async fn shared_value(&self, key: &str, init: Vec<u8>) -> StorageResult<Vec<u8>> {
         let stream = &self.cluster.meta_stream;
         let subject = bucket_subject(stream, &subjects::token(key));
         let subject = &subject;
         let current = || async move {
             let message = self.cluster.last_message(stream, subject).await?;
-            Ok::<_, StoreError>(message.map(|message| message.payload.to_vec()))
+            Ok::<_, StorageError>(message.map(|message| message.payload.to_vec()))
         };
         if let Some(value) = current().await? {
             return Ok(value);
@@ -147,7 +154,7 @@ impl UserDirectory for KvUsers {
         // Whoever was first, this is now the value.
         current()
             .await?
-            .ok_or_else(|| StoreError::Unavailable(format!("the shared value {key} is missing")))
+            .ok_or_else(|| StorageError::Unavailable(format!("the shared value {key} is missing")))
     }
 }
 

@@ -63,7 +63,7 @@ struct AdminInsert {
 /// `POST /admin/insert`: an insert into any tenant, through its guest like any other.
 pub async fn insert(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     check_admin_header(state, &request)?;
-    let body: AdminInsert = read_json(state, request).await?;
+    let body: AdminInsert = read_json(state.body_timeout(), request).await?;
     validate::name("tenant_name", &body.tenant_name).map_err(ApiError::BadRequest)?;
     validate::event_name(&body.event).map_err(ApiError::BadRequest)?;
     let identity = Identity {

@@ -9,19 +9,17 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Reads and parses a JSON body. Unknown fields are ignored; wrong types and missing fields are a
 /// 400 naming the field; malformed JSON is a 400; a body over the limit is a 413; a body that
-/// takes longer than `--request_timeout` to arrive is a 408.
+/// takes longer than `limit` (`--request_timeout`) to arrive is a 408.
 pub async fn read_json<T: DeserializeOwned>(
-    state: &AppState,
+    limit: Duration,
     request: Request<Incoming>,
 ) -> Result<T, ApiError> {
-    let limit = Duration::from_secs(state.config.request_timeout);
     let collecting = Limited::new(request.into_body(), MAX_BODY_BYTES).collect();
     let Ok(collected) = tokio::time::timeout(limit, collecting).await else {
         return Err(ApiError::RequestTimeout);

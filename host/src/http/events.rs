@@ -36,7 +36,7 @@ impl From<InsertError> for ApiError {
 
 pub async fn insert(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let identity = auth::authenticate(state, request.headers()).await?;
-    let body: Insert = read_json(state, request).await?;
+    let body: Insert = read_json(state.body_timeout(), request).await?;
     validate::event_name(&body.event).map_err(ApiError::BadRequest)?;
     let event = insert::insert(state, &identity, body.event, body.data).await?;
     let answer = json!({ "id": event.id, "seq": event.seq });

@@ -76,87 +76,116 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
     if request.method() == Method::OPTIONS {
         return Ok(preflight());
     }
-    let post = request.method() == Method::POST;
-    let get = request.method() == Method::GET;
-    if let Some(page) = console::file(request.uri().path()) {
-        return match (state.config.console, get) {
-            (true, true) => Ok(page),
-            (true, false) => Err(ApiError::MethodNotAllowed("GET, OPTIONS")),
-            (false, _) => Err(ApiError::NotFound),
-        };
+    let path = request.uri().path();
+    let Some(route) = ROUTES.iter().find(|route| route.path == path) else {
+        return Err(ApiError::NotFound);
+    };
+    if matches!(route.handler, Handler::Console) && !state.config.console {
+        return Err(ApiError::NotFound);
     }
-    match request.uri().path() {
-        "/" if get => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
-        "/" if request.method() == Method::HEAD => Ok(empty(StatusCode::OK)),
-        "/create_user" if post => users::create_user(state, request).await,
-        "/list_users" if post => users::list_users(state, request).await,
-        "/get_user" if post => users::get_user(state, request).await,
-        "/update_user" if post => users::update_user(state, request).await,
-        "/revoke_user" if post => users::set_revoked(state, request, true).await,
-        "/unrevoke_user" if post => users::set_revoked(state, request, false).await,
-        "/login" if post => session::login(state, request).await,
-        "/create_qr" if post => two_factor::create_qr(state, request).await,
-        "/create_totp" if post => two_factor::create_totp(state, request).await,
-        "/password_reset" if post => two_factor::password_reset(state, request).await,
-        "/verify" if get => session::verify(state, request).await,
-        "/insert" if post => events::insert(state, request).await,
-        "/sse" if get => sse::subscribe(state, request).await,
-        "/openapi.json" if get => Ok(openapi::document()),
-        "/admin/guests" if get => admin::guests(state, &request),
-        "/admin/sse" if get => admin::tenant_stream(state, &request),
-        "/admin/insert" if post => admin::insert(state, request).await,
-        path => match allowed_methods(path) {
-            Some(allow) => Err(ApiError::MethodNotAllowed(allow)),
-            None => Err(ApiError::NotFound),
-        },
+    let method = request.method().as_str();
+    if !route.methods.split(", ").any(|allowed| allowed == method) {
+        return Err(ApiError::MethodNotAllowed(route.methods));
+    }
+    match route.handler {
+        Handler::Root if request.method() == Method::HEAD => Ok(empty(StatusCode::OK)),
+        Handler::Root => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
+        Handler::CreateUser => users::create_user(state, request).await,
+        Handler::ListUsers => users::list_users(state, request).await,
+        Handler::GetUser => users::get_user(state, request).await,
+        Handler::UpdateUser => users::update_user(state, request).await,
+        Handler::Revoke => users::set_revoked(state, request, true).await,
+        Handler::Unrevoke => users::set_revoked(state, request, false).await,
+        Handler::Login => session::login(state, request).await,
+        Handler::CreateQr => two_factor::create_qr(state, request).await,
+        Handler::CreateTotp => two_factor::create_totp(state, request).await,
+        Handler::PasswordReset => two_factor::password_reset(state, request).await,
+        Handler::Verify => session::verify(state, request).await,
+        Handler::Insert => events::insert(state, request).await,
+        Handler::Subscribe => sse::subscribe(state, request).await,
+        Handler::OpenApi => Ok(openapi::document()),
+        Handler::AdminGuests => admin::guests(state, &request),
+        Handler::AdminStream => admin::tenant_stream(state, &request),
+        Handler::AdminInsert => admin::insert(state, request).await,
+        Handler::Console => console::file(path).ok_or(ApiError::NotFound),
     }
 }
 
-/// The routes Broker serves, as metric labels; anything else is `other` (unbounded paths must not
-/// become unbounded label values).
-const ROUTES: [&str; 21] = [
-    "/admin/guests",
-    "/admin/sse",
-    "/admin/insert",
-    "/console",
-    "/console/app.js",
-    "/console/style.css",
-    "/",
-    "/create_user",
-    "/list_users",
-    "/get_user",
-    "/update_user",
-    "/revoke_user",
-    "/unrevoke_user",
-    "/login",
-    "/create_qr",
-    "/create_totp",
-    "/password_reset",
-    "/verify",
-    "/insert",
-    "/sse",
-    "/openapi.json",
+/// What serves a route (see `ROUTES`).
+#[derive(Clone, Copy)]
+enum Handler {
+    Root,
+    CreateUser,
+    ListUsers,
+    GetUser,
+    UpdateUser,
+    Revoke,
+    Unrevoke,
+    Login,
+    CreateQr,
+    CreateTotp,
+    PasswordReset,
+    Verify,
+    Insert,
+    Subscribe,
+    OpenApi,
+    AdminGuests,
+    AdminStream,
+    AdminInsert,
+    Console,
+}
+
+/// One route: its path (also its metric label), the methods it answers (the `Allow` header of a
+/// 405; OPTIONS, the CORS preflight, is answered on every path), and what serves it.
+struct Route {
+    path: &'static str,
+    methods: &'static str,
+    handler: Handler,
+}
+
+const fn at(path: &'static str, methods: &'static str, handler: Handler) -> Route {
+    Route {
+        path,
+        methods,
+        handler,
+    }
+}
+
+const GET: &str = "GET, OPTIONS";
+const POST: &str = "POST, OPTIONS";
+
+/// Every route Broker serves, each written once. Any other path is 404, and its metric label is
+/// `other` (unbounded paths must not become unbounded label values).
+const ROUTES: [Route; 22] = [
+    at("/", "GET, HEAD, OPTIONS", Handler::Root),
+    at("/create_user", POST, Handler::CreateUser),
+    at("/list_users", POST, Handler::ListUsers),
+    at("/get_user", POST, Handler::GetUser),
+    at("/update_user", POST, Handler::UpdateUser),
+    at("/revoke_user", POST, Handler::Revoke),
+    at("/unrevoke_user", POST, Handler::Unrevoke),
+    at("/login", POST, Handler::Login),
+    at("/create_qr", POST, Handler::CreateQr),
+    at("/create_totp", POST, Handler::CreateTotp),
+    at("/password_reset", POST, Handler::PasswordReset),
+    at("/verify", GET, Handler::Verify),
+    at("/insert", POST, Handler::Insert),
+    at("/sse", GET, Handler::Subscribe),
+    at("/openapi.json", GET, Handler::OpenApi),
+    at("/admin/guests", GET, Handler::AdminGuests),
+    at("/admin/sse", GET, Handler::AdminStream),
+    at("/admin/insert", POST, Handler::AdminInsert),
+    at("/console", GET, Handler::Console),
+    at("/console/", GET, Handler::Console),
+    at("/console/app.js", GET, Handler::Console),
+    at("/console/style.css", GET, Handler::Console),
 ];
 
 fn route_label(path: &str) -> &'static str {
     ROUTES
         .iter()
-        .find(|route| **route == path)
-        .copied()
-        .unwrap_or("other")
-}
-
-/// The methods a known route answers, for the `Allow` header of a 405 (OPTIONS, the CORS
-/// preflight, is answered on every path).
-fn allowed_methods(path: &str) -> Option<&'static str> {
-    match path {
-        "/" => Some("GET, HEAD, OPTIONS"),
-        "/verify" | "/sse" | "/openapi.json" | "/admin/guests" | "/admin/sse" => Some("GET, OPTIONS"),
-        "/admin/insert" => Some("POST, OPTIONS"),
-        "/create_user" | "/list_users" | "/get_user" | "/update_user" | "/revoke_user" | "/unrevoke_user"
-        | "/login" | "/insert" | "/create_qr" | "/create_totp" | "/password_reset" => Some("POST, OPTIONS"),
-        _ => None,
-    }
+        .find(|route| route.path == path)
+        .map_or("other", |route| route.path)
 }
 
 /// The decoded value of `key` in a query string.

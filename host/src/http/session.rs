@@ -32,7 +32,7 @@ struct Login {
 }
 
 pub async fn login(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let body: Login = read_json(state, request).await?;
+    let body: Login = read_json(state.body_timeout(), request).await?;
     let user = auth::verify_password(state, &body.username, body.password).await?;
     if user.two_factor {
         accept_login_code(state, &user, body.totp.as_deref()).await?;

@@ -11,6 +11,7 @@ use serde_json::json;
 use super::body::read_json;
 use super::users::{AdminAndUser, check_admin, check_new_password, existing_user, user_not_found};
 use super::{Body, client_address, json_response, served_to};
+use crate::accounts;
 use crate::auth::totp;
 use crate::error::ApiError;
 use crate::model::PasswordReset;
@@ -32,7 +33,7 @@ pub async fn create_qr(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let client = client_address(&request);
-    let body: CreateQr = read_json(state, request).await?;
+    let body: CreateQr = read_json(state.body_timeout(), request).await?;
     check_admin(state, client, &body.admin_token)?;
     // The issuer goes into the QR code's URL: past ~1 KiB the code cannot hold it.
     if body.issuer.is_empty() || body.issuer.contains(':') || body.issuer.len() > MAX_ISSUER_BYTES {
@@ -56,7 +57,7 @@ pub async fn create_totp(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let client = client_address(&request);
-    let body: AdminAndUser = read_json(state, request).await?;
+    let body: AdminAndUser = read_json(state.body_timeout(), request).await?;
     check_admin(state, client, &body.admin_token)?;
     let reset = PasswordReset {
         secret: totp::new_secret(),
@@ -90,7 +91,7 @@ pub async fn password_reset(
     state: &Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let body: PasswordResetBody = read_json(state, request).await?;
+    let body: PasswordResetBody = read_json(state.body_timeout(), request).await?;
     check_new_password(state, &body.password, &body.username)?;
     let refused = || ApiError::unauthorized("totp is invalid or expired");
     // Counted before the user is read and the code checked: concurrent wrong codes cannot all
@@ -113,9 +114,8 @@ pub async fn password_reset(
     let consume = Box::new(move |user: &mut User| {
         let valid = reset_is_valid(user.reset.as_ref(), &checker, &code);
         if valid {
-            user.password_hash.clone_from(&hash);
+            accounts::set_password(user, &hash);
             user.reset = None;
-            user.credential_generation += 1;
         }
         valid
     });

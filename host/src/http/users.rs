@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::body::{present, read_json};
 use super::{Body, client_address, json_response};
+use crate::accounts;
 use crate::auth::{admin, totp};
 use crate::error::ApiError;
 use crate::model::User;
@@ -65,7 +66,7 @@ pub async fn create_user(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let client = client_address(&request);
-    let body: CreateUser = read_json(state, request).await?;
+    let body: CreateUser = read_json(state.body_timeout(), request).await?;
     check_admin_or(
         state,
         client,
@@ -120,7 +121,7 @@ pub async fn list_users(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let client = client_address(&request);
-    let body: AdminOnly = read_json(state, request).await?;
+    let body: AdminOnly = read_json(state.body_timeout(), request).await?;
     check_admin(state, client, &body.admin_token)?;
     let users = state.users.list().await?;
     let views: Vec<Value> = users.iter().map(User::public_view).collect();
@@ -145,7 +146,7 @@ pub async fn existing_user(state: &AppState, username: &str) -> Result<User, Api
 
 pub async fn get_user(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let client = client_address(&request);
-    let body: AdminAndUser = read_json(state, request).await?;
+    let body: AdminAndUser = read_json(state.body_timeout(), request).await?;
     check_admin(state, client, &body.admin_token)?;
     let user = existing_user(state, &body.username).await?;
     Ok(json_response(StatusCode::OK, &user.public_view()))
@@ -157,12 +158,11 @@ pub async fn set_revoked(
     revoked: bool,
 ) -> Result<Response<Body>, ApiError> {
     let client = client_address(&request);
-    let body: AdminAndUser = read_json(state, request).await?;
+    let body: AdminAndUser = read_json(state.body_timeout(), request).await?;
     check_admin(state, client, &body.admin_token)?;
-    let updated = state.users.update(&body.username, move |user| {
-        user.revoked = revoked;
-        user.credential_generation += 1;
-    });
+    let updated = state
+        .users
+        .update(&body.username, move |user| accounts::set_revoked(user, revoked));
     updated.await?.ok_or_else(user_not_found)?;
     tracing::info!(username = body.username, revoked, "user revocation changed");
     Ok(ok())
@@ -189,7 +189,7 @@ pub async fn update_user(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let client = client_address(&request);
-    let body: UpdateUser = read_json(state, request).await?;
+    let body: UpdateUser = read_json(state.body_timeout(), request).await?;
     check_admin(state, client, &body.admin_token)?;
     if let Some(tenant) = &body.tenant_name {
         validate::name("tenant_name", tenant).map_err(ApiError::BadRequest)?;
@@ -210,15 +210,12 @@ pub async fn update_user(
     let username = body.username.clone();
     let change = move |user: &mut User| {
         // A new password or tenant ends the JWTs, remembered credentials and open streams (the
-        // directory tells them: a moved user must not keep receiving the old tenant's events).
-        if body.tenant_name.is_some() || password_hash.is_some() {
-            user.credential_generation += 1;
-        }
+        // directory tells them).
         if let Some(tenant) = &body.tenant_name {
-            user.tenant_name.clone_from(tenant);
+            accounts::move_to_tenant(user, tenant);
         }
         if let Some(hash) = &password_hash {
-            user.password_hash.clone_from(hash);
+            accounts::set_password(user, hash);
         }
         if let Some(email) = &body.email {
             user.email.clone_from(email);

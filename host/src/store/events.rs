@@ -7,23 +7,10 @@
 use std::collections::HashMap;
 use std::ops::Bound;
 
-use super::{Store, StoreError, StoreResult};
+use super::Store;
+use crate::event_log::{EventPage, LatestReplay};
 use crate::model::{Event, NewEvent};
-
-/// What a new subscriber is sent first: the newest event of each name, oldest first.
-#[derive(Debug)]
-pub struct LatestReplay {
-    pub events: Vec<Event>,
-    /// The tenant's newest sequence when the replay was read: live events up to it are covered.
-    pub last_seq: u64,
-}
-
-/// One page of a tenant's events in sequence order, and the stored bytes they took.
-#[derive(Debug, Default)]
-pub struct EventPage {
-    pub events: Vec<Event>,
-    pub bytes: usize,
-}
+use crate::storage::{StorageError, StorageResult};
 
 fn tenant_prefix(tenant: &str) -> Vec<u8> {
     let name = tenant.as_bytes();
@@ -55,7 +42,7 @@ impl Store {
         after: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> StoreResult<EventPage> {
+    ) -> StorageResult<EventPage> {
         let mut page = EventPage::default();
         let Some(first) = after.checked_add(1) else {
             return Ok(page);
@@ -70,7 +57,7 @@ impl Store {
             }
             let (_, record) = entry?;
             let event = serde_json::from_slice(record)
-                .map_err(|e| StoreError::Lmdb(heed::Error::Decoding(e.into())))?;
+                .map_err(|e| StorageError::from(heed::Error::Decoding(e.into())))?;
             page.bytes += record.len();
             page.events.push(event);
         }
@@ -78,13 +65,13 @@ impl Store {
     }
 
     /// The tenant's newest sequence number (0 before its first event).
-    pub fn newest_seq(&self, tenant: &str) -> StoreResult<u64> {
+    pub fn newest_seq(&self, tenant: &str) -> StorageResult<u64> {
         let rtxn = self.env.read_txn()?;
         self.last_seq(&rtxn, tenant)
     }
 
     /// The newest event of each name in `tenant`, oldest first, and the tenant's newest sequence.
-    pub fn latest_events(&self, tenant: &str) -> StoreResult<LatestReplay> {
+    pub fn latest_events(&self, tenant: &str) -> StorageResult<LatestReplay> {
         let rtxn = self.env.read_txn()?;
         let prefix = tenant_prefix(tenant);
         let mut events = Vec::new();
@@ -100,7 +87,7 @@ impl Store {
     }
 
     /// The newest event of `name` in `tenant`.
-    pub fn latest_of(&self, tenant: &str, name: &str) -> StoreResult<Option<Event>> {
+    pub fn latest_of(&self, tenant: &str, name: &str) -> StorageResult<Option<Event>> {
         let rtxn = self.env.read_txn()?;
         match self.latest.get(&rtxn, &latest_key(tenant, name))? {
             Some(seq) => Ok(self.events.get(&rtxn, &event_key(tenant, seq))?),
@@ -108,7 +95,7 @@ impl Store {
         }
     }
 
-    fn last_seq(&self, rtxn: &heed::RoTxn, tenant: &str) -> StoreResult<u64> {
+    fn last_seq(&self, rtxn: &heed::RoTxn, tenant: &str) -> StorageResult<u64> {
         let prefix = tenant_prefix(tenant);
         let last = self.events.rev_prefix_iter(rtxn, &prefix)?.next().transpose()?;
         Ok(last.map_or(0, |(_, event)| event.seq))
@@ -122,12 +109,12 @@ impl Store {
         &self,
         batch: Vec<NewEvent>,
         last_seqs: &mut HashMap<String, u64>,
-    ) -> StoreResult<Vec<StoreResult<Event>>> {
+    ) -> StorageResult<Vec<StorageResult<Event>>> {
         let mut wtxn = self.env.write_txn()?;
         let mut stored = Vec::with_capacity(batch.len());
         for new in batch {
             if !self.reads_hold(&wtxn, &new)? {
-                stored.push(Err(StoreError::StaleRead));
+                stored.push(Err(StorageError::StaleRead));
                 continue;
             }
             let last = match last_seqs.get(&new.tenant_name) {
@@ -150,7 +137,7 @@ impl Store {
     }
 
     /// Whether the newest event of each name `new`'s guest read is still the one it saw.
-    fn reads_hold(&self, txn: &heed::RoTxn, new: &NewEvent) -> StoreResult<bool> {
+    fn reads_hold(&self, txn: &heed::RoTxn, new: &NewEvent) -> StorageResult<bool> {
         for read in &new.reads {
             let newest = self.latest.get(txn, &latest_key(&new.tenant_name, &read.name))?;
             if newest.unwrap_or(0) != read.seq {

@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
+use super::Store;
 use super::writer::EventWriter;
-use super::{EventPage, LatestReplay, Store, StoreResult};
 use crate::event_log::EventLog;
+use crate::event_log::{EventPage, LatestReplay};
 use crate::model::{Event, NewEvent, User};
+use crate::storage::StorageResult;
 use crate::user_directory::{UserChange, UserChanged, UserDirectory};
 
 /// The event log on one node: LMDB, appended to by the single writer thread.
@@ -23,7 +25,7 @@ impl LmdbEventLog {
 
 #[async_trait::async_trait]
 impl EventLog for LmdbEventLog {
-    async fn append(&self, event: NewEvent) -> StoreResult<Arc<Event>> {
+    async fn append(&self, event: NewEvent) -> StorageResult<Arc<Event>> {
         self.writer.append(event).await
     }
 
@@ -33,19 +35,19 @@ impl EventLog for LmdbEventLog {
         after: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> StoreResult<EventPage> {
+    ) -> StorageResult<EventPage> {
         self.store.events_after(tenant, after, limit, max_bytes)
     }
 
-    async fn latest_events(&self, tenant: &str) -> StoreResult<LatestReplay> {
+    async fn latest_events(&self, tenant: &str) -> StorageResult<LatestReplay> {
         self.store.latest_events(tenant)
     }
 
-    async fn newest_seq(&self, tenant: &str) -> StoreResult<u64> {
+    async fn newest_seq(&self, tenant: &str) -> StorageResult<u64> {
         self.store.newest_seq(tenant)
     }
 
-    async fn latest_of(&self, tenant: &str, name: &str) -> StoreResult<Option<Event>> {
+    async fn latest_of(&self, tenant: &str, name: &str) -> StorageResult<Option<Event>> {
         self.store.latest_of(tenant, name)
     }
 
@@ -68,21 +70,21 @@ impl LmdbUsers {
 
 #[async_trait::async_trait]
 impl UserDirectory for LmdbUsers {
-    async fn get(&self, username: &str) -> StoreResult<Option<User>> {
+    async fn get(&self, username: &str) -> StorageResult<Option<User>> {
         self.store.get_user(username)
     }
 
-    async fn list(&self) -> StoreResult<Vec<User>> {
+    async fn list(&self) -> StorageResult<Vec<User>> {
         self.store.list_users()
     }
 
-    async fn create(&self, user: User) -> StoreResult<bool> {
+    async fn create(&self, user: User) -> StorageResult<bool> {
         self.store
             .write_off_executor(move |store| store.create_user(&user))
             .await
     }
 
-    async fn update_if(&self, username: &str, change: UserChange) -> StoreResult<Option<User>> {
+    async fn update_if(&self, username: &str, change: UserChange) -> StorageResult<Option<User>> {
         let name = username.to_owned();
         let updated = self
             .store
@@ -94,7 +96,7 @@ impl UserDirectory for LmdbUsers {
         Ok(updated)
     }
 
-    async fn shared_value(&self, key: &str, init: Vec<u8>) -> StoreResult<Vec<u8>> {
+    async fn shared_value(&self, key: &str, init: Vec<u8>) -> StorageResult<Vec<u8>> {
         self.store.meta_get_or_init(key, || init)
     }
 }

@@ -1,12 +1,13 @@
 //! The user directory: get, create-if-absent, update in place. Each call is one LMDB transaction, so
 //! a username check and its write cannot interleave with another writer.
 
-use super::{Store, StoreError, StoreResult, storable_name};
+use super::Store;
 use crate::model::User;
+use crate::storage::{StorageError, StorageResult, storable_name};
 
 impl Store {
     /// The user named `username`; a name that could never have been stored is simply unknown.
-    pub fn get_user(&self, username: &str) -> StoreResult<Option<User>> {
+    pub fn get_user(&self, username: &str) -> StorageResult<Option<User>> {
         if !storable_name(username) {
             return Ok(None);
         }
@@ -14,16 +15,16 @@ impl Store {
         Ok(self.users.get(&rtxn, username)?)
     }
 
-    pub fn list_users(&self) -> StoreResult<Vec<User>> {
+    pub fn list_users(&self) -> StorageResult<Vec<User>> {
         let rtxn = self.env.read_txn()?;
         let users = self.users.iter(&rtxn)?.map(|entry| entry.map(|(_, user)| user));
         Ok(users.collect::<Result<_, _>>()?)
     }
 
     /// Stores `user` unless its username is taken; returns whether it was stored.
-    pub fn create_user(&self, user: &User) -> StoreResult<bool> {
+    pub fn create_user(&self, user: &User) -> StorageResult<bool> {
         if !storable_name(&user.username) {
-            return Err(StoreError::BadKey);
+            return Err(StorageError::BadKey);
         }
         let mut wtxn = self.env.write_txn()?;
         if self.users.get(&wtxn, &user.username)?.is_some() {
@@ -40,7 +41,7 @@ impl Store {
         &self,
         username: &str,
         change: impl FnOnce(&mut User) -> bool,
-    ) -> StoreResult<Option<User>> {
+    ) -> StorageResult<Option<User>> {
         if !storable_name(username) {
             return Ok(None);
         }

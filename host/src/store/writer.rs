@@ -1,7 +1,7 @@
 //! The single event writer: one thread owns LMDB write transactions for events and commits every
 //! insert waiting at that moment in one transaction (group commit). An insert is answered only after
 //! its commit, and handed to fan-out only after its commit, in commit order. An insert whose guest
-//! read state that changed before the commit is left out of it (`StoreError::StaleRead`).
+//! read state that changed before the commit is left out of it (`StorageError::StaleRead`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,9 +10,10 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{Store, StoreError, StoreResult};
+use super::Store;
 use crate::metrics::metrics;
 use crate::model::{Event, NewEvent};
+use crate::storage::{StorageError, StorageResult};
 
 /// Most inserts committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -21,7 +22,7 @@ const QUEUE: usize = 4096;
 
 struct Job {
     event: NewEvent,
-    reply: oneshot::Sender<StoreResult<Arc<Event>>>,
+    reply: oneshot::Sender<StorageResult<Arc<Event>>>,
 }
 
 /// Handle for appending events; cheap to clone. The writer thread ends once every handle is dropped
@@ -59,13 +60,13 @@ impl EventWriter {
     }
 
     /// Appends one event; returns it with its sequence number once it is committed.
-    pub async fn append(&self, event: NewEvent) -> StoreResult<Arc<Event>> {
+    pub async fn append(&self, event: NewEvent) -> StorageResult<Arc<Event>> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job { event, reply })
             .await
-            .map_err(|_| StoreError::WriterStopped)?;
-        answer.await.map_err(|_| StoreError::WriterStopped)?
+            .map_err(|_| StorageError::WriterStopped)?;
+        answer.await.map_err(|_| StorageError::WriterStopped)?
     }
 }
 
@@ -102,8 +103,8 @@ fn write_loop(store: &Store, mut queue: mpsc::Receiver<Job>, published: impl Fn(
                 last_seqs.clear();
                 for reply in replies {
                     let _ = reply.send(Err(match &error {
-                        StoreError::Full => StoreError::Full,
-                        _ => StoreError::CommitFailed,
+                        StorageError::Full => StorageError::Full,
+                        _ => StorageError::CommitFailed,
                     }));
                 }
             }
@@ -144,7 +145,7 @@ mod tests {
         assert_eq!(writer.append(judged_on(0)).await.unwrap().seq, 1);
         assert!(matches!(
             writer.append(judged_on(0)).await,
-            Err(StoreError::StaleRead)
+            Err(StorageError::StaleRead)
         ));
         // Judged again on the new state, it commits; nothing was numbered for the refused one.
         assert_eq!(writer.append(judged_on(1)).await.unwrap().seq, 2);
@@ -167,7 +168,7 @@ mod tests {
         .await
         .expect("the dead writer thread is seen finished");
         assert!(
-            matches!(writer.append(new_event()).await, Err(StoreError::WriterStopped)),
+            matches!(writer.append(new_event()).await, Err(StorageError::WriterStopped)),
             "later inserts are refused, not left hanging"
         );
     }
