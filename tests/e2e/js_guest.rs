@@ -76,9 +76,34 @@ async fn a_guest_too_big_for_the_memory_limit_is_refused_with_the_flag_to_raise(
     let server = TestServer::start_with(&["--guest_memory_mb", "8"]).await;
     install_guest(server.dir.path(), "js.wasm", &js_guest());
     wait_long_for(&server, "guest refused").await;
+    // The operator sees the refusal and its remedy in /admin/guests, not only in the log.
+    let guests: serde_json::Value = server
+        .http
+        .get(server.endpoint("/admin/guests"))
+        .header("x-admin-token", crate::support::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refused = guests["refused"].as_array().unwrap();
+    assert_eq!(refused.len(), 1, "{guests}");
+    assert_eq!(refused[0]["file"], "js.wasm", "{guests}");
     assert!(
-        server.logs().contains("--guest_memory_mb=8 allows: raise it"),
-        "{}",
-        server.logs()
+        refused[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("--guest_memory_mb=8 allows: raise it"),
+        "{guests}"
     );
+    assert!(guests["tenants"].as_array().unwrap().is_empty(), "{guests}");
+    // Tenant js keeps the pass-through: its data is stored unchanged.
+    let jwt = server.signup("shopper", "js").await;
+    let mut stream = server.subscribe(&jwt).await;
+    assert_eq!(
+        server.insert(&jwt, "order-1", json!({"amount": 1})).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(stream.next().await.data, json!({"amount": 1}));
 }
