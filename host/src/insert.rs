@@ -7,10 +7,11 @@ use serde_json::Value;
 
 use crate::auth::Identity;
 use crate::auth::scopes::{self, Operation};
-use crate::guests::{GuestError, GuestEvent, Verdict};
+use crate::clock::Clock;
+use crate::event_log::EventLog;
+use crate::guests::{GuestError, GuestEvent, Guests, Verdict};
 use crate::metrics::metrics;
 use crate::model::{Event, LatestRead, NewEvent, User};
-use crate::state::AppState;
 use crate::storage::StorageError;
 
 /// Longest guest rejection message passed on to the client, in bytes.
@@ -34,100 +35,130 @@ pub enum InsertError {
     Store(#[from] StorageError),
 }
 
-/// Inserts one event for `identity`'s tenant:
-/// 0. with `--enforce_scopes`, the caller's scopes must allow posting this event name;
-/// 1. the tenant's guest validates or transforms `data` (a rejection stops here: nothing stored);
-/// 2. the writer commits it and numbers it (answered only after the commit), provided that what the
-///    guest read of the tenant's state still holds; if not, back to 1, a bounded number of times;
-/// 3. the writer hands it to the tenant's live subscribers, in commit order.
-pub async fn insert(
-    state: &AppState,
-    identity: &Identity,
-    event: String,
-    data: Value,
-) -> Result<Arc<Event>, InsertError> {
-    let inserted = judge_and_commit(state, identity, event, data).await;
-    metrics().insert(match &inserted {
-        Ok(_) => "accepted",
-        Err(InsertError::Forbidden(_)) => "refused_by_scope",
-        Err(InsertError::Rejected(_)) => "rejected_by_guest",
-        Err(InsertError::Conflict) => "conflict",
-        Err(InsertError::Guest(_) | InsertError::Store(_)) => "failed",
-    });
-    inserted
+/// The insert path and what it touches: the event log, the guests, the clock and two flags.
+pub struct Inserts {
+    events: Arc<dyn EventLog>,
+    guests: Arc<Guests>,
+    clock: Arc<Clock>,
+    /// `--enforce_scopes`: inserting `E` needs `E:post` or `*:post`.
+    enforce_scopes: bool,
+    /// `--bypass_guests`: skip the guest step (for measuring its cost only).
+    bypass_guests: bool,
 }
 
-async fn judge_and_commit(
-    state: &AppState,
-    identity: &Identity,
-    event: String,
-    data: Value,
-) -> Result<Arc<Event>, InsertError> {
-    let user = &identity.user;
-    if state.config.enforce_scopes && !scopes::allows(user.scope_list(), &event, Operation::Post) {
-        return Err(InsertError::Forbidden(event));
+impl Inserts {
+    pub fn new(
+        events: Arc<dyn EventLog>,
+        guests: Arc<Guests>,
+        clock: Arc<Clock>,
+        enforce_scopes: bool,
+        bypass_guests: bool,
+    ) -> Self {
+        Self {
+            events,
+            guests,
+            clock,
+            enforce_scopes,
+            bypass_guests,
+        }
     }
-    let timestamp = state.clock.now_millis();
-    let (mut event, mut data) = (event, data);
-    for _ in 0..MAX_JUDGEMENTS {
-        let (replaced, reads) = judge(state, user, &event, &data, timestamp).await?;
-        // Only a guest that read state can be judged again: otherwise the insert's own copies go.
-        let may_judge_again = !reads.is_empty();
-        let keep_or_take = |value: &mut Value| match may_judge_again {
-            true => value.clone(),
-            false => std::mem::take(value),
-        };
-        let new = NewEvent {
-            tenant_name: user.tenant_name.clone(),
-            username: user.username.clone(),
-            event: if may_judge_again {
-                event.clone()
-            } else {
-                std::mem::take(&mut event)
-            },
-            data: replaced.unwrap_or_else(|| keep_or_take(&mut data)),
-            timestamp,
-            reads,
-        };
-        match state.events.append(new).await {
-            Err(StorageError::StaleRead) => {
-                metrics().guest_rejudgements.inc();
+
+    /// Inserts one event for `identity`'s tenant:
+    /// 0. with `--enforce_scopes`, the caller's scopes must allow posting this event name;
+    /// 1. the tenant's guest validates or transforms `data` (a rejection stops here: nothing stored);
+    /// 2. the writer commits it and numbers it (answered only after the commit), provided that what
+    ///    the guest read of the tenant's state still holds; if not, back to 1, a bounded number of
+    ///    times;
+    /// 3. the writer hands it to the tenant's live subscribers, in commit order.
+    pub async fn insert(
+        &self,
+        identity: &Identity,
+        event: String,
+        data: Value,
+    ) -> Result<Arc<Event>, InsertError> {
+        let inserted = self.judge_and_commit(identity, event, data).await;
+        metrics().insert(match &inserted {
+            Ok(_) => "accepted",
+            Err(InsertError::Forbidden(_)) => "refused_by_scope",
+            Err(InsertError::Rejected(_)) => "rejected_by_guest",
+            Err(InsertError::Conflict) => "conflict",
+            Err(InsertError::Guest(_) | InsertError::Store(_)) => "failed",
+        });
+        inserted
+    }
+
+    async fn judge_and_commit(
+        &self,
+        identity: &Identity,
+        event: String,
+        data: Value,
+    ) -> Result<Arc<Event>, InsertError> {
+        let user = &identity.user;
+        if self.enforce_scopes && !scopes::allows(user.scope_list(), &event, Operation::Post) {
+            return Err(InsertError::Forbidden(event));
+        }
+        let timestamp = self.clock.now_millis();
+        let (mut event, mut data) = (event, data);
+        for _ in 0..MAX_JUDGEMENTS {
+            let (replaced, reads) = self.judge(user, &event, &data, timestamp).await?;
+            // Only a guest that read state can be judged again: otherwise the insert's own copies go.
+            let may_judge_again = !reads.is_empty();
+            let keep_or_take = |value: &mut Value| match may_judge_again {
+                true => value.clone(),
+                false => std::mem::take(value),
+            };
+            let new = NewEvent {
+                tenant_name: user.tenant_name.clone(),
+                username: user.username.clone(),
+                event: if may_judge_again {
+                    event.clone()
+                } else {
+                    std::mem::take(&mut event)
+                },
+                data: replaced.unwrap_or_else(|| keep_or_take(&mut data)),
+                timestamp,
+                reads,
+            };
+            match self.events.append(new).await {
+                Err(StorageError::StaleRead) => {
+                    metrics().guest_rejudgements.inc();
+                }
+                committed => return Ok(committed?),
             }
-            committed => return Ok(committed?),
         }
+        Err(InsertError::Conflict)
     }
-    Err(InsertError::Conflict)
-}
 
-/// The guest step: the guest's replacement data if it gave one, and what it read of the tenant's
-/// state to decide.
-async fn judge(
-    state: &AppState,
-    user: &User,
-    event: &str,
-    data: &Value,
-    timestamp: u64,
-) -> Result<(Option<Value>, Vec<LatestRead>), InsertError> {
-    if state.config.bypass_guests {
-        return Ok((None, Vec::new()));
-    }
-    let text = data.to_string();
-    let guest_event = GuestEvent {
-        tenant: &user.tenant_name,
-        username: &user.username,
-        scopes: user.scope_list(),
-        event,
-        data: &text,
-        timestamp,
-    };
-    let judgement = state.guests.check(&guest_event).await?;
-    let data = match judgement.verdict {
-        Verdict::Accept => None,
-        Verdict::Replace(document) => Some(document),
-        Verdict::Reject(message) => {
-            let message = crate::validate::printable(&message, MAX_REJECTION_BYTES);
-            return Err(InsertError::Rejected(message));
+    /// The guest step: the guest's replacement data if it gave one, and what it read of the
+    /// tenant's state to decide.
+    async fn judge(
+        &self,
+        user: &User,
+        event: &str,
+        data: &Value,
+        timestamp: u64,
+    ) -> Result<(Option<Value>, Vec<LatestRead>), InsertError> {
+        if self.bypass_guests {
+            return Ok((None, Vec::new()));
         }
-    };
-    Ok((data, judgement.reads))
+        let text = data.to_string();
+        let guest_event = GuestEvent {
+            tenant: &user.tenant_name,
+            username: &user.username,
+            scopes: user.scope_list(),
+            event,
+            data: &text,
+            timestamp,
+        };
+        let judgement = self.guests.check(&guest_event).await?;
+        let data = match judgement.verdict {
+            Verdict::Accept => None,
+            Verdict::Replace(document) => Some(document),
+            Verdict::Reject(message) => {
+                let message = crate::validate::printable(&message, MAX_REJECTION_BYTES);
+                return Err(InsertError::Rejected(message));
+            }
+        };
+        Ok((data, judgement.reads))
+    }
 }

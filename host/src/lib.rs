@@ -4,6 +4,7 @@
 //! transform the data → the event log commits it (`store::writer`'s group commit, or a JetStream
 //! publish) → `fanout` hands it to the tenant's live `/sse` streams. Each module has one job:
 //!
+//! - `app`: the wiring (`run`): listeners, storage, services, serving until shutdown.
 //! - `config`: flags and their environment variables.
 //! - `server`: the accept loop and graceful shutdown; `http`: routing, bodies, CORS, the endpoints.
 //! - `tls`: HTTPS with your own certificate or ACME (`--secure`).
@@ -22,6 +23,7 @@
 //!   API error type.
 
 pub mod accounts;
+mod app;
 pub mod auth;
 pub mod backup;
 pub mod clock;
@@ -36,7 +38,6 @@ pub mod insert;
 pub mod metrics;
 pub mod model;
 pub mod server;
-pub mod state;
 pub mod storage;
 pub mod store;
 pub mod subscribe;
@@ -44,249 +45,4 @@ pub mod tls;
 pub mod user_directory;
 pub mod validate;
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use anyhow::Context;
-use hyper::Request;
-use hyper::body::Incoming;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-use crate::auth::attempts::{AttemptLimiter, MAX_CODE_FAILURES};
-use crate::auth::biscuit::BiscuitIssuer;
-use crate::auth::credential_cache::CredentialCache;
-use crate::auth::jwt::JwtKeys;
-use crate::auth::password_workers::PasswordWorkers;
-use crate::cluster::events::JetStreamLog;
-use crate::cluster::users::KvUsers;
-use crate::config::Config;
-use crate::event_log::EventLog;
-use crate::fanout::Fanout;
-use crate::http::redirect::HttpsRedirect;
-use crate::state::AppState;
-use crate::store::writer::EventWriter;
-use crate::store::{LmdbEventLog, LmdbUsers, Store};
-use crate::tls::TlsTerminator;
-use crate::user_directory::{UserChanged, UserDirectory};
-
-/// How long the writer gets to commit what is queued after the server stops.
-const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The sockets Broker serves: the plain-HTTP port always; the HTTPS port with `--secure`; the
-/// metrics port with `--metrics_port`.
-pub struct Listeners {
-    pub plain: TcpListener,
-    pub tls: Option<TcpListener>,
-    pub metrics: Option<TcpListener>,
-}
-
-impl Listeners {
-    /// Binds `--port`, and `--tls_port` when `--secure`, on `--bind`; `--metrics_port` on
-    /// `--metrics_bind`.
-    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
-        let bind = |address: &str, port: u16| {
-            let address = address.to_owned();
-            async move {
-                TcpListener::bind((address.as_str(), port))
-                    .await
-                    .with_context(|| format!("binding {address}:{port}"))
-            }
-        };
-        Ok(Self {
-            plain: bind(&config.bind, config.port).await?,
-            tls: match config.secure {
-                true => Some(bind(&config.bind, config.tls_port).await?),
-                false => None,
-            },
-            metrics: match config.metrics_port {
-                Some(port) => Some(bind(&config.metrics_bind, port).await?),
-                None => None,
-            },
-        })
-    }
-
-    /// The addresses the API is served on (plain and HTTPS; metrics carry no secrets).
-    fn api_addresses(&self) -> std::io::Result<Vec<std::net::SocketAddr>> {
-        let mut addresses = vec![self.plain.local_addr()?];
-        if let Some(tls) = &self.tls {
-            addresses.push(tls.local_addr()?);
-        }
-        Ok(addresses)
-    }
-}
-
-/// The two storage seams, as chosen by `--nats`.
-struct Storage {
-    events: Arc<dyn EventLog>,
-    users: Arc<dyn UserDirectory>,
-    /// The LMDB event writer, joined at exit so that queued commits finish.
-    writer_thread: Option<std::thread::JoinHandle<()>>,
-}
-
-/// LMDB on this machine, or JetStream with `--nats`; either feeds `fanout` with committed events
-/// and user changes.
-async fn open_storage(
-    config: &Config,
-    fanout: &Arc<Fanout>,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Storage> {
-    let notifier = fanout.clone();
-    let changed: UserChanged = Arc::new(move |username: &str| notifier.user_changed(username));
-    if let Some(urls) = &config.nats {
-        let cluster = Arc::new(cluster::Cluster::connect(config, urls).await?);
-        let events = JetStreamLog::start(cluster.clone(), fanout.clone(), shutdown.clone())
-            .await
-            .context("starting the JetStream event log")?;
-        tracing::info!(
-            replicas = config.nats_replicas,
-            "cluster mode: events and users in NATS JetStream"
-        );
-        return Ok(Storage {
-            events: Arc::new(events),
-            users: Arc::new(KvUsers::start(cluster, changed, shutdown.clone())),
-            writer_thread: None,
-        });
-    }
-    let store = Arc::new(
-        Store::open(&config.db, config.db_max_mb)
-            .with_context(|| format!("opening the database at {}", config.db.display()))?,
-    );
-    let publisher = fanout.clone();
-    let (writer, writer_thread) = EventWriter::start(store.clone(), move |batch| {
-        publisher.publish(batch.iter().map(|event| &**event));
-    });
-    Ok(Storage {
-        events: Arc::new(LmdbEventLog::new(store.clone(), writer)),
-        users: Arc::new(LmdbUsers::new(store, changed)),
-        writer_thread: Some(writer_thread),
-    })
-}
-
-/// The bounds every connection is held to, from their flags.
-fn connection_limits(config: &Config) -> server::ConnectionLimits {
-    server::ConnectionLimits {
-        max_connections: config.max_connections,
-        header_timeout: Duration::from_secs(config.request_timeout),
-        write_timeout: Duration::from_secs(config.write_timeout),
-    }
-}
-
-/// Runs Broker on `listeners` until `shutdown` is cancelled; returns once pending commits are done.
-/// The binary and the benchmarks both call this.
-pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
-    // Public or short secrets beyond loopback stop start-up before anything is opened.
-    config.check_secrets(&listeners.api_addresses()?)?;
-    // Certificates first: a bad key or chain stops start-up before anything is opened.
-    let tls = match (config.secure, listeners.tls) {
-        (false, _) => None,
-        (true, Some(listener)) => Some((
-            listener,
-            Arc::new(TlsTerminator::start(&config, shutdown.clone())?),
-        )),
-        (true, None) => anyhow::bail!("--secure=true needs an HTTPS listener"),
-    };
-    let fanout = Arc::new(Fanout::new(config.live_buffer as usize));
-    let Storage {
-        events,
-        users,
-        writer_thread,
-    } = open_storage(&config, &fanout, &shutdown).await?;
-    let clock = Arc::new(clock::Clock::default());
-    tokio::spawn(clock::sync_with_ntp(
-        clock.clone(),
-        config.ntp_server_list(),
-        Duration::from_secs(config.ntp_interval.max(1)),
-        shutdown.clone(),
-    ));
-    let guests = guests::Guests::start(&config, events.clone(), shutdown.clone())
-        .await
-        .context("starting the guest engine")?;
-    if let Some(listener) = listeners.metrics {
-        tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
-        let answer = |request: Request<Incoming>| std::future::ready(http::metrics::answer(&request));
-        tokio::spawn(server::serve(
-            listener,
-            None,
-            connection_limits(&config),
-            shutdown.clone(),
-            answer,
-        ));
-    }
-    let redirect_host = config.domain.clone();
-    let limits = connection_limits(&config);
-    let state = Arc::new(AppState {
-        jwt: JwtKeys::new(&config.jwt_secret, config.jwt_expiry),
-        biscuit: BiscuitIssuer::load(&*users)
-            .await
-            .context("loading the biscuit root key")?,
-        passwords: PasswordWorkers::start(config.password_workers(), config.password_queue),
-        credentials: CredentialCache::default(),
-        login_codes: AttemptLimiter::new(
-            "login two-factor code",
-            Duration::from_secs(30),
-            MAX_CODE_FAILURES,
-        ),
-        reset_codes: AttemptLimiter::new(
-            "password-reset code",
-            Duration::from_secs(config.totp_duration.max(1)),
-            MAX_CODE_FAILURES,
-        ),
-        admin_tokens: AttemptLimiter::new("admin token", Duration::from_secs(60), config.admin_failures),
-        guests,
-        clock,
-        config,
-        events: events.clone(),
-        users,
-        fanout,
-        shutdown: shutdown.clone(),
-    });
-    // The handler owns the state: once the servers return, the last handle on the writer goes.
-    let api = move |request| http::handle(state.clone(), request);
-    let plain = listeners.plain;
-    let serving = async move {
-        match tls {
-            None => {
-                // Logged once everything is ready: tests and supervisors wait for this line.
-                tracing::info!("broker listening on http://{}", plain.local_addr()?);
-                server::serve(plain, None, limits, shutdown, api).await;
-            }
-            Some((listener, terminator)) => {
-                let https = listener.local_addr()?;
-                let redirect = HttpsRedirect {
-                    fallback_host: redirect_host,
-                    tls_port: https.port(),
-                };
-                tracing::info!("plain HTTP on {} only redirects to HTTPS", plain.local_addr()?);
-                tracing::info!("broker listening on https://{https}");
-                let redirect =
-                    move |request: Request<Incoming>| std::future::ready(redirect.answer(&request));
-                tokio::join!(
-                    server::serve(listener, Some(terminator), limits, shutdown.clone(), api),
-                    server::serve(plain, None, limits, shutdown, redirect),
-                );
-            }
-        }
-        anyhow::Ok(())
-    };
-    tokio::select! {
-        served = serving => served?,
-        () = events.stopped() => {
-            // Serving on would answer every insert 503 forever: stop loudly, so that a supervisor
-            // (systemd's Restart=, a container runtime) starts a healthy process.
-            tracing::error!("the event writer stopped unexpectedly; stopping Broker");
-            anyhow::bail!("the event writer stopped unexpectedly");
-        }
-    }
-    tracing::info!("connections closed");
-    drop(events);
-    // The writer stops once the last handle (held by the state, dropped with the connections) is gone.
-    if let Some(writer_thread) = writer_thread {
-        let joined = tokio::task::spawn_blocking(move || writer_thread.join());
-        if tokio::time::timeout(WRITER_DRAIN_TIMEOUT, joined).await.is_err() {
-            tracing::warn!("event writer still busy at exit");
-        }
-    }
-    tracing::info!("stopped");
-    Ok(())
-}
+pub use app::{Listeners, run};

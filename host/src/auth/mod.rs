@@ -11,11 +11,17 @@ pub mod password_workers;
 pub mod scopes;
 pub mod totp;
 
+use std::sync::Arc;
+
 use base64::Engine;
 use hyper::header::{AUTHORIZATION, HeaderMap};
 
+use self::credential_cache::CredentialCache;
+use self::jwt::JwtKeys;
+use self::password_workers::PasswordWorkers;
+use crate::clock::Clock;
 use crate::model::User;
-use crate::state::AppState;
+use crate::user_directory::UserDirectory;
 
 /// Why a caller was refused. The messages are safe to send: they never echo a credential.
 #[derive(Debug, thiserror::Error)]
@@ -74,63 +80,101 @@ fn parse_credentials(headers: &HeaderMap) -> Result<Credentials, AuthError> {
     Err(AuthError::Malformed)
 }
 
-/// Authenticates the request's caller.
-pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Identity, AuthError> {
-    match parse_credentials(headers)? {
-        Credentials::Bearer(token) => {
-            let claims = state.jwt.verify(&token).map_err(|_| AuthError::BadToken)?;
-            let user = state.users.get(&claims.sub).await?.ok_or(AuthError::BadToken)?;
-            // A password change, reset, revoke or tenant move since issue ends the token.
-            if claims.generation != user.credential_generation {
-                return Err(AuthError::BadToken);
-            }
-            if user.revoked {
-                return Err(AuthError::Revoked);
-            }
-            Ok(Identity {
-                user,
-                expiry: claims.exp,
-            })
-        }
-        Credentials::Basic { username, password } => {
-            let user = verify_password(state, &username, password).await?;
-            if user.two_factor {
-                return Err(AuthError::TwoFactorNeedsJwt);
-            }
-            Ok(Identity {
-                user,
-                expiry: state.clock.now_secs() + state.config.jwt_expiry,
-            })
-        }
-    }
+/// Who is calling, from the credentials a request carries: everything authentication touches and
+/// nothing else (the HTTP layer holds one; the insert and subscribe paths take its `Identity`).
+pub struct Authenticator {
+    jwt: JwtKeys,
+    users: Arc<dyn UserDirectory>,
+    /// Every argon2 hash and verification runs here: bounded in threads, memory and queue.
+    passwords: Arc<PasswordWorkers>,
+    /// Basic credentials argon2 accepted recently, valid for the user revision they were checked on.
+    credentials: CredentialCache,
+    clock: Arc<Clock>,
+    /// Seconds a Basic caller's identity is good for (`--jwt_expiry`, as a JWT's).
+    credential_lifetime: u64,
 }
 
-/// Checks a username and password and refuses revoked users. A credential verified moments ago
-/// for the same revision of the user is taken from the cache; anything else costs one argon2 run on
-/// the bounded password workers (unknown users too, so that timing does not reveal which names
-/// exist).
-pub async fn verify_password(state: &AppState, username: &str, password: String) -> Result<User, AuthError> {
-    let user = state.users.get(username).await?;
-    let cached = user
-        .as_ref()
-        .is_some_and(|user| state.credentials.accepts(user, &password));
-    let matches = cached || {
-        let hash = user.as_ref().map(|u| u.password_hash.clone());
-        let remembered = user.is_some().then(|| password.clone());
-        let matches = state.passwords.verify(password, hash).await?;
-        if let (true, Some(user), Some(password)) = (matches, &user, remembered) {
-            state.credentials.remember(user, &password);
+impl Authenticator {
+    pub fn new(
+        jwt: JwtKeys,
+        users: Arc<dyn UserDirectory>,
+        passwords: Arc<PasswordWorkers>,
+        clock: Arc<Clock>,
+        credential_lifetime: u64,
+    ) -> Self {
+        Self {
+            jwt,
+            users,
+            passwords,
+            credentials: CredentialCache::default(),
+            clock,
+            credential_lifetime,
         }
-        matches
-    };
-    match user {
-        Some(user) if matches => {
-            if user.revoked {
-                Err(AuthError::Revoked)
-            } else {
-                Ok(user)
+    }
+
+    /// Authenticates the request's caller.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
+        match parse_credentials(headers)? {
+            Credentials::Bearer(token) => {
+                let claims = self.jwt.verify(&token).map_err(|_| AuthError::BadToken)?;
+                let user = self.users.get(&claims.sub).await?.ok_or(AuthError::BadToken)?;
+                // A password change, reset, revoke or tenant move since issue ends the token.
+                if claims.generation != user.credential_generation {
+                    return Err(AuthError::BadToken);
+                }
+                if user.revoked {
+                    return Err(AuthError::Revoked);
+                }
+                Ok(Identity {
+                    user,
+                    expiry: claims.exp,
+                })
+            }
+            Credentials::Basic { username, password } => {
+                let user = self.verify_password(&username, password).await?;
+                if user.two_factor {
+                    return Err(AuthError::TwoFactorNeedsJwt);
+                }
+                Ok(Identity {
+                    user,
+                    expiry: self.clock.now_secs() + self.credential_lifetime,
+                })
             }
         }
-        _ => Err(AuthError::BadCredentials),
+    }
+
+    /// Checks a username and password and refuses revoked users. A credential verified moments
+    /// ago for the same revision of the user is taken from the cache; anything else costs one
+    /// argon2 run on the bounded password workers (unknown users too, so that timing does not
+    /// reveal which names exist).
+    pub async fn verify_password(&self, username: &str, password: String) -> Result<User, AuthError> {
+        let user = self.users.get(username).await?;
+        let cached = user
+            .as_ref()
+            .is_some_and(|user| self.credentials.accepts(user, &password));
+        let matches = cached || {
+            let hash = user.as_ref().map(|u| u.password_hash.clone());
+            let remembered = user.is_some().then(|| password.clone());
+            let matches = self.passwords.verify(password, hash).await?;
+            if let (true, Some(user), Some(password)) = (matches, &user, remembered) {
+                self.credentials.remember(user, &password);
+            }
+            matches
+        };
+        match user {
+            Some(user) if matches => {
+                if user.revoked {
+                    Err(AuthError::Revoked)
+                } else {
+                    Ok(user)
+                }
+            }
+            _ => Err(AuthError::BadCredentials),
+        }
+    }
+
+    /// A JWT for `user`, issued now.
+    pub fn issue_jwt(&self, user: &User) -> Result<String, jsonwebtoken::errors::Error> {
+        self.jwt.issue(user, self.clock.now_secs())
     }
 }

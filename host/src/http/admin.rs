@@ -11,13 +11,12 @@ use serde_json::{Value, json};
 
 use super::body::read_json;
 use super::sse::{event_stream_response, last_event_id};
+use super::state::AppState;
 use super::users::check_admin;
 use super::{Body, client_address, json_response, query_value};
 use crate::auth::Identity;
 use crate::error::ApiError;
-use crate::insert;
 use crate::model::User;
-use crate::state::AppState;
 use crate::validate;
 
 /// The header that carries the admin token.
@@ -42,13 +41,16 @@ pub fn guests(state: &AppState, request: &Request<Incoming>) -> Result<Response<
 }
 
 /// `GET /admin/sse?tenant=T`: every event of tenant `T`, as a user of it would receive them.
-pub fn tenant_stream(state: &Arc<AppState>, request: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn tenant_stream(
+    state: &Arc<AppState>,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     check_admin_header(state, request)?;
     let query = request.uri().query().unwrap_or_default();
     let tenant = query_value(query, "tenant").ok_or_else(|| ApiError::bad_request("tenant is required"))?;
     validate::name("tenant", &tenant).map_err(ApiError::BadRequest)?;
     let resume_after = last_event_id(request.headers(), Some(query));
-    let frames = crate::subscribe::subscribe_tenant(state, &tenant, resume_after);
+    let frames = state.streams.subscribe_tenant(&tenant, resume_after).await?;
     Ok(event_stream_response(frames))
 }
 
@@ -70,7 +72,7 @@ pub async fn insert(state: &Arc<AppState>, request: Request<Incoming>) -> Result
         user: console_user(body.tenant_name),
         expiry: 0,
     };
-    let event = insert::insert(state, &identity, body.event, body.data).await?;
+    let event = state.inserts.insert(&identity, body.event, body.data).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({ "id": event.id, "seq": event.seq }),

@@ -8,11 +8,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::body::read_json;
+use super::state::AppState;
 use super::{Body, json_response, served_to};
-use crate::auth;
 use crate::error::ApiError;
-use crate::insert::{self, InsertError};
-use crate::state::AppState;
+use crate::insert::InsertError;
 use crate::validate;
 
 #[derive(Deserialize)]
@@ -35,10 +34,10 @@ impl From<InsertError> for ApiError {
 }
 
 pub async fn insert(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let identity = auth::authenticate(state, request.headers()).await?;
+    let identity = state.auth.authenticate(request.headers()).await?;
     let body: Insert = read_json(state.body_timeout(), request).await?;
     validate::event_name(&body.event).map_err(ApiError::BadRequest)?;
-    let event = insert::insert(state, &identity, body.event, body.data).await?;
+    let event = state.inserts.insert(&identity, body.event, body.data).await?;
     let answer = json!({ "id": event.id, "seq": event.seq });
     Ok(served_to(
         json_response(StatusCode::OK, &answer),

@@ -10,6 +10,7 @@ mod openapi;
 pub mod redirect;
 mod session;
 mod sse;
+pub mod state;
 mod two_factor;
 mod users;
 
@@ -26,9 +27,9 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
+use self::state::AppState;
 use crate::error::ApiError;
 use crate::metrics::metrics;
-use crate::state::AppState;
 
 /// Response bodies need not be `Sync`: hyper polls each from one task at a time.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -105,7 +106,7 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
         Handler::Subscribe => sse::subscribe(state, request).await,
         Handler::OpenApi => Ok(openapi::document()),
         Handler::AdminGuests => admin::guests(state, &request),
-        Handler::AdminStream => admin::tenant_stream(state, &request),
+        Handler::AdminStream => admin::tenant_stream(state, &request).await,
         Handler::AdminInsert => admin::insert(state, request).await,
         Handler::Console => console::file(path).ok_or(ApiError::NotFound),
     }

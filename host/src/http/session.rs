@@ -8,11 +8,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::read_json;
+use super::state::AppState;
 use super::{Body, json_response, served_to};
-use crate::auth::{self, AuthError, totp};
+use crate::auth::{AuthError, totp};
 use crate::error::ApiError;
 use crate::model::User;
-use crate::state::AppState;
 
 impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> Self {
@@ -33,14 +33,11 @@ struct Login {
 
 pub async fn login(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let body: Login = read_json(state.body_timeout(), request).await?;
-    let user = auth::verify_password(state, &body.username, body.password).await?;
+    let user = state.auth.verify_password(&body.username, body.password).await?;
     if user.two_factor {
         accept_login_code(state, &user, body.totp.as_deref()).await?;
     }
-    let jwt = state
-        .jwt
-        .issue(&user, state.clock.now_secs())
-        .map_err(ApiError::internal)?;
+    let jwt = state.auth.issue_jwt(&user).map_err(ApiError::internal)?;
     Ok(served_to(
         json_response(StatusCode::OK, &json!({ "jwt": jwt })),
         &user.username,
@@ -48,7 +45,7 @@ pub async fn login(state: &Arc<AppState>, request: Request<Incoming>) -> Result<
 }
 
 pub async fn verify(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let identity = auth::authenticate(state, request.headers()).await?;
+    let identity = state.auth.authenticate(request.headers()).await?;
     let scopes = identity.user.scope_list();
     let token = state
         .biscuit

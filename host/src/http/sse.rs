@@ -12,11 +12,10 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response};
 use tokio_stream::StreamExt;
 
+use super::state::AppState;
 use super::{Body, query_value, served_to};
-use crate::auth;
 use crate::error::ApiError;
-use crate::state::AppState;
-use crate::subscribe::{self, SubscribeError};
+use crate::subscribe::SubscribeError;
 
 impl From<SubscribeError> for ApiError {
     fn from(error: SubscribeError) -> Self {
@@ -32,10 +31,10 @@ pub async fn subscribe(
     state: &Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let identity = auth::authenticate(state, request.headers()).await?;
+    let identity = state.auth.authenticate(request.headers()).await?;
     let resume_after = last_event_id(request.headers(), request.uri().query());
     // Joined before answering: every insert after the client sees 200 reaches this stream.
-    let frames = subscribe::subscribe(state, &identity, resume_after).await?;
+    let frames = state.streams.subscribe(&identity, resume_after).await?;
     Ok(served_to(event_stream_response(frames), &identity.user.username))
 }
 

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::read_json;
+use super::state::AppState;
 use super::users::{AdminAndUser, check_admin, check_new_password, existing_user, user_not_found};
 use super::{Body, client_address, json_response, served_to};
 use crate::accounts;
@@ -16,7 +17,6 @@ use crate::auth::totp;
 use crate::error::ApiError;
 use crate::model::PasswordReset;
 use crate::model::User;
-use crate::state::AppState;
 
 #[derive(Deserialize)]
 struct CreateQr {

@@ -10,12 +10,12 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::body::{present, read_json};
+use super::state::AppState;
 use super::{Body, client_address, json_response};
 use crate::accounts;
 use crate::auth::{admin, totp};
 use crate::error::ApiError;
 use crate::model::User;
-use crate::state::AppState;
 use crate::validate;
 
 const WRONG_ADMIN_TOKEN: &str = "admin_token is incorrect";

@@ -1,25 +1,9 @@
-//! The subscribe path, one library call: `subscribe` turns an authenticated caller into a stream of
-//! SSE frames that the HTTP layer only has to write.
-//!
-//! 1. Watch the user's record, then read it again: a revoke or tenant move that landed while the
-//!    caller was being authenticated is seen here, not missed for the life of the stream.
-//! 2. Join the tenant's live feed before reading the store, so nothing committed in between is lost.
-//! 3. Replay: the newest event of each name (oldest first), or every event after `Last-Event-ID`.
-//! 4. Live frames, skipping sequences already sent. A stream that lags behind the live channel
-//!    reads the gap back from the store and carries on (`broker-client` never reconnects).
-//! 5. With `--enforce_scopes`, skip events whose name the user's `get` scopes do not cover: a
-//!    skipped event still moves the cursor, so `Last-Event-ID` resume stays exact. A scope change
-//!    applies to the open stream at once.
-//! 6. End on disconnect, shutdown, a change that ends the user's access, or credential expiry.
-//!
-//! A stream is no task of its own: it is a state machine that hyper polls when the connection can
-//! take more bytes, so an idle subscriber holds its cursor, its two channel handles and little else,
-//! and a client that stops reading stops the polling (and then lags and catches up, bounded).
+//! The stream state machine behind `Streams::subscribe`: replay, catch-up pages, live frames,
+//! and the user and credential checks that end it. See the module above for the steps.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -27,12 +11,11 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Sleep;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::auth::Identity;
+use super::Streams;
 use crate::auth::scopes::{self, Operation};
 use crate::fanout::{Frame, LiveFeed, UserWatch};
 use crate::metrics::{OpenGuard, metrics};
 use crate::model::User;
-use crate::state::AppState;
 use crate::storage::StorageError;
 
 /// Most events read from the store per catch-up page.
@@ -40,18 +23,6 @@ const STORE_PAGE: usize = 500;
 /// A catch-up page stops early past this many bytes of event data, so one page of large events
 /// cannot take a large share of memory.
 const STORE_PAGE_BYTES: usize = 1 << 20;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SubscribeError {
-    /// The user was revoked, moved or removed between authentication and now.
-    #[error("user is revoked or no longer in this tenant")]
-    UserChanged,
-    /// `--enforce_scopes` and the user holds no `get` scope at all.
-    #[error("a scope E:get (or *:get) is needed to receive events")]
-    Forbidden,
-    #[error(transparent)]
-    Store(#[from] StorageError),
-}
 
 /// Why a stream ended (logged at debug level; a store error at error level).
 #[derive(Debug)]
@@ -63,54 +34,13 @@ enum End {
     Store(StorageError),
 }
 
-/// Subscribes `identity` to its tenant's events, resuming after `resume_after` when given.
-pub async fn subscribe(
-    state: &Arc<AppState>,
-    identity: &Identity,
-    resume_after: Option<u64>,
-) -> Result<impl Stream<Item = Bytes> + Send + 'static, SubscribeError> {
-    let user = &identity.user;
-    let user_watch = state.fanout.watch_user(&user.username);
-    let mut owner = Owner {
-        username: user.username.clone(),
-        tenant_name: user.tenant_name.clone(),
-        credential_generation: user.credential_generation,
-        scopes: None,
-    };
-    let current = state.users.get(&user.username).await?;
-    if !owner.still_allowed(current.as_ref()) {
-        return Err(SubscribeError::UserChanged);
-    }
-    if state.config.enforce_scopes && !owner.take_scopes(current.as_ref()) {
-        return Err(SubscribeError::Forbidden);
-    }
-    let viewer = Viewer {
-        owner,
-        watch: user_watch,
-        expiry: Box::pin(tokio::time::sleep(Duration::from_secs(
-            identity.expiry.saturating_sub(state.clock.now_secs()),
-        ))),
-    };
-    Ok(EventStream::open(state, &user.tenant_name, Some(viewer), resume_after).frames())
-}
-
-/// Every event of `tenant` for the admin console: the same replay, resume and live delivery as a
-/// user's stream, with no user whose access could end (the caller checked the admin token).
-pub fn subscribe_tenant(
-    state: &Arc<AppState>,
-    tenant: &str,
-    resume_after: Option<u64>,
-) -> impl Stream<Item = Bytes> + Send + 'static {
-    EventStream::open(state, tenant, None, resume_after).frames()
-}
-
 /// The user a stream belongs to, and what ends it.
-struct Viewer {
-    owner: Owner,
-    watch: UserWatch,
+pub(super) struct Viewer {
+    pub(super) owner: Owner,
+    pub(super) watch: UserWatch,
     /// Fires when the credential that opened the stream expires. Made once per stream, not per
     /// event: a timer made and dropped for every delivery showed in fan-out profiles.
-    expiry: Pin<Box<Sleep>>,
+    pub(super) expiry: Pin<Box<Sleep>>,
 }
 
 /// What ends or re-checks a user's stream.
@@ -133,17 +63,17 @@ async fn viewer_news(viewer: &mut Option<Viewer>) -> ViewerNews {
 }
 
 /// Who a stream belongs to: just what is needed to tell whether it may go on.
-struct Owner {
-    username: String,
-    tenant_name: String,
-    credential_generation: u64,
+pub(super) struct Owner {
+    pub(super) username: String,
+    pub(super) tenant_name: String,
+    pub(super) credential_generation: u64,
     /// The user's current scopes with `--enforce_scopes`; `None` lets every event through.
-    scopes: Option<Vec<String>>,
+    pub(super) scopes: Option<Vec<String>>,
 }
 
 impl Owner {
     /// Keeps `current`'s scopes for filtering; false when they allow receiving nothing at all.
-    fn take_scopes(&mut self, current: Option<&User>) -> bool {
+    pub(super) fn take_scopes(&mut self, current: Option<&User>) -> bool {
         let scopes = current.map(|user| user.scope_list().to_vec()).unwrap_or_default();
         let receives_any = scopes::allows_any(&scopes, Operation::Get);
         self.scopes = Some(scopes);
@@ -152,7 +82,7 @@ impl Owner {
 
     /// The user may keep streaming: it exists, is not revoked, and its credentials have not ended
     /// (no password change, reset, revoke or tenant move) since the stream opened.
-    fn still_allowed(&self, current: Option<&User>) -> bool {
+    pub(super) fn still_allowed(&self, current: Option<&User>) -> bool {
         current.is_some_and(|user| {
             !user.revoked
                 && user.tenant_name == self.tenant_name
@@ -169,8 +99,8 @@ async fn keep_alive_tick(timer: &mut Option<Pin<Box<Sleep>>>) {
     }
 }
 
-struct EventStream {
-    state: Arc<AppState>,
+pub(super) struct EventStream {
+    streams: Arc<Streams>,
     tenant: String,
     /// The user the stream belongs to; `None` for the admin console.
     viewer: Option<Viewer>,
@@ -195,15 +125,21 @@ struct EventStream {
 impl EventStream {
     /// Joins `tenant`'s live feed (before anything is read from the store, so that nothing
     /// committed in between is missed) and plans the replay.
-    fn open(state: &Arc<AppState>, tenant: &str, viewer: Option<Viewer>, resume_after: Option<u64>) -> Self {
+    pub(super) fn open(
+        streams: &Arc<Streams>,
+        tenant: &str,
+        viewer: Option<Viewer>,
+        resume_after: Option<u64>,
+    ) -> Self {
         Self {
-            state: state.clone(),
+            streams: streams.clone(),
             tenant: tenant.to_owned(),
             viewer,
-            keep_alive: (state.config.keep_alive > 0)
-                .then(|| Box::pin(tokio::time::sleep(Duration::from_secs(state.config.keep_alive)))),
-            live: state.fanout.subscribe(tenant),
-            shutdown: Box::pin(state.shutdown.clone().cancelled_owned()),
+            keep_alive: streams
+                .keep_alive
+                .map(|period| Box::pin(tokio::time::sleep(period))),
+            live: streams.fanout.subscribe(tenant),
+            shutdown: Box::pin(streams.shutdown.clone().cancelled_owned()),
             start: Some(resume_after),
             catching_up: false,
             cursor: 0,
@@ -212,8 +148,20 @@ impl EventStream {
         }
     }
 
+    /// An id above the tenant's newest (a typo, a restored database) means "from now": as a
+    /// filter it would hide every new event below it. "Now" is read here, after joining the live
+    /// feed and before the client is answered, so that an insert committed after the answer but
+    /// before the stream is first polled is still sent.
+    pub(super) async fn settle_resume_point(&mut self) -> Result<(), StorageError> {
+        if let Some(Some(after)) = self.start {
+            let newest = self.streams.events.newest_seq(&self.tenant).await?;
+            self.start = Some(Some(after.min(newest)));
+        }
+        Ok(())
+    }
+
     /// The stream as the HTTP body polls it.
-    fn frames(self) -> impl Stream<Item = Bytes> + Send + 'static {
+    pub(super) fn frames(self) -> impl Stream<Item = Bytes> + Send + 'static {
         futures_util::stream::unfold(self, |mut stream| async move {
             let frame = stream.next_frame().await?;
             Some((frame, stream))
@@ -288,8 +236,7 @@ impl EventStream {
                 Err(RecvError::Closed) => Err(End::ShuttingDown),
             },
             () = keep_alive_tick(&mut self.keep_alive) => {
-                let period = Duration::from_secs(self.state.config.keep_alive);
-                if let Some(timer) = self.keep_alive.as_mut() {
+                if let (Some(timer), Some(period)) = (self.keep_alive.as_mut(), self.streams.keep_alive) {
                     timer.as_mut().reset(tokio::time::Instant::now() + period);
                 }
                 self.pending.push_back(Bytes::from_static(b":\n\n"));
@@ -299,13 +246,11 @@ impl EventStream {
     }
 
     async fn replay(&mut self, resume_after: Option<u64>) -> Result<(), End> {
-        let events = self.state.events.clone();
+        let events = self.streams.events.clone();
         match resume_after {
             Some(after) => {
-                // An id above the tenant's newest (a typo, a restored database) means "from now":
-                // as a filter it would hide every new event below it.
-                let newest = events.newest_seq(&self.tenant).await;
-                self.cursor = after.min(newest.map_err(End::Store)?);
+                // Settled by `settle_resume_point` before the stream was answered.
+                self.cursor = after;
                 self.catching_up = true;
             }
             None => {
@@ -325,7 +270,7 @@ impl EventStream {
     /// Reads one page of stored events after the cursor; the catch-up ends with a short page.
     async fn catch_up_page(&mut self) -> Result<(), End> {
         let page = self
-            .state
+            .streams
             .events
             .events_after(&self.tenant, self.cursor, STORE_PAGE, STORE_PAGE_BYTES)
             .await
@@ -366,7 +311,12 @@ impl EventStream {
             return Ok(());
         };
         let owner = &mut viewer.owner;
-        let current = self.state.users.get(&owner.username).await.map_err(End::Store)?;
+        let current = self
+            .streams
+            .users
+            .get(&owner.username)
+            .await
+            .map_err(End::Store)?;
         if !owner.still_allowed(current.as_ref()) {
             return Err(End::UserChanged);
         }

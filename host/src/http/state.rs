@@ -1,0 +1,48 @@
+//! What every request handler shares: the services the library offers (authentication, inserts,
+//! streams), the user directory and the identity pieces the account endpoints use, and the flags
+//! the HTTP layer itself reads. Only handlers see it: no module below `http` takes it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::Authenticator;
+use crate::auth::attempts::AttemptLimiter;
+use crate::auth::biscuit::BiscuitIssuer;
+use crate::auth::password_workers::PasswordWorkers;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::guests::Guests;
+use crate::insert::Inserts;
+use crate::subscribe::Streams;
+use crate::user_directory::UserDirectory;
+
+pub struct AppState {
+    pub config: Config,
+    /// Who is calling (JWT and Basic), and JWTs for logins.
+    pub auth: Authenticator,
+    /// The insert path.
+    pub inserts: Inserts,
+    /// The subscribe path.
+    pub streams: Arc<Streams>,
+    /// Users and identity-wide keys (LMDB, or JetStream key-value in a cluster).
+    pub users: Arc<dyn UserDirectory>,
+    pub biscuit: BiscuitIssuer,
+    /// Argon2 hashes of new passwords (the same bounded workers authentication uses).
+    pub passwords: Arc<PasswordWorkers>,
+    /// Wrong login two-factor codes per user, per 30 s code step.
+    pub login_codes: AttemptLimiter,
+    /// Wrong password-reset codes per user, per `--totp_duration`.
+    pub reset_codes: AttemptLimiter,
+    /// Wrong admin tokens per client address, `--admin_failures` per minute.
+    pub admin_tokens: AttemptLimiter,
+    pub clock: Arc<Clock>,
+    /// Per-tenant guest components, for the admin listing.
+    pub guests: Arc<Guests>,
+}
+
+impl AppState {
+    /// How long a request body may take to arrive (`--request_timeout`).
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.request_timeout)
+    }
+}

@@ -1,0 +1,130 @@
+//! The subscribe path, one library call: `subscribe` turns an authenticated caller into a stream of
+//! SSE frames that the HTTP layer only has to write.
+//!
+//! 1. Watch the user's record, then read it again: a revoke or tenant move that landed while the
+//!    caller was being authenticated is seen here, not missed for the life of the stream.
+//! 2. Join the tenant's live feed before reading the store, so nothing committed in between is lost.
+//! 3. Replay: the newest event of each name (oldest first), or every event after `Last-Event-ID`.
+//! 4. Live frames, skipping sequences already sent. A stream that lags behind the live channel
+//!    reads the gap back from the store and carries on (`broker-client` never reconnects).
+//! 5. With `--enforce_scopes`, skip events whose name the user's `get` scopes do not cover: a
+//!    skipped event still moves the cursor, so `Last-Event-ID` resume stays exact. A scope change
+//!    applies to the open stream at once.
+//! 6. End on disconnect, shutdown, a change that ends the user's access, or credential expiry.
+//!
+//! A stream is no task of its own: it is a state machine that hyper polls when the connection can
+//! take more bytes, so an idle subscriber holds its cursor, its two channel handles and little else,
+//! and a client that stops reading stops the polling (and then lags and catches up, bounded).
+
+mod stream;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio_util::sync::CancellationToken;
+
+use self::stream::{EventStream, Owner, Viewer};
+use crate::auth::Identity;
+use crate::clock::Clock;
+use crate::event_log::EventLog;
+use crate::fanout::Fanout;
+use crate::storage::StorageError;
+use crate::user_directory::UserDirectory;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    /// The user was revoked, moved or removed between authentication and now.
+    #[error("user is revoked or no longer in this tenant")]
+    UserChanged,
+    /// `--enforce_scopes` and the user holds no `get` scope at all.
+    #[error("a scope E:get (or *:get) is needed to receive events")]
+    Forbidden,
+    #[error(transparent)]
+    Store(#[from] StorageError),
+}
+
+/// The subscribe path and what it touches: the event log, the user directory, the live fan-out,
+/// the clock, the shutdown signal and two flags.
+pub struct Streams {
+    events: Arc<dyn EventLog>,
+    users: Arc<dyn UserDirectory>,
+    fanout: Arc<Fanout>,
+    clock: Arc<Clock>,
+    /// Cancelled when the server stops: ends every open stream.
+    shutdown: CancellationToken,
+    /// `--keep_alive`: a comment line on idle streams at this period.
+    keep_alive: Option<Duration>,
+    /// `--enforce_scopes`: a stream carries only the names its `get` scopes cover.
+    enforce_scopes: bool,
+}
+
+impl Streams {
+    pub fn new(
+        events: Arc<dyn EventLog>,
+        users: Arc<dyn UserDirectory>,
+        fanout: Arc<Fanout>,
+        clock: Arc<Clock>,
+        shutdown: CancellationToken,
+        keep_alive: Option<Duration>,
+        enforce_scopes: bool,
+    ) -> Self {
+        Self {
+            events,
+            users,
+            fanout,
+            clock,
+            shutdown,
+            keep_alive,
+            enforce_scopes,
+        }
+    }
+
+    /// Subscribes `identity` to its tenant's events, resuming after `resume_after` when given.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        identity: &Identity,
+        resume_after: Option<u64>,
+    ) -> Result<impl Stream<Item = Bytes> + Send + 'static, SubscribeError> {
+        let user = &identity.user;
+        let user_watch = self.fanout.watch_user(&user.username);
+        let mut owner = Owner {
+            username: user.username.clone(),
+            tenant_name: user.tenant_name.clone(),
+            credential_generation: user.credential_generation,
+            scopes: None,
+        };
+        let current = self.users.get(&user.username).await?;
+        if !owner.still_allowed(current.as_ref()) {
+            return Err(SubscribeError::UserChanged);
+        }
+        if self.enforce_scopes && !owner.take_scopes(current.as_ref()) {
+            return Err(SubscribeError::Forbidden);
+        }
+        let viewer = Viewer {
+            owner,
+            watch: user_watch,
+            expiry: Box::pin(tokio::time::sleep(Duration::from_secs(
+                identity.expiry.saturating_sub(self.clock.now_secs()),
+            ))),
+        };
+        let mut stream = EventStream::open(self, &user.tenant_name, Some(viewer), resume_after);
+        stream.settle_resume_point().await?;
+        Ok(stream.frames())
+    }
+
+    /// Every event of `tenant` for the admin console: the same replay, resume and live delivery as a
+    /// user's stream, with no user whose access could end (the caller checked the admin token).
+    pub async fn subscribe_tenant(
+        self: &Arc<Self>,
+        tenant: &str,
+        resume_after: Option<u64>,
+    ) -> Result<impl Stream<Item = Bytes> + Send + 'static, SubscribeError> {
+        let mut stream = EventStream::open(self, tenant, None, resume_after);
+        stream.settle_resume_point().await?;
+        Ok(stream.frames())
+    }
+}

@@ -1,0 +1,397 @@
+//! The stream state machine on an in-memory event log and user directory, on paused tokio time:
+//! replay, resume, catch-up after a lag, a skipped event still moving the cursor, and the ends
+//! (revocation, credential expiry, shutdown). The end-to-end suite runs the same over HTTP.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{Streams, SubscribeError};
+use crate::auth::Identity;
+use crate::clock::Clock;
+use crate::event_log::{EventLog, EventPage, LatestReplay};
+use crate::fanout::Fanout;
+use crate::model::{Event, NewEvent, User};
+use crate::storage::StorageResult;
+use crate::user_directory::{UserChange, UserDirectory};
+
+const TENANT: &str = "t";
+
+/// Events in memory, numbered per tenant and handed to the fan-out once appended, as the LMDB
+/// writer does.
+struct MemoryLog {
+    events: Mutex<Vec<Arc<Event>>>,
+    fanout: Arc<Fanout>,
+}
+
+impl MemoryLog {
+    fn of(&self, tenant: &str) -> Vec<Arc<Event>> {
+        let events = self.events.lock().unwrap();
+        events
+            .iter()
+            .filter(|e| e.tenant_name == tenant)
+            .cloned()
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl EventLog for MemoryLog {
+    async fn append(&self, event: NewEvent) -> StorageResult<Arc<Event>> {
+        let seq = self.of(&event.tenant_name).len() as u64 + 1;
+        let event = Arc::new(Event::from_new(event, seq));
+        self.events.lock().unwrap().push(event.clone());
+        self.fanout.publish([&*event]);
+        Ok(event)
+    }
+
+    async fn events_after(
+        &self,
+        tenant: &str,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> StorageResult<EventPage> {
+        let mut page = EventPage::default();
+        for event in self.of(tenant).into_iter().filter(|e| e.seq > after) {
+            if page.events.len() >= limit || page.bytes >= max_bytes {
+                break;
+            }
+            page.bytes += event.data.to_string().len();
+            page.events.push((*event).clone());
+        }
+        Ok(page)
+    }
+
+    async fn latest_events(&self, tenant: &str) -> StorageResult<LatestReplay> {
+        let events = self.of(tenant);
+        let mut newest: HashMap<&str, &Arc<Event>> = HashMap::new();
+        for event in &events {
+            newest.insert(&event.event, event);
+        }
+        let mut replay: Vec<Event> = newest.values().map(|e| (***e).clone()).collect();
+        replay.sort_by_key(|e| e.seq);
+        Ok(LatestReplay {
+            events: replay,
+            last_seq: events.last().map_or(0, |e| e.seq),
+        })
+    }
+
+    async fn newest_seq(&self, tenant: &str) -> StorageResult<u64> {
+        Ok(self.of(tenant).last().map_or(0, |e| e.seq))
+    }
+
+    async fn latest_of(&self, tenant: &str, name: &str) -> StorageResult<Option<Event>> {
+        Ok(self
+            .of(tenant)
+            .iter()
+            .rev()
+            .find(|e| e.event == name)
+            .map(|e| (**e).clone()))
+    }
+
+    async fn stopped(&self) {
+        std::future::pending().await
+    }
+}
+
+/// Users in memory; every change is announced to the fan-out, as both real directories do.
+struct MemoryUsers {
+    users: Mutex<HashMap<String, User>>,
+    fanout: Arc<Fanout>,
+}
+
+#[async_trait::async_trait]
+impl UserDirectory for MemoryUsers {
+    async fn get(&self, username: &str) -> StorageResult<Option<User>> {
+        Ok(self.users.lock().unwrap().get(username).cloned())
+    }
+
+    async fn list(&self) -> StorageResult<Vec<User>> {
+        Ok(self.users.lock().unwrap().values().cloned().collect())
+    }
+
+    async fn create(&self, user: User) -> StorageResult<bool> {
+        let mut users = self.users.lock().unwrap();
+        if users.contains_key(&user.username) {
+            return Ok(false);
+        }
+        users.insert(user.username.clone(), user);
+        Ok(true)
+    }
+
+    async fn update_if(&self, username: &str, change: UserChange) -> StorageResult<Option<User>> {
+        let updated = {
+            let mut users = self.users.lock().unwrap();
+            let Some(user) = users.get_mut(username) else {
+                return Ok(None);
+            };
+            if !change(user) {
+                return Ok(None);
+            }
+            user.revision += 1;
+            user.clone()
+        };
+        self.fanout.user_changed(username);
+        Ok(Some(updated))
+    }
+
+    async fn shared_value(&self, _key: &str, init: Vec<u8>) -> StorageResult<Vec<u8>> {
+        Ok(init)
+    }
+}
+
+struct World {
+    streams: Arc<Streams>,
+    log: Arc<MemoryLog>,
+    users: Arc<MemoryUsers>,
+    clock: Arc<Clock>,
+    shutdown: CancellationToken,
+}
+
+fn world(live_buffer: usize, enforce_scopes: bool) -> World {
+    let fanout = Arc::new(Fanout::new(live_buffer));
+    let log = Arc::new(MemoryLog {
+        events: Mutex::default(),
+        fanout: fanout.clone(),
+    });
+    let users = Arc::new(MemoryUsers {
+        users: Mutex::default(),
+        fanout: fanout.clone(),
+    });
+    let clock = Arc::new(Clock::default());
+    let shutdown = CancellationToken::new();
+    let streams = Arc::new(Streams::new(
+        log.clone(),
+        users.clone(),
+        fanout,
+        clock.clone(),
+        shutdown.clone(),
+        None,
+        enforce_scopes,
+    ));
+    World {
+        streams,
+        log,
+        users,
+        clock,
+        shutdown,
+    }
+}
+
+impl World {
+    async fn add_user(&self, username: &str, scopes: &[&str]) -> Identity {
+        let user = User {
+            id: Uuid::new_v4(),
+            username: username.to_owned(),
+            password_hash: String::new(),
+            revoked: false,
+            tenant_name: TENANT.to_owned(),
+            email: None,
+            scopes: Some(scopes.iter().map(|s| (*s).to_owned()).collect()),
+            data: None,
+            two_factor: false,
+            totp_secret: None,
+            last_totp_step: None,
+            reset: None,
+            revision: 0,
+            credential_generation: 0,
+        };
+        assert!(self.users.create(user.clone()).await.unwrap());
+        Identity {
+            user,
+            expiry: self.clock.now_secs() + 3600,
+        }
+    }
+
+    async fn insert(&self, name: &str, data: Value) -> u64 {
+        let new = NewEvent {
+            tenant_name: TENANT.to_owned(),
+            username: "writer".to_owned(),
+            event: name.to_owned(),
+            data,
+            timestamp: 0,
+            reads: Vec::new(),
+        };
+        self.log.append(new).await.unwrap().seq
+    }
+
+    async fn open(&self, identity: &Identity, resume_after: Option<u64>) -> Frames {
+        let frames = self.streams.subscribe(identity, resume_after).await.unwrap();
+        Frames(Box::pin(frames))
+    }
+}
+
+/// A stream's frames, read as a client reads them.
+struct Frames(Pin<Box<dyn Stream<Item = Bytes> + Send>>);
+
+impl Frames {
+    /// The next frame's (event name, id); panics if none comes within a minute of paused time.
+    async fn next(&mut self) -> (String, u64) {
+        let frame = tokio::time::timeout(Duration::from_secs(60), self.0.next())
+            .await
+            .expect("a frame within a minute")
+            .expect("the stream is open");
+        let text = std::str::from_utf8(&frame).unwrap();
+        let mut lines = text.lines();
+        let name = lines.next().unwrap().strip_prefix("event:").unwrap().to_owned();
+        let id = lines
+            .next()
+            .unwrap()
+            .strip_prefix("id:")
+            .unwrap()
+            .parse()
+            .unwrap();
+        (name, id)
+    }
+
+    async fn ids(&mut self, count: usize) -> Vec<u64> {
+        let mut ids = Vec::with_capacity(count);
+        for _ in 0..count {
+            ids.push(self.next().await.1);
+        }
+        ids
+    }
+
+    /// Whether the stream ends within `wait` (of paused time), having sent nothing more.
+    async fn ends_within(&mut self, wait: Duration) -> bool {
+        match tokio::time::timeout(wait, self.0.next()).await {
+            Ok(None) => true,
+            Ok(Some(frame)) => panic!("a frame instead of the end: {frame:?}"),
+            Err(_) => false,
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_replay_is_the_newest_of_each_name_oldest_first_then_live() {
+    let world = world(16, false);
+    let ann = world.add_user("ann", &[]).await;
+    world.insert("a", json!(1)).await;
+    world.insert("b", json!(2)).await;
+    world.insert("a", json!(3)).await;
+    let mut frames = world.open(&ann, None).await;
+    assert_eq!(frames.next().await, ("b".to_owned(), 2));
+    assert_eq!(frames.next().await, ("a".to_owned(), 3));
+    world.insert("c", json!(4)).await;
+    assert_eq!(frames.next().await, ("c".to_owned(), 4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resume_sends_everything_after_the_id_then_live_without_a_repeat() {
+    let world = world(16, false);
+    let ann = world.add_user("ann", &[]).await;
+    for n in 1..=5 {
+        world.insert("e", json!(n)).await;
+    }
+    let mut frames = world.open(&ann, Some(2)).await;
+    assert_eq!(frames.ids(3).await, [3, 4, 5]);
+    world.insert("e", json!(6)).await;
+    assert_eq!(frames.next().await.1, 6);
+    // An id above the newest means "from now", as of the answer: an insert committed before
+    // the stream is first polled is still sent.
+    let mut ahead = world.open(&ann, Some(1000)).await;
+    world.insert("e", json!(7)).await;
+    assert_eq!(ahead.next().await.1, 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_falls_behind_catches_up_from_the_log_with_no_gap() {
+    // A live buffer of 2: ten inserts while the stream is not read overflow it.
+    let world = world(2, false);
+    let ann = world.add_user("ann", &[]).await;
+    let mut frames = world.open(&ann, None).await;
+    // The (empty) replay is done on the first poll; then ten inserts while nothing reads.
+    assert!(!frames.ends_within(Duration::from_millis(10)).await);
+    for n in 1..=10 {
+        world.insert("e", json!(n)).await;
+    }
+    assert_eq!(frames.ids(10).await, (1..=10).collect::<Vec<_>>());
+    world.insert("e", json!(11)).await;
+    assert_eq!(frames.next().await.1, 11, "live again after the catch-up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_the_scopes_skip_still_moves_the_cursor() {
+    let world = world(16, true);
+    let ann = world.add_user("ann", &["a:get"]).await;
+    world.insert("a", json!(1)).await;
+    world.insert("b", json!(2)).await;
+    let mut frames = world.open(&ann, Some(0)).await;
+    assert_eq!(frames.next().await, ("a".to_owned(), 1));
+    world.insert("b", json!(3)).await;
+    world.insert("a", json!(4)).await;
+    assert_eq!(
+        frames.next().await,
+        ("a".to_owned(), 4),
+        "b skipped, live and stored"
+    );
+    // A user with no get scope at all cannot open a stream.
+    let none = world.add_user("nobody", &["a:post"]).await;
+    assert!(matches!(
+        world.streams.subscribe(&none, None).await.err(),
+        Some(SubscribeError::Forbidden)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revoke_ends_the_users_stream_and_not_another() {
+    let world = world(16, false);
+    let ann = world.add_user("ann", &[]).await;
+    let bob = world.add_user("bob", &[]).await;
+    let mut anns = world.open(&ann, None).await;
+    let mut bobs = world.open(&bob, None).await;
+    let first = world.insert("e", json!(1)).await;
+    assert_eq!(anns.next().await.1, first);
+    assert_eq!(bobs.next().await.1, first);
+    let revoke = Box::new(|user: &mut User| {
+        crate::accounts::set_revoked(user, true);
+        true
+    });
+    world.users.update_if("ann", revoke).await.unwrap();
+    assert!(anns.ends_within(Duration::from_secs(1)).await);
+    // A data-only change ends nothing.
+    let data_only = Box::new(|user: &mut User| {
+        user.data = Some(json!({"x": 1}));
+        true
+    });
+    world.users.update_if("bob", data_only).await.unwrap();
+    let second = world.insert("e", json!(2)).await;
+    assert_eq!(bobs.next().await.1, second);
+    // The revoked user cannot open a new stream with the old identity.
+    assert!(matches!(
+        world.streams.subscribe(&ann, None).await.err(),
+        Some(SubscribeError::UserChanged)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_ends_when_its_credential_expires_and_not_before() {
+    let world = world(16, false);
+    let mut ann = world.add_user("ann", &[]).await;
+    ann.expiry = world.clock.now_secs() + 60;
+    let mut frames = world.open(&ann, None).await;
+    assert!(
+        !frames.ends_within(Duration::from_secs(55)).await,
+        "still open at 55 s"
+    );
+    let seq = world.insert("e", json!(1)).await;
+    assert_eq!(frames.next().await.1, seq);
+    assert!(frames.ends_within(Duration::from_secs(10)).await, "ended at 60 s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_ends_every_stream() {
+    let world = world(16, false);
+    let ann = world.add_user("ann", &[]).await;
+    let mut frames = world.open(&ann, None).await;
+    world.shutdown.cancel();
+    assert!(frames.ends_within(Duration::from_secs(1)).await);
+}
