@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::accounts::Accounts;
 use crate::auth::Authenticator;
 use crate::auth::attempts::{AttemptLimiter, MAX_CODE_FAILURES};
 use crate::auth::biscuit::BiscuitIssuer;
@@ -181,6 +182,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         config.password_queue,
     ));
     let state = Arc::new(AppState {
+        accounts: Accounts::new(
+            users.clone(),
+            passwords.clone(),
+            clock.clone(),
+            config.password_checker,
+            config.totp_duration,
+        ),
         auth: Authenticator::new(
             JwtKeys::new(&config.jwt_secret, config.jwt_expiry),
             users.clone(),

@@ -78,6 +78,19 @@ impl ApiError {
     }
 }
 
+impl From<crate::accounts::AccountError> for ApiError {
+    fn from(error: crate::accounts::AccountError) -> Self {
+        use crate::accounts::AccountError;
+        match error {
+            AccountError::Invalid(message) => Self::BadRequest(message),
+            AccountError::Taken | AccountError::NotFound => Self::BadRequest(error.to_string()),
+            AccountError::Storage(error) => error.into(),
+            AccountError::Password(error) => error.into(),
+            AccountError::Internal(reason) => Self::internal(anyhow::anyhow!(reason)),
+        }
+    }
+}
+
 impl From<crate::auth::password_workers::PasswordJobError> for ApiError {
     fn from(error: crate::auth::password_workers::PasswordJobError) -> Self {
         use crate::auth::password_workers::PasswordJobError;

@@ -79,19 +79,10 @@ async fn accept_login_code(state: &AppState, user: &User, code: Option<&str>) ->
     let Some(step) = totp::check_login(secret, code, state.clock.now_secs()) else {
         return Err(refused());
     };
-    // Checked again in the compare-and-set update: two logins racing with one code, one wins.
-    let record = Box::new(move |stored: &mut User| {
-        let fresh = stored.last_totp_step.is_none_or(|last| step > last);
-        if fresh {
-            stored.last_totp_step = Some(step);
-        }
-        fresh
-    });
-    state
-        .users
-        .update_if(&user.username, record)
-        .await?
-        .ok_or_else(refused)?;
+    // Recorded in a compare-and-set: two logins racing with one code, one wins.
+    if !state.accounts.use_login_step(&user.username, step).await? {
+        return Err(refused());
+    }
     attempt.succeeded();
     Ok(())
 }

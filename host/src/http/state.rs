@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::accounts::Accounts;
 use crate::auth::Authenticator;
 use crate::auth::attempts::AttemptLimiter;
 use crate::auth::biscuit::BiscuitIssuer;
@@ -18,6 +19,8 @@ use crate::user_directory::UserDirectory;
 
 pub struct AppState {
     pub config: Config,
+    /// Every change to a user.
+    pub accounts: Accounts,
     /// Who is calling (JWT and Basic), and JWTs for logins.
     pub auth: Authenticator,
     /// The insert path.

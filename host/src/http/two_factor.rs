@@ -10,13 +10,10 @@ use serde_json::json;
 
 use super::body::read_json;
 use super::state::AppState;
-use super::users::{AdminAndUser, check_admin, check_new_password, existing_user, user_not_found};
+use super::users::{AdminAndUser, check_admin};
 use super::{Body, client_address, json_response, served_to};
-use crate::accounts;
 use crate::auth::totp;
 use crate::error::ApiError;
-use crate::model::PasswordReset;
-use crate::model::User;
 
 #[derive(Deserialize)]
 struct CreateQr {
@@ -41,7 +38,7 @@ pub async fn create_qr(
             "issuer must be 1 to {MAX_ISSUER_BYTES} bytes and contain no ':'"
         )));
     }
-    let user = existing_user(state, &body.username).await?;
+    let user = state.accounts.existing(&body.username).await?;
     let secret = user
         .totp_secret
         .filter(|_| user.two_factor)
@@ -59,16 +56,7 @@ pub async fn create_totp(
     let client = client_address(&request);
     let body: AdminAndUser = read_json(state.body_timeout(), request).await?;
     check_admin(state, client, &body.admin_token)?;
-    let reset = PasswordReset {
-        secret: totp::new_secret(),
-        issued_at: state.clock.now_secs(),
-    };
-    let code = totp::reset_code(&reset.secret, state.config.totp_duration, reset.issued_at)
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("generating a reset code: {e}")))?;
-    let updated = state
-        .users
-        .update(&body.username, move |user| user.reset = Some(reset.clone()));
-    updated.await?.ok_or_else(user_not_found)?;
+    let code = state.accounts.issue_reset_code(&body.username).await?;
     Ok(json_response(StatusCode::OK, &json!({ "totp": code })))
 }
 
@@ -79,20 +67,14 @@ struct PasswordResetBody {
     password: String,
 }
 
-fn reset_is_valid(reset: Option<&PasswordReset>, state: &AppState, code: &str) -> bool {
-    let duration = state.config.totp_duration;
-    reset.is_some_and(|reset| {
-        state.clock.now_secs() < reset.issued_at.saturating_add(duration)
-            && totp::reset_code_matches(&reset.secret, duration, reset.issued_at, code)
-    })
-}
-
 pub async fn password_reset(
     state: &Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let body: PasswordResetBody = read_json(state.body_timeout(), request).await?;
-    check_new_password(state, &body.password, &body.username)?;
+    state
+        .accounts
+        .check_new_password(&body.password, &body.username)?;
     let refused = || ApiError::unauthorized("totp is invalid or expired");
     // Counted before the user is read and the code checked: concurrent wrong codes cannot all
     // pass the limit while the read is in flight.
@@ -105,27 +87,18 @@ pub async fn password_reset(
         attempt.give_back();
         return Err(refused());
     };
-    if !reset_is_valid(user.reset.as_ref(), state, &body.totp) {
+    if !state.accounts.reset_code_matches(&user, &body.totp) {
         return Err(refused());
     }
-    let hash = state.passwords.hash(body.password).await?;
-    // Checked again in the compare-and-set update, and consumed: a code works once.
-    let (code, checker) = (body.totp, state.clone());
-    let consume = Box::new(move |user: &mut User| {
-        let valid = reset_is_valid(user.reset.as_ref(), &checker, &code);
-        if valid {
-            accounts::set_password(user, &hash);
-            user.reset = None;
-        }
-        valid
-    });
-    state
-        .users
-        .update_if(&body.username, consume)
-        .await?
-        .ok_or_else(refused)?;
+    // Consumed in the compare-and-set: a code works once.
+    let reset = state
+        .accounts
+        .reset_password(&body.username, body.totp, body.password)
+        .await?;
+    if !reset {
+        return Err(refused());
+    }
     attempt.succeeded();
-    tracing::info!(username = body.username, "password reset");
     Ok(served_to(
         json_response(StatusCode::OK, &json!({"status": "ok"})),
         &body.username,

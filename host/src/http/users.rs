@@ -7,16 +7,14 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use super::body::{present, read_json};
 use super::state::AppState;
 use super::{Body, client_address, json_response};
-use crate::accounts;
-use crate::auth::{admin, totp};
+use crate::accounts::{NewUser, UserUpdate};
+use crate::auth::admin;
 use crate::error::ApiError;
 use crate::model::User;
-use crate::validate;
 
 const WRONG_ADMIN_TOKEN: &str = "admin_token is incorrect";
 
@@ -38,15 +36,6 @@ fn check_admin_or(state: &AppState, client: IpAddr, given: &str, wrong: ApiError
 
 fn ok() -> Response<Body> {
     json_response(StatusCode::OK, &json!({"status": "ok"}))
-}
-
-/// A new password: non-empty, and strong enough when `--password_checker` is on.
-pub fn check_new_password(state: &AppState, password: &str, username: &str) -> Result<(), ApiError> {
-    validate::password(password).map_err(ApiError::BadRequest)?;
-    if state.config.password_checker {
-        validate::password_strength(password, username).map_err(ApiError::BadRequest)?;
-    }
-    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -73,41 +62,16 @@ pub async fn create_user(
         &body.admin_token,
         ApiError::bad_request(WRONG_ADMIN_TOKEN),
     )?;
-    validate::username(&body.username).map_err(ApiError::BadRequest)?;
-    validate::name("tenant_name", &body.tenant_name).map_err(ApiError::BadRequest)?;
-    check_new_password(state, &body.password, &body.username)?;
-    if let Some(email) = &body.email {
-        validate::email(email).map_err(ApiError::BadRequest)?;
-    }
-    if let Some(scopes) = &body.scopes {
-        validate::scopes(scopes).map_err(ApiError::BadRequest)?;
-    }
-    if state.users.get(&body.username).await?.is_some() {
-        return Err(ApiError::bad_request("username already taken"));
-    }
-    let two_factor = body.two_factor.unwrap_or(false);
-    let user = User {
-        id: Uuid::new_v4(),
+    let new = NewUser {
         username: body.username,
-        password_hash: state.passwords.hash(body.password).await?,
-        revoked: false,
+        password: body.password,
         tenant_name: body.tenant_name,
         email: body.email,
         scopes: body.scopes,
         data: body.data,
-        two_factor,
-        totp_secret: two_factor.then(totp::new_secret),
-        last_totp_step: None,
-        reset: None,
-        revision: 0,
-        credential_generation: 0,
+        two_factor: body.two_factor.unwrap_or(false),
     };
-    let (username, tenant) = (user.username.clone(), user.tenant_name.clone());
-    // Checked again by the directory, atomically: two concurrent creates cannot both win.
-    if !state.users.create(user).await? {
-        return Err(ApiError::bad_request("username already taken"));
-    }
-    tracing::info!(username, tenant, "user created");
+    state.accounts.create(new).await?;
     Ok(ok())
 }
 
@@ -135,20 +99,11 @@ pub(super) struct AdminAndUser {
     pub username: String,
 }
 
-pub fn user_not_found() -> ApiError {
-    ApiError::bad_request("user not found")
-}
-
-/// The stored user named `username`, or a 400 for an unknown one.
-pub async fn existing_user(state: &AppState, username: &str) -> Result<User, ApiError> {
-    state.users.get(username).await?.ok_or_else(user_not_found)
-}
-
 pub async fn get_user(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let client = client_address(&request);
     let body: AdminAndUser = read_json(state.body_timeout(), request).await?;
     check_admin(state, client, &body.admin_token)?;
-    let user = existing_user(state, &body.username).await?;
+    let user = state.accounts.existing(&body.username).await?;
     Ok(json_response(StatusCode::OK, &user.public_view()))
 }
 
@@ -160,11 +115,7 @@ pub async fn set_revoked(
     let client = client_address(&request);
     let body: AdminAndUser = read_json(state.body_timeout(), request).await?;
     check_admin(state, client, &body.admin_token)?;
-    let updated = state
-        .users
-        .update(&body.username, move |user| accounts::set_revoked(user, revoked));
-    updated.await?.ok_or_else(user_not_found)?;
-    tracing::info!(username = body.username, revoked, "user revocation changed");
+    state.accounts.set_revoked(&body.username, revoked).await?;
     Ok(ok())
 }
 
@@ -191,58 +142,14 @@ pub async fn update_user(
     let client = client_address(&request);
     let body: UpdateUser = read_json(state.body_timeout(), request).await?;
     check_admin(state, client, &body.admin_token)?;
-    if let Some(tenant) = &body.tenant_name {
-        validate::name("tenant_name", tenant).map_err(ApiError::BadRequest)?;
-    }
-    if let Some(Some(scopes)) = &body.scopes {
-        validate::scopes(scopes).map_err(ApiError::BadRequest)?;
-    }
-    if let Some(Some(email)) = &body.email {
-        validate::email(email).map_err(ApiError::BadRequest)?;
-    }
-    let password_hash = match body.password {
-        Some(password) => {
-            check_new_password(state, &password, &body.username)?;
-            Some(state.passwords.hash(password).await?)
-        }
-        None => None,
+    let update = UserUpdate {
+        tenant_name: body.tenant_name,
+        password: body.password,
+        email: body.email,
+        scopes: body.scopes,
+        data: body.data,
+        two_factor: body.two_factor,
     };
-    let username = body.username.clone();
-    let change = move |user: &mut User| {
-        // A new password or tenant ends the JWTs, remembered credentials and open streams (the
-        // directory tells them).
-        if let Some(tenant) = &body.tenant_name {
-            accounts::move_to_tenant(user, tenant);
-        }
-        if let Some(hash) = &password_hash {
-            accounts::set_password(user, hash);
-        }
-        if let Some(email) = &body.email {
-            user.email.clone_from(email);
-        }
-        if let Some(scopes) = &body.scopes {
-            user.scopes.clone_from(scopes);
-        }
-        if let Some(data) = &body.data {
-            user.data.clone_from(data);
-        }
-        match body.two_factor {
-            // Enabling keeps an existing secret, so an app that already scanned it keeps working.
-            Some(true) if user.totp_secret.is_none() => user.totp_secret = Some(totp::new_secret()),
-            Some(false) => {
-                user.totp_secret = None;
-                user.last_totp_step = None;
-            }
-            _ => {}
-        }
-        if let Some(two_factor) = body.two_factor {
-            user.two_factor = two_factor;
-        }
-    };
-    state
-        .users
-        .update(&username, change)
-        .await?
-        .ok_or_else(user_not_found)?;
+    state.accounts.update(&body.username, update).await?;
     Ok(ok())
 }

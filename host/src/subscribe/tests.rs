@@ -352,7 +352,7 @@ async fn a_revoke_ends_the_users_stream_and_not_another() {
     assert_eq!(anns.next().await.1, first);
     assert_eq!(bobs.next().await.1, first);
     let revoke = Box::new(|user: &mut User| {
-        crate::accounts::set_revoked(user, true);
+        user.revoked = true;
         true
     });
     world.users.update_if("ann", revoke).await.unwrap();
