@@ -209,14 +209,34 @@ async fn a_subscriber_that_falls_behind_catches_up_from_the_store() {
         TestServer::start_logging(dir, &["--live_buffer", "4"], "info,broker::subscribe=debug").await;
     let jwt = server.signup("slow", "t").await;
     let mut slow = server.subscribe(&jwt).await;
-    let inserts = (0..300).map(|i| {
-        let (server, jwt) = (&server, &jwt);
-        async move { server.insert_ok(jwt, "burst", json!(i)).await }
-    });
-    let mut seqs = futures_util::future::join_all(inserts).await;
-    seqs.sort_unstable();
-    let received: Vec<u64> = slow.take(300).await.iter().map(|e| e.id).collect();
-    assert_eq!(received, seqs, "in order, no gap, no duplicate");
+    // 1,250 events cross the 500-event catch-up page more than twice, and one in a hundred
+    // carries ~300 KiB, so pages also end at their 1 MiB bound.
+    let data = |i: usize| match i % 100 {
+        0 => json!({"i": i, "pad": "x".repeat(300 * 1024)}),
+        _ => json!({"i": i}),
+    };
+    let mut sent = std::collections::BTreeMap::new();
+    for chunk in (0..1250).collect::<Vec<_>>().chunks(250) {
+        let inserts = chunk.iter().map(|&i| {
+            let (server, jwt, data) = (&server, &jwt, data(i));
+            async move { (server.insert_ok(jwt, "burst", data.clone()).await, data) }
+        });
+        sent.extend(futures_util::future::join_all(inserts).await);
+    }
+    let received = slow.take(1250).await;
+    let ids: Vec<u64> = received.iter().map(|e| e.id).collect();
+    assert_eq!(
+        ids,
+        sent.keys().copied().collect::<Vec<_>>(),
+        "in order, no gap, no duplicate"
+    );
+    for event in &received {
+        assert!(
+            event.data == sent[&event.id],
+            "seq {} holds what was inserted",
+            event.id
+        );
+    }
     slow.expect_quiet(Duration::from_millis(200)).await;
     // The catch-up path ran (log lines are written by a thread of their own: wait for it).
     server

@@ -14,7 +14,7 @@ use crate::support::{TestServer, install_guest, test_guest};
 const SCRAPED: Duration = Duration::from_secs(30);
 
 /// The metrics listener's `host:port`, from the line Broker logs at start.
-fn metrics_address(server: &TestServer) -> String {
+pub fn metrics_address(server: &TestServer) -> String {
     let logs = server.logs();
     let line = logs
         .lines()

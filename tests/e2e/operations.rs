@@ -35,6 +35,11 @@ async fn a_backup_taken_during_inserts_holds_every_insert_acknowledged_before_it
     let server = TestServer::start().await;
     let jwt = server.signup("keeper", "t").await;
     server.insert_ok(&jwt, "profile", json!({"name": "Ada"})).await;
+    // About 36 MB, so that the copy takes long enough for inserts to land while it runs.
+    let bulk = "x".repeat(900 * 1024);
+    for _ in 0..40 {
+        server.insert_ok(&jwt, "bulk", json!(bulk)).await;
+    }
 
     // Inserts go on, before, during and after the backup.
     let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
@@ -72,6 +77,7 @@ async fn a_backup_taken_during_inserts_holds_every_insert_acknowledged_before_it
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let before: BTreeSet<u64> = acknowledged.lock().unwrap().clone();
+    let at_start = before.len();
     let copy = TempDir::new().unwrap();
     let db = server.dir.path().join("db");
     let backup = tokio::task::spawn_blocking({
@@ -94,13 +100,12 @@ async fn a_backup_taken_during_inserts_holds_every_insert_acknowledged_before_it
         "{}",
         String::from_utf8_lossy(&backup.stderr)
     );
-    let during = acknowledged.lock().unwrap().len();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let at_end = acknowledged.lock().unwrap().len();
     stop.cancel();
     writer.await.unwrap();
     assert!(
-        acknowledged.lock().unwrap().len() > during,
-        "inserts went on through the backup"
+        at_end > at_start,
+        "inserts went on while the backup ran ({at_start} at its start, {at_end} at its end)"
     );
 
     // A second Broker on the copy has the users and every insert acknowledged before the backup.
@@ -123,12 +128,12 @@ async fn a_backup_taken_during_inserts_holds_every_insert_acknowledged_before_it
     let replay: Vec<String> = restored
         .subscribe(&jwt)
         .await
-        .take(2)
+        .take(3)
         .await
         .into_iter()
         .map(|e| e.event)
         .collect();
-    assert_eq!(replay, ["profile", "tick"]);
+    assert_eq!(replay, ["profile", "bulk", "tick"]);
 }
 
 #[tokio::test]

@@ -109,3 +109,64 @@ async fn a_guest_reading_past_its_bound_fails_the_insert_and_stores_nothing() {
     let seq = server.insert_ok(&jwt, "fine", json!(2)).await;
     assert_eq!(seq, 1, "the refused insert took no sequence number");
 }
+
+/// The value of the counter `name` in a scrape of `/metrics`.
+fn counter(scrape: &str, name: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} in {scrape}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_insert_whose_read_keeps_changing_is_judged_three_times_then_refused_409() {
+    let dir = data_dir_with(&[("hostile.wasm", "hostile")]);
+    let server = TestServer::start_in(dir, &["--metrics_port", "0"]).await;
+    let metrics = format!("http://{}/metrics", crate::metrics::metrics_address(&server));
+    let jwt = server.signup("reader", "hostile").await;
+
+    // Control: with nothing else inserted, the slow reader's read holds and it commits.
+    assert_eq!(
+        server.insert(&jwt, "read-slowly", json!(0)).await.0,
+        StatusCode::OK
+    );
+
+    // A writer changes `counter` every 10 ms while the reader's guest waits 100 ms on its read.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writer = {
+        let (url, jwt, stop) = (server.endpoint("/insert"), jwt.clone(), stop.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut n = 0;
+            while !stop.is_cancelled() {
+                n += 1;
+                let body = json!({"event": "counter", "data": n});
+                let sent = http.post(&url).bearer_auth(&jwt).json(&body).send().await;
+                assert_eq!(sent.unwrap().status(), StatusCode::OK);
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let (status, body) = server.insert(&jwt, "read-slowly", json!(1)).await;
+    stop.cancel();
+    writer.await.unwrap();
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(
+        body["error"],
+        "the events this insert was judged on kept changing (3 tries); read them again and retry"
+    );
+    // Judged three times: each of the three commits found its read stale.
+    let scrape = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+    assert_eq!(
+        counter(&scrape, "broker_guest_rejudgements_total"),
+        3.0,
+        "{scrape}"
+    );
+    assert_eq!(
+        counter(&scrape, "broker_inserts_total{outcome=\"conflict\"}"),
+        1.0,
+        "{scrape}"
+    );
+}

@@ -32,8 +32,11 @@ struct Delivery {
     last_arrival_us: u64,
 }
 
-/// Reads one subscriber's stream until it has `expected` distinct events (once that is known) or
-/// the drain time after publishing runs out.
+/// How long a subscriber keeps reading after its last expected event, to count trailing repeats.
+const TAIL: Duration = Duration::from_millis(300);
+
+/// Reads one subscriber's stream until it has `expected` distinct events (once that is known) and
+/// then for `TAIL` more, or until the drain time after publishing runs out.
 async fn subscriber(
     mut frames: SseFrames,
     mut expected: watch::Receiver<Option<u64>>,
@@ -46,9 +49,13 @@ async fn subscriber(
     let give_up = tokio::time::sleep(Duration::from_secs(24 * 3600));
     tokio::pin!(give_up);
     let mut unreported = 0;
+    let mut tailing = false;
     loop {
-        if total.is_some_and(|total| delivery.unique >= total) {
-            break;
+        if !tailing && total.is_some_and(|total| delivery.unique >= total) {
+            // Every event arrived: read on briefly, since a repeat after the last new event is
+            // still a duplicate, and stopping here would never count it.
+            tailing = true;
+            give_up.as_mut().reset(tokio::time::Instant::now() + TAIL);
         }
         let stamp = tokio::select! {
             biased;

@@ -56,6 +56,13 @@ impl Guest for Hostile {
                 }
                 Verdict::Accept
             }
+            // Reads state, then waits on the host for 100 ms before accepting: any insert of
+            // `counter` committed meanwhile makes the read stale, so the insert is judged again.
+            "read-slowly" => {
+                let _ = broker::guest::state::latest("counter");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                Verdict::Accept
+            }
             // What the guest sees of the world: both clocks and a random number.
             "world" => {
                 let wall = std::time::SystemTime::now()
