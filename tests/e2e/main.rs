@@ -24,6 +24,7 @@ mod npm_client;
 mod openapi;
 mod operations;
 mod passwords;
+mod promises;
 mod protocol;
 mod safe_defaults;
 mod schemathesis;

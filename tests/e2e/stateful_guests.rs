@@ -123,8 +123,20 @@ fn counter(scrape: &str, name: &str) -> f64 {
 #[tokio::test]
 async fn an_insert_whose_read_keeps_changing_is_judged_three_times_then_refused_409() {
     let dir = data_dir_with(&[("hostile.wasm", "hostile")]);
-    let server = TestServer::start_in(dir, &["--metrics_port", "0"]).await;
-    let metrics = format!("http://{}/metrics", crate::metrics::metrics_address(&server));
+    judged_three_times(&TestServer::start_in(dir, &["--metrics_port", "0"]).await).await;
+}
+
+#[tokio::test]
+async fn in_a_cluster_too_an_insert_whose_read_keeps_changing_is_refused_409() {
+    let nats = crate::support::nats::NatsCluster::start().await;
+    let dir = data_dir_with(&[("hostile.wasm", "hostile")]);
+    let urls = nats.urls();
+    let flags = ["--nats", &urls, "--nats_replicas", "3", "--metrics_port", "0"];
+    judged_three_times(&TestServer::start_in(dir, &flags).await).await;
+}
+
+async fn judged_three_times(server: &TestServer) {
+    let metrics = format!("http://{}/metrics", crate::metrics::metrics_address(server));
     let jwt = server.signup("reader", "hostile").await;
 
     // Control: with nothing else inserted, the slow reader's read holds and it commits.

@@ -50,11 +50,16 @@ impl TestServer {
 
     /// Like `start_in`, with `BROKER_LOG` set to `filter` (e.g. to see a debug line a test checks).
     pub async fn start_logging(dir: Arc<TempDir>, extra: &[&str], filter: &str) -> Self {
+        Self::start_with_env(dir, extra, &[("BROKER_LOG", filter)]).await
+    }
+
+    /// Like `start_in`, with environment variables set for the process (flags still win).
+    pub async fn start_with_env(dir: Arc<TempDir>, extra: &[&str], env: &[(&str, &str)]) -> Self {
         // Everything that can panic comes before the spawn or kills the child first: a panic
         // between the two would leave a broker running after the test.
         let http = http_client().build().unwrap();
         let mut child = broker_command(dir.path(), extra)
-            .env("BROKER_LOG", filter)
+            .envs(env.iter().copied())
             .spawn()
             .expect("starting the broker binary");
         let logs = Arc::new(Mutex::new(String::new()));
@@ -114,6 +119,11 @@ impl TestServer {
         tokio::task::spawn_blocking(move || child.wait().unwrap())
             .await
             .unwrap()
+    }
+
+    /// The server's process id (for signals a test sends itself).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn endpoint(&self, path: &str) -> String {

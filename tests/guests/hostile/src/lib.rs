@@ -63,6 +63,13 @@ impl Guest for Hostile {
                 std::thread::sleep(std::time::Duration::from_millis(100));
                 Verdict::Accept
             }
+            // Text with a newline and an escape sequence, far past the host's bounds.
+            "reject-long" => Verdict::Reject(format!("line one\nline two\u{1b}[31m{}", "z".repeat(3000))),
+            "log-long" => {
+                let line = format!("long\nforged line\u{1b}[31m{}", "w".repeat(2000));
+                broker::guest::log::log(broker::guest::log::Level::Warn, &line);
+                Verdict::Accept
+            }
             // What the guest sees of the world: both clocks and a random number.
             "world" => {
                 let wall = std::time::SystemTime::now()
