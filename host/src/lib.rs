@@ -18,6 +18,7 @@
 //! - `store`: LMDB through heed behind both seams, with the single event writer.
 //! - `cluster`: NATS JetStream behind both seams (`--nats`), for several nodes as one service.
 //! - `metrics`: Prometheus metrics (`--metrics_port`); `backup`: `broker backup`.
+//! - `filter`: the `?events=` filter a connection chooses its events with.
 //! - `fanout`: per-tenant live channels of pre-rendered frames and per-user change watches.
 //! - `model`: the user and event records; `clock`: "now"; `validate`: field checks; `error`: the
 //!   API error type.
@@ -32,6 +33,7 @@ pub mod config;
 pub mod error;
 pub mod event_log;
 pub mod fanout;
+pub mod filter;
 pub mod guests;
 pub mod http;
 pub mod insert;

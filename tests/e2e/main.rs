@@ -11,6 +11,7 @@ mod console;
 mod crash;
 mod durability;
 mod events;
+mod filters;
 mod guessing;
 mod guest_authoring;
 mod guest_sandbox;

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::body::read_json;
-use super::sse::{event_stream_response, last_event_id};
+use super::sse::{event_stream_response, events_filter, last_event_id};
 use super::state::AppState;
 use super::users::check_admin;
 use super::{Body, client_address, json_response, query_value};
@@ -49,8 +49,12 @@ pub async fn tenant_stream(
     let query = request.uri().query().unwrap_or_default();
     let tenant = query_value(query, "tenant").ok_or_else(|| ApiError::bad_request("tenant is required"))?;
     validate::name("tenant", &tenant).map_err(ApiError::BadRequest)?;
+    let filter = events_filter(Some(query))?;
     let resume_after = last_event_id(request.headers(), Some(query));
-    let frames = state.streams.subscribe_tenant(&tenant, resume_after).await?;
+    let frames = state
+        .streams
+        .subscribe_tenant(&tenant, filter, resume_after)
+        .await?;
     Ok(event_stream_response(frames))
 }
 

@@ -15,6 +15,7 @@ use tokio_stream::StreamExt;
 use super::state::AppState;
 use super::{Body, query_value, served_to};
 use crate::error::ApiError;
+use crate::filter::EventFilter;
 use crate::subscribe::SubscribeError;
 
 impl From<SubscribeError> for ApiError {
@@ -32,10 +33,18 @@ pub async fn subscribe(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let identity = state.auth.authenticate(request.headers()).await?;
-    let resume_after = last_event_id(request.headers(), request.uri().query());
+    let query = request.uri().query();
+    let filter = events_filter(query)?;
+    let resume_after = last_event_id(request.headers(), query);
     // Joined before answering: every insert after the client sees 200 reaches this stream.
-    let frames = state.streams.subscribe(&identity, resume_after).await?;
+    let frames = state.streams.subscribe(&identity, filter, resume_after).await?;
     Ok(served_to(event_stream_response(frames), &identity.user.username))
+}
+
+/// The connection's `?events=` filter: everything without one, 400 naming the problem for a bad one.
+pub fn events_filter(query: Option<&str>) -> Result<EventFilter, ApiError> {
+    let param = query.and_then(|query| query_value(query, "events"));
+    EventFilter::from_param(param.as_deref()).map_err(ApiError::BadRequest)
 }
 
 /// A `text/event-stream` response writing each frame as one body chunk.

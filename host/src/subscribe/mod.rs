@@ -7,9 +7,10 @@
 //! 3. Replay: the newest event of each name (oldest first), or every event after `Last-Event-ID`.
 //! 4. Live frames, skipping sequences already sent. A stream that lags behind the live channel
 //!    reads the gap back from the store and carries on (`broker-client` never reconnects).
-//! 5. With `--enforce_scopes`, skip events whose name the user's `get` scopes do not cover: a
-//!    skipped event still moves the cursor, so `Last-Event-ID` resume stays exact. A scope change
-//!    applies to the open stream at once.
+//! 5. Skip events the connection's filter (`?events=`) leaves out and, with `--enforce_scopes`,
+//!    those whose name the user's `get` scopes do not cover: a skipped event still moves the
+//!    cursor, so `Last-Event-ID` resume stays exact. A scope change applies to the open stream at
+//!    once.
 //! 6. End on disconnect, shutdown, a change that ends the user's access, or credential expiry.
 //!
 //! A stream is no task of its own: it is a state machine that hyper polls when the connection can
@@ -32,6 +33,7 @@ use crate::auth::Identity;
 use crate::clock::Clock;
 use crate::event_log::EventLog;
 use crate::fanout::Fanout;
+use crate::filter::EventFilter;
 use crate::storage::StorageError;
 use crate::user_directory::UserDirectory;
 
@@ -83,10 +85,12 @@ impl Streams {
         }
     }
 
-    /// Subscribes `identity` to its tenant's events, resuming after `resume_after` when given.
+    /// Subscribes `identity` to its tenant's events that `filter` lets through, resuming after
+    /// `resume_after` when given.
     pub async fn subscribe(
         self: &Arc<Self>,
         identity: &Identity,
+        filter: EventFilter,
         resume_after: Option<u64>,
     ) -> Result<impl Stream<Item = Bytes> + Send + 'static, SubscribeError> {
         let user = &identity.user;
@@ -111,7 +115,7 @@ impl Streams {
                 identity.expiry.saturating_sub(self.clock.now_secs()),
             ))),
         };
-        let mut stream = EventStream::open(self, &user.tenant_name, Some(viewer), resume_after);
+        let mut stream = EventStream::open(self, &user.tenant_name, Some(viewer), filter, resume_after);
         stream.settle_resume_point().await?;
         Ok(stream.frames())
     }
@@ -121,9 +125,10 @@ impl Streams {
     pub async fn subscribe_tenant(
         self: &Arc<Self>,
         tenant: &str,
+        filter: EventFilter,
         resume_after: Option<u64>,
     ) -> Result<impl Stream<Item = Bytes> + Send + 'static, SubscribeError> {
-        let mut stream = EventStream::open(self, tenant, None, resume_after);
+        let mut stream = EventStream::open(self, tenant, None, filter, resume_after);
         stream.settle_resume_point().await?;
         Ok(stream.frames())
     }

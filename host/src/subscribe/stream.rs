@@ -14,6 +14,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use super::Streams;
 use crate::auth::scopes::{self, Operation};
 use crate::fanout::{Frame, LiveFeed, UserWatch};
+use crate::filter::EventFilter;
 use crate::metrics::{OpenGuard, metrics};
 use crate::model::User;
 use crate::storage::StorageError;
@@ -104,6 +105,8 @@ pub(super) struct EventStream {
     tenant: String,
     /// The user the stream belongs to; `None` for the admin console.
     viewer: Option<Viewer>,
+    /// The event names the connection asked for (`?events=`).
+    filter: EventFilter,
     /// Fires every `--keep_alive` seconds, when set.
     keep_alive: Option<Pin<Box<Sleep>>>,
     live: LiveFeed,
@@ -129,12 +132,14 @@ impl EventStream {
         streams: &Arc<Streams>,
         tenant: &str,
         viewer: Option<Viewer>,
+        filter: EventFilter,
         resume_after: Option<u64>,
     ) -> Self {
         Self {
             streams: streams.clone(),
             tenant: tenant.to_owned(),
             viewer,
+            filter,
             keep_alive: streams
                 .keep_alive
                 .map(|period| Box::pin(tokio::time::sleep(period))),
@@ -168,14 +173,19 @@ impl EventStream {
         })
     }
 
-    /// Whether the viewer may receive an event named `name()`. The name is asked for only when
-    /// scopes filter (a live frame's name is read back from its bytes, per delivery).
+    /// Whether the stream carries an event named `name()`: the connection's filter and the
+    /// viewer's scopes must both allow it. The name is asked for only when one of them filters (a
+    /// live frame's name is read back from its bytes, per delivery).
     fn may_receive<'a>(&self, name: impl FnOnce() -> &'a str) -> bool {
-        let filter = self
+        let scopes = self
             .viewer
             .as_ref()
             .and_then(|viewer| viewer.owner.scopes.as_deref());
-        filter.is_none_or(|scopes| scopes::allows(scopes, name(), Operation::Get))
+        if scopes.is_none() && self.filter.is_everything() {
+            return true;
+        }
+        let name = name();
+        self.filter.matches(name) && scopes.is_none_or(|scopes| scopes::allows(scopes, name, Operation::Get))
     }
 
     /// The next bytes to write, or `None` when the stream ends.

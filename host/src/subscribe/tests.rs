@@ -18,6 +18,7 @@ use crate::auth::Identity;
 use crate::clock::Clock;
 use crate::event_log::{EventLog, EventPage, LatestReplay};
 use crate::fanout::Fanout;
+use crate::filter::EventFilter;
 use crate::model::{Event, NewEvent, User};
 use crate::storage::StorageResult;
 use crate::user_directory::{UserChange, UserDirectory};
@@ -224,7 +225,11 @@ impl World {
     }
 
     async fn open(&self, identity: &Identity, resume_after: Option<u64>) -> Frames {
-        let frames = self.streams.subscribe(identity, resume_after).await.unwrap();
+        let frames = self
+            .streams
+            .subscribe(identity, EventFilter::default(), resume_after)
+            .await
+            .unwrap();
         Frames(Box::pin(frames))
     }
 }
@@ -336,7 +341,11 @@ async fn an_event_the_scopes_skip_still_moves_the_cursor() {
     // A user with no get scope at all cannot open a stream.
     let none = world.add_user("nobody", &["a:post"]).await;
     assert!(matches!(
-        world.streams.subscribe(&none, None).await.err(),
+        world
+            .streams
+            .subscribe(&none, EventFilter::default(), None)
+            .await
+            .err(),
         Some(SubscribeError::Forbidden)
     ));
 }
@@ -367,7 +376,11 @@ async fn a_revoke_ends_the_users_stream_and_not_another() {
     assert_eq!(bobs.next().await.1, second);
     // The revoked user cannot open a new stream with the old identity.
     assert!(matches!(
-        world.streams.subscribe(&ann, None).await.err(),
+        world
+            .streams
+            .subscribe(&ann, EventFilter::default(), None)
+            .await
+            .err(),
         Some(SubscribeError::UserChanged)
     ));
 }
