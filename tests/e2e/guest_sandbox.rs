@@ -117,3 +117,74 @@ async fn a_guest_reads_the_events_time_and_no_host_clock() {
     );
     assert!(seen["random"].as_str().is_some_and(|r| !r.is_empty()), "{seen}");
 }
+
+#[tokio::test]
+async fn warm_instances_never_serve_another_tenant() {
+    // One guest file for every tenant (default.wasm): each tenant must still get instances of its
+    // own, so that nothing a guest keeps in memory crosses tenants.
+    let dir = data_dir_with(&[("default.wasm", "hostile")]);
+    let server = TestServer::start_in(dir, &[]).await;
+    let tenants = ["north", "south", "east"];
+    let mut jwts = Vec::new();
+    for tenant in tenants {
+        jwts.push(server.signup(&format!("user-{tenant}"), tenant).await);
+    }
+    let mut streams = Vec::new();
+    for jwt in &jwts {
+        streams.push(server.subscribe(jwt).await);
+    }
+    // Rounds of concurrent inserts from all three tenants.
+    for _ in 0..10 {
+        let inserts = jwts
+            .iter()
+            .map(|jwt| server.insert(jwt, "last-tenant", json!(null)));
+        for (status, body) in futures_util::future::join_all(inserts).await {
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    }
+    for (tenant, stream) in tenants.iter().zip(&mut streams) {
+        for event in stream.take(10).await {
+            let previous = event.data["previous"].as_str().unwrap().to_owned();
+            assert!(
+                previous.is_empty() || previous == *tenant,
+                "{tenant}'s insert ran on an instance that served {previous}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_looping_guest_does_not_hold_up_other_requests() {
+    let dir = data_dir_with(&[("spinner.wasm", "hostile")]);
+    // Two seconds of running time for the loop.
+    let server = TestServer::start_in(dir, &["--guest_timeout_ms", "2000"]).await;
+    let spinner = server.signup("spin", "spinner").await;
+    let neighbour = server.signup("calm", "neighbour").await;
+    let looping = {
+        let (request, jwt) = (server.http.post(server.endpoint("/insert")), spinner.clone());
+        tokio::spawn(async move {
+            let response = request
+                .bearer_auth(jwt)
+                .json(&json!({"event": "loop", "data": 1}))
+                .send()
+                .await;
+            response.unwrap().status()
+        })
+    };
+    // While it loops, another tenant's inserts, a login and a stream are served.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for n in 0..10 {
+        assert_eq!(
+            server.insert(&neighbour, "fine", json!(n)).await.0,
+            StatusCode::OK
+        );
+    }
+    server.login("calm").await;
+    let mut stream = server.subscribe(&neighbour).await;
+    assert_eq!(stream.next().await.data, json!(9));
+    assert!(
+        !looping.is_finished(),
+        "all that was served while the guest was still looping"
+    );
+    assert_eq!(looping.await.unwrap(), StatusCode::INTERNAL_SERVER_ERROR);
+}

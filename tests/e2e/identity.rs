@@ -14,7 +14,7 @@ fn unix_now() -> u64 {
 }
 
 /// What an authenticator app does: decode the QR PNG and read the otpauth URL.
-fn scan_qr(base64_png: &str) -> String {
+pub fn scan_qr(base64_png: &str) -> String {
     let png = base64::engine::general_purpose::STANDARD
         .decode(base64_png)
         .expect("padded base64");
@@ -26,7 +26,7 @@ fn scan_qr(base64_png: &str) -> String {
 }
 
 /// The current code for the secret in an otpauth URL, as the app would show it.
-fn code_from(url: &str, at: u64) -> String {
+pub fn code_from(url: &str, at: u64) -> String {
     let secret = url.split("secret=").nth(1).unwrap().split('&').next().unwrap();
     let secret = totp_rs::Secret::try_from_base32(secret).unwrap();
     let totp = totp_rs::Builder::new().with_secret(secret).build().unwrap();

@@ -6,6 +6,7 @@ mod support;
 mod accounts;
 mod acme;
 mod cluster;
+mod cluster_accounts;
 mod cluster_faults;
 mod console;
 mod crash;

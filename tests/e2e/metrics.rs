@@ -81,4 +81,28 @@ async fn prometheus_scrapes_what_broker_did_and_the_public_port_has_no_metrics()
     for private in ["metered-user", "metered-tenant", "picky"] {
         assert!(!text.contains(private), "{private} in the metrics:\n{text}");
     }
+
+    // Every metric the README's table names is served (each of them has a sample by now).
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let table = readme
+        .split("## Metrics")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let named: Vec<&str> = table
+        .lines()
+        .filter(|line| line.starts_with("| `broker_"))
+        .flat_map(|line| line.split('|').nth(1).unwrap().split('`'))
+        .filter(|name| name.starts_with("broker_"))
+        .map(|name| name.split('{').next().unwrap())
+        .collect();
+    assert!(named.len() >= 12, "the README's metrics: {named:?}");
+    for name in named {
+        assert!(
+            text.lines().any(|line| line.starts_with(name)),
+            "the README names {name}, which /metrics does not serve:\n{text}"
+        );
+    }
 }

@@ -5,6 +5,10 @@ wit_bindgen::generate!({ path: "../../../wit", world: "validator" });
 
 struct Hostile;
 
+/// The tenant of the call this instance served last: a warm instance shared between tenants
+/// would show another tenant here.
+static LAST_TENANT: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
 impl Guest for Hostile {
     fn validate(event: Event) -> Verdict {
         match event.name.as_str() {
@@ -69,6 +73,12 @@ impl Guest for Hostile {
                 let line = format!("long\nforged line\u{1b}[31m{}", "w".repeat(2000));
                 broker::guest::log::log(broker::guest::log::Level::Warn, &line);
                 Verdict::Accept
+            }
+            // Which tenant this instance served before: "" for a fresh instance.
+            "last-tenant" => {
+                let mut last = LAST_TENANT.lock().unwrap();
+                let previous = std::mem::replace(&mut *last, event.tenant.clone());
+                Verdict::Replace(format!("{{\"previous\":\"{previous}\"}}"))
             }
             // What the guest sees of the world: both clocks and a random number.
             "world" => {
