@@ -1,19 +1,10 @@
 //! Accounts: create, log in, verify, list, get, update, revoke — as an admin and a user see them.
 
-use base64::Engine;
 use biscuit_auth::{Biscuit, PublicKey};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN_TOKEN, JWT_SECRET, PASSWORD, TestServer};
-
-fn jwt_claims(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
+use crate::support::{ADMIN_TOKEN, JWT_SECRET, PASSWORD, TestServer, jwt_claims};
 
 #[tokio::test]
 async fn create_user_validates_and_refuses_duplicates_and_wrong_admin_tokens() {

@@ -107,16 +107,7 @@ async fn the_admin_endpoints_need_the_token_and_the_console_can_be_turned_off() 
     assert_eq!(insert("nope").await.unwrap().status(), StatusCode::UNAUTHORIZED);
     let inserted: Value = insert(ADMIN_TOKEN).await.unwrap().json().await.unwrap();
     assert_eq!(inserted["seq"], 1);
-    let listing: Value = server
-        .http
-        .get(server.endpoint("/admin/guests"))
-        .header("x-admin-token", ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listing = server.admin_guests().await;
     assert_eq!(listing["default"]["file"], "built-in passthrough");
     assert_eq!(listing["default"]["calls"], 1, "{listing}");
 

@@ -62,6 +62,7 @@ async fn fifty_wrong_reset_codes(server: &TestServer) {
         45,
         "{statuses:?}"
     );
+    server.wait_for_log("too many wrong attempts", 1).await;
     // Cut off: the right code is refused too, and the password is unchanged.
     assert_eq!(
         server.post("/password_reset", &reset(&right)).await.0,

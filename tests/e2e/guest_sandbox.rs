@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN_TOKEN, TestServer, data_dir_with};
+use crate::support::{TestServer, data_dir_with};
 
 fn now_ms() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()
@@ -54,16 +54,7 @@ async fn a_guest_sleeping_on_the_host_is_answered_at_its_wall_clock_bound() {
     }
     // The tenant's next insert gets a fresh instance, and the failures are counted for the guest.
     assert_eq!(server.insert(&jwt, "fine", json!(1)).await.0, StatusCode::OK);
-    let guests: Value = server
-        .http
-        .get(server.endpoint("/admin/guests"))
-        .header("x-admin-token", ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let guests = server.admin_guests().await;
     let hostile = guests["tenants"]
         .as_array()
         .unwrap()

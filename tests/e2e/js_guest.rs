@@ -77,16 +77,7 @@ async fn a_guest_too_big_for_the_memory_limit_is_refused_with_the_flag_to_raise(
     install_guest(server.dir.path(), "js.wasm", &js_guest());
     wait_long_for(&server, "guest refused").await;
     // The operator sees the refusal and its remedy in /admin/guests, not only in the log.
-    let guests: serde_json::Value = server
-        .http
-        .get(server.endpoint("/admin/guests"))
-        .header("x-admin-token", crate::support::ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let guests = server.admin_guests().await;
     let refused = guests["refused"].as_array().unwrap();
     assert_eq!(refused.len(), 1, "{guests}");
     assert_eq!(refused[0]["file"], "js.wasm", "{guests}");

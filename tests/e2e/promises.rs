@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use tempfile::TempDir;
 
 use crate::support::{
-    ADMIN_TOKEN, PASSWORD, SseStream, TestServer, data_dir_with, install_guest, test_guest,
+    ADMIN_TOKEN, PASSWORD, SseStream, TestServer, data_dir_with, install_guest, jwt_claims, test_guest,
 };
 
 #[tokio::test]
@@ -104,15 +104,6 @@ async fn broker_variables_configure_it_and_flags_win_over_them() {
     assert_eq!(server.post("/list_users", &from_flag).await.0, StatusCode::OK);
 }
 
-fn jwt_claims(jwt: &str) -> Value {
-    use base64::Engine;
-    let payload = jwt.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
 #[tokio::test]
 async fn sigint_stops_broker_cleanly_like_sigterm() {
     let server = TestServer::start().await;
@@ -190,21 +181,14 @@ async fn a_backup_to_a_file_is_private_and_restores() {
 #[tokio::test]
 async fn a_valid_guest_file_loads_after_a_refused_one() {
     let server = TestServer::start().await;
-    let guests = |server: &TestServer| {
-        let request = server
-            .http
-            .get(server.endpoint("/admin/guests"))
-            .header("x-admin-token", ADMIN_TOKEN);
-        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
-    };
     let broken = server.dir.path().join("broken.wasm");
     std::fs::write(&broken, b"\0asm not really").unwrap();
     install_guest(server.dir.path(), "shop.wasm", &broken);
     server.wait_for_log("guest refused", 1).await;
-    assert_eq!(guests(&server).await["refused"][0]["file"], "shop.wasm");
+    assert_eq!(server.admin_guests().await["refused"][0]["file"], "shop.wasm");
     install_guest(server.dir.path(), "shop.wasm", &test_guest("redact"));
     server.wait_for_log("guest installed", 1).await;
-    let listing = guests(&server).await;
+    let listing = server.admin_guests().await;
     assert_eq!(listing["refused"], json!([]), "{listing}");
     assert_eq!(listing["tenants"][0]["tenant"], "shop", "{listing}");
 }

@@ -121,6 +121,19 @@ impl TestServer {
             .unwrap()
     }
 
+    /// `GET /admin/guests` with the admin token: what an operator sees of the guests.
+    pub async fn admin_guests(&self) -> Value {
+        let response = self
+            .http
+            .get(self.endpoint("/admin/guests"))
+            .header("x-admin-token", ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
     /// The server's process id (for signals a test sends itself).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
@@ -263,6 +276,16 @@ impl Drop for TestServer {
             let _ = child.wait();
         }
     }
+}
+
+/// The claims of a JWT (its payload, unverified).
+pub fn jwt_claims(jwt: &str) -> Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
 }
 
 /// A reqwest client builder. reqwest's rustls backend (used by the HTTPS tests) needs a
