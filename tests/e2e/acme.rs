@@ -54,7 +54,14 @@ async fn a_certificate_is_obtained_by_acme_serves_sse_and_is_reused_after_a_rest
         "pebble validated the challenge on Broker's HTTPS port:\n{logs}"
     );
     assert_eq!(pebble.issued(), 1, "{}", pebble.log());
-    // The cache holds private keys: owner-only files, and no partial writes left behind.
+    // The cache holds private keys: an owner-only directory and files, and no partial writes left
+    // behind.
+    let certs_mode = std::fs::metadata(dir.path().join("certs"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(certs_mode, 0o700, "--certs has mode {certs_mode:o}");
     let mut cached: Vec<String> = Vec::new();
     for entry in std::fs::read_dir(dir.path().join("certs")).unwrap() {
         let entry = entry.unwrap();

@@ -3,6 +3,7 @@
 //! and wrong admin tokens are limited per client address.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -169,4 +170,42 @@ async fn right_admin_tokens_never_use_up_the_allowance() {
             StatusCode::OK
         );
     }
+}
+
+#[tokio::test]
+async fn login_codes_cut_off_after_five_wrong_ones_until_the_30_second_window_ends() {
+    let server = TestServer::start().await;
+    let fields = json!({"username": "windowed", "tenant_name": "t", "two_factor": true});
+    assert_eq!(server.create_user_with(fields).await.0, StatusCode::OK);
+    let (_, qr) = server
+        .post(
+            "/create_qr",
+            &json!({"admin_token": ADMIN_TOKEN, "username": "windowed", "issuer": "Acme"}),
+        )
+        .await;
+    let url = crate::identity::scan_qr(qr["qr"].as_str().unwrap());
+    let login = |code: String| json!({"username": "windowed", "password": PASSWORD, "totp": code});
+    let first_wrong = std::time::Instant::now();
+    for _ in 0..5 {
+        assert_eq!(
+            server.post("/login", &login("0000000".into())).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let right = || login(crate::identity::code_from(&url, now()));
+    assert_eq!(
+        server.post("/login", &right()).await.0,
+        StatusCode::TOO_MANY_REQUESTS,
+        "cut off, right code or not"
+    );
+    // The window is 30 s from the first wrong code; then the right code gets in.
+    tokio::time::sleep(Duration::from_secs(31).saturating_sub(first_wrong.elapsed())).await;
+    let (status, body) = server.post("/login", &right()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }

@@ -193,3 +193,55 @@ async fn a_certificate_replaced_on_disk_reaches_new_connections_and_open_streams
     assert_eq!((event.event.as_str(), event.id), ("after-swap", seq));
     assert!(stream.next_within(Duration::from_millis(100)).await.is_none());
 }
+
+#[tokio::test]
+async fn a_tls_handshake_gets_request_timeout_and_the_tls_port_keeps_max_connections() {
+    let ca = TestCa::new("Broker test CA");
+    let leaf = ca.issue(LOOPBACK_NAMES);
+    let dir = Arc::new(TempDir::new().unwrap());
+    let (key, chain) = leaf.write(&dir.path().join("certs"));
+    let mut flags = own_cert_flags(&key, &chain).to_vec();
+    flags.extend(["--request_timeout=1".to_owned(), "--max_connections=2".to_owned()]);
+    let mut server = TestServer::start_in(dir, &flags.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    server.http = client_trusting(&ca.pem()).build().unwrap();
+    let address = server.url.trim_start_matches("https://").to_owned();
+
+    // A client that connects and never starts its handshake is dropped after --request_timeout.
+    let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read(&mut silent, &mut byte),
+    )
+    .await
+    .expect("the server closed the silent connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed after {:?}",
+        started.elapsed()
+    );
+
+    // Two TLS connections fill --max_connections=2; a third is closed at once, and the two carry on.
+    let jwt = server.signup("full", "t").await;
+    let mut first = server.subscribe(&jwt).await;
+    let other = client_trusting(&ca.pem()).build().unwrap();
+    let response = other
+        .get(server.endpoint("/sse"))
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .unwrap();
+    let mut second = crate::support::SseStream::new(response);
+    let third = client_trusting(&ca.pem()).build().unwrap();
+    assert!(
+        third.get(server.endpoint("/")).send().await.is_err(),
+        "a third connection is refused"
+    );
+    drop(third);
+    // The first client's connection (HTTP/2) still carries its requests and its stream.
+    let seq = server.insert_ok(&jwt, "still", json!(1)).await;
+    assert_eq!(first.next().await.id, seq);
+    assert_eq!(second.next().await.id, seq);
+}
