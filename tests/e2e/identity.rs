@@ -1,6 +1,8 @@
 //! Identity: two-factor login with an authenticator app (QR code), password resets with one-time
 //! codes, password-strength and email checks, and NTP-corrected time.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -278,12 +280,20 @@ async fn throwaway_and_malformed_emails_are_refused() {
 
 /// A minimal SNTP server on loopback whose clock runs `offset_secs` ahead of this machine's.
 fn start_ntp_responder(offset_secs: u64) -> std::net::SocketAddr {
+    start_gated_ntp_responder(offset_secs, Arc::new(AtomicBool::new(true)))
+}
+
+/// The same, answering only while `answering` is true (requests before are dropped).
+fn start_gated_ntp_responder(offset_secs: u64, answering: Arc<AtomicBool>) -> std::net::SocketAddr {
     const NTP_UNIX_DELTA: u64 = 2_208_988_800;
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let address = socket.local_addr().unwrap();
     std::thread::spawn(move || {
         let mut request = [0u8; 48];
         while let Ok((_, peer)) = socket.recv_from(&mut request) {
+            if !answering.load(Ordering::SeqCst) {
+                continue;
+            }
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
             let seconds = now.as_secs() + offset_secs + NTP_UNIX_DELTA;
             let fraction = (u64::from(now.subsec_nanos()) << 32) / 1_000_000_000;
@@ -331,4 +341,25 @@ async fn jwt_times_follow_ntp_and_fall_back_to_the_local_clock() {
     server
         .wait_for_log("no NTP server answered; using the local clock", 1)
         .await;
+}
+
+#[tokio::test]
+async fn the_clock_is_checked_again_every_ntp_interval() {
+    const AHEAD: u64 = 2 * 24 * 3600;
+    // The NTP server is silent at start, and answers from some time later.
+    let answering = Arc::new(AtomicBool::new(false));
+    let ntp = start_gated_ntp_responder(AHEAD, answering.clone());
+    let server = TestServer::start_with(&["--ntp_servers", &ntp.to_string(), "--ntp_interval", "1"]).await;
+    server
+        .wait_for_log("no NTP server answered; using the local clock", 1)
+        .await;
+    let iat = issued_at(&server.signup("early", "t").await);
+    assert!(iat.abs_diff(unix_now()) < 60, "iat {iat} follows the local clock");
+    answering.store(true, Ordering::SeqCst);
+    server.wait_for_log("clock synchronised with NTP", 1).await;
+    let iat = issued_at(&server.signup("later", "t").await);
+    assert!(
+        iat.abs_diff(unix_now() + AHEAD) < 60,
+        "iat {iat} follows the NTP clock after a re-check"
+    );
 }

@@ -108,6 +108,28 @@ async fn a_guest_reading_past_its_bound_fails_the_insert_and_stores_nothing() {
     );
     let seq = server.insert_ok(&jwt, "fine", json!(2)).await;
     assert_eq!(seq, 1, "the refused insert took no sequence number");
+
+    // Four reads of a 300 KiB event are 1.2 MiB of answers, past the 1 MiB a call may read.
+    let big = "b".repeat(300 * 1024);
+    let seq = server.insert_ok(&jwt, "big", json!(big)).await;
+    let (status, body) = server.insert(&jwt, "read-big", json!(1)).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("more than 1048576 bytes through latest()"),
+        "{body}"
+    );
+    assert_eq!(
+        server.insert_ok(&jwt, "fine", json!(3)).await,
+        seq + 1,
+        "nothing stored"
+    );
+    // Four reads of a 200 KiB event (800 KiB) are within the bound.
+    let small = "s".repeat(200 * 1024);
+    server.insert_ok(&jwt, "big", json!(small)).await;
+    assert_eq!(server.insert(&jwt, "read-big", json!(2)).await.0, StatusCode::OK);
 }
 
 /// The value of the counter `name` in a scrape of `/metrics`.

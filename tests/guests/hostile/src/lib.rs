@@ -40,6 +40,13 @@ impl Guest for Hostile {
                 }
                 Verdict::Accept
             }
+            // Reads the newest "big" event four times: past 1 MiB of answers when it is large.
+            "read-big" => {
+                for _ in 0..4 {
+                    std::hint::black_box(broker::guest::state::latest("big"));
+                }
+                Verdict::Accept
+            }
             "log-flood" => {
                 for i in 0..10_000 {
                     broker::guest::log::log(broker::guest::log::Level::Warn, &format!("flood {i}"));
