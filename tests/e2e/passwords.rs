@@ -148,3 +148,43 @@ async fn empty_and_oversized_usernames_are_client_errors_not_server_errors() {
         "client mistakes are not errors in the log"
     );
 }
+
+/// The number of argon2 jobs the server ran so far, from its metrics.
+async fn argon2_jobs(metrics: &str) -> f64 {
+    let scrape = reqwest::get(metrics).await.unwrap().text().await.unwrap();
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix("broker_password_queue_wait_seconds_count "))
+        .unwrap_or_else(|| panic!("no argon2 count in {scrape}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_remembered_basic_credential_is_checked_again_after_60_seconds() {
+    let server = TestServer::start_with(&["--metrics_port", "0"]).await;
+    let metrics = format!("http://{}/metrics", crate::metrics::metrics_address(&server));
+    assert_eq!(server.create_user("dora", "t").await.0, StatusCode::OK);
+    let verify = || {
+        server
+            .http
+            .get(server.endpoint("/verify"))
+            .basic_auth("dora", Some(PASSWORD))
+            .send()
+    };
+    assert_eq!(verify().await.unwrap().status(), StatusCode::OK);
+    let after_first = argon2_jobs(&metrics).await;
+    assert_eq!(verify().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        argon2_jobs(&metrics).await,
+        after_first,
+        "remembered: no second hash"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(61)).await;
+    assert_eq!(verify().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        argon2_jobs(&metrics).await,
+        after_first + 1.0,
+        "forgotten after 60 s: hashed again"
+    );
+}
