@@ -88,6 +88,29 @@ try {
   await page.click("#insert button[type=submit]");
   await page.locator("#events td:text-is('note')").waitFor();
 
+  step("watch with a filter: only matching events appear");
+  await page.fill("#watch [name=events]", "note");
+  await page.click("#watch button[type=submit]");
+  await page.waitForSelector("#watching:has-text('watching acme: note')");
+  // The replay is the newest note only; the news event is not shown.
+  await page.locator("#events td:text-is('note')").waitFor();
+  await page.waitForTimeout(300);
+  const filtered = await fetch(`${base}/insert`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${jwt}` },
+    body: JSON.stringify({ event: "news", data: { title: "filtered out" } }),
+  });
+  const after = await fetch(`${base}/insert`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${jwt}` },
+    body: JSON.stringify({ event: "note", data: { title: "passes the filter" } }),
+  });
+  const { seq: noteSeq } = await after.json();
+  await page.locator(`#events tr[data-id='${noteSeq}']`).waitFor();
+  const filteredSeq = (await filtered.json()).seq;
+  if (await page.locator(`#events tr[data-id='${filteredSeq}']`).count()) throw new Error("a filtered-out event was shown");
+  if (await page.locator("#events td:text-is('news')").count()) throw new Error("news shown through a note filter");
+
   step("a dropped guest is listed");
   copyFileSync(guestFile, join(guestsDir, "acme.wasm.partial"));
   renameSync(join(guestsDir, "acme.wasm.partial"), join(guestsDir, "acme.wasm"));

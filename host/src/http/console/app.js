@@ -176,17 +176,20 @@ let watching = null;
 
 $("#watch").addEventListener("submit", (event) => {
   event.preventDefault();
-  watch(event.target.tenant.value);
+  watch(event.target.tenant.value, event.target.events.value.trim());
 });
 
-async function watch(tenant) {
+/** Watches `tenant` live; `events` is an optional `?events=` filter. */
+async function watch(tenant, events) {
   if (watching) watching.abort();
   watching = new AbortController();
   $("#events tbody").replaceChildren();
-  $("#watching").textContent = `watching ${tenant}`;
+  $("#watching").textContent = events ? `watching ${tenant}: ${events}` : `watching ${tenant}`;
   showError("#events-error", null);
+  let url = `/admin/sse?tenant=${encodeURIComponent(tenant)}`;
+  if (events) url += `&events=${encodeURIComponent(events)}`;
   try {
-    const response = await admin(`/admin/sse?tenant=${encodeURIComponent(tenant)}`, { signal: watching.signal });
+    const response = await admin(url, { signal: watching.signal });
     if (!response.ok) await answer(response);
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
