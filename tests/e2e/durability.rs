@@ -154,3 +154,39 @@ async fn a_full_database_answers_507_for_inserts_and_user_writes_and_keeps_servi
     let mut stream = server.subscribe(&jwt).await;
     assert_eq!(stream.next().await.event, "big");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_inserts_share_commits() {
+    let server = TestServer::start_with(&["--metrics_port", "0"]).await;
+    let metrics = format!("http://{}/metrics", crate::metrics::metrics_address(&server));
+    let jwt = server.signup("grouped", "t").await;
+    let urls = [server.endpoint("")];
+    let bodies = (0..1500).map(|n| json!({"event": "e", "data": n}));
+    for (status, body) in crate::support::insert_all_at_once(&urls, &jwt, bodies).await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let scrape = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+    let sample = |name: &str| -> f64 {
+        scrape
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} in {scrape}"))
+            .parse()
+            .unwrap()
+    };
+    let commits = sample("broker_commit_batch_size_count");
+    let inserts = sample("broker_commit_batch_size_sum");
+    assert!(inserts >= 1500.0, "{scrape}");
+    // Some commits carried several inserts (fewer commits than inserts) ...
+    assert!(
+        commits < inserts,
+        "{commits} commits for {inserts} inserts: no grouping"
+    );
+    // ... and none more than 512: every commit is in the bucket up to 512. (Over HTTP on this
+    // machine commits stay well under it; the writer's unit test fills one to the bound.)
+    assert_eq!(
+        sample("broker_commit_batch_size_bucket{le=\"512.0\"}"),
+        commits,
+        "{scrape}"
+    );
+}

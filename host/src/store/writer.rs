@@ -152,6 +152,43 @@ mod tests {
         assert_eq!(store.latest_of("t", "e").unwrap().unwrap().seq, 2);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_takes_at_most_512_of_the_inserts_waiting() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = Arc::new(Store::open(dir.path(), 64).unwrap());
+        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+        // The writer is held after its first commit while 1,500 inserts queue up behind it.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let held = std::sync::Mutex::new(Some(held));
+        let seen = batches.clone();
+        let (writer, _thread) = EventWriter::start(store, move |batch| {
+            seen.lock().unwrap().push(batch.len());
+            if let Some(held) = held.lock().unwrap().take() {
+                held.recv().unwrap();
+            }
+        });
+        writer.append(new_event()).await.unwrap();
+        let waiting: Vec<_> = (0..1500)
+            .map(|_| {
+                let writer = writer.clone();
+                tokio::spawn(async move { writer.append(new_event()).await.unwrap().seq })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        release.send(()).unwrap();
+        let mut seqs = Vec::new();
+        for append in waiting {
+            seqs.push(append.await.unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (2..=1501).collect::<Vec<u64>>());
+        let batches = batches.lock().unwrap().clone();
+        // One alone, then the queue in commits of 512 (measured: [1, 512, 512, 476]).
+        assert_eq!(batches.iter().sum::<usize>(), 1501, "{batches:?}");
+        assert!(batches.iter().all(|&size| size <= 512), "{batches:?}");
+        assert!(batches.contains(&512), "the bound was reached: {batches:?}");
+    }
+
     #[tokio::test]
     async fn a_writer_that_dies_is_seen_finished_and_refuses_inserts() {
         let dir = tempfile::TempDir::new().unwrap();
