@@ -147,3 +147,44 @@ async fn conflicting_acme_directory_flags_refuse_to_start() {
     assert!(!status.success());
     assert!(log.contains("--acme_staging and --acme_directory"), "{log}");
 }
+
+#[tokio::test]
+async fn a_certificate_is_renewed_once_a_third_of_its_lifetime_is_left() {
+    // Certificates valid for 60 s: renewal is due about 40 s after issue, with 20 s left.
+    let port = free_port();
+    let pebble = Pebble::start_issuing_for(port, Some(60)).await;
+    let dir = Arc::new(TempDir::new().unwrap());
+    let server = start_with_acme(dir, &pebble, port).await;
+    server.wait_for_log("ACME: certificate cached in", 1).await;
+    let issued = std::time::Instant::now();
+    let first = served_certificate(&server.http.get(server.endpoint("/")).send().await.unwrap());
+    // Not renewed early ...
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert_eq!(
+        pebble.issued(),
+        1,
+        "renewed before a third of the lifetime was left:\n{}",
+        pebble.log()
+    );
+    // ... and renewed before it expires, the new certificate reaching new connections.
+    let deadline = issued + Duration::from_secs(55);
+    while pebble.issued() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not renewed in time:\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    server.wait_for_log("ACME: certificate cached in", 2).await;
+    let renewed_after = issued.elapsed();
+    let fresh = crate::support::tls::client_trusting(&pebble.issuing_root)
+        .resolve("localhost", SocketAddr::from(([127, 0, 0, 1], port)))
+        .build()
+        .unwrap();
+    let second = served_certificate(&fresh.get(server.endpoint("/")).send().await.unwrap());
+    assert_ne!(
+        first, second,
+        "a new certificate is served after {renewed_after:?}"
+    );
+}

@@ -38,6 +38,11 @@ impl Pebble {
     /// Starts pebble validating TLS-ALPN-01 on `validation_port`, or returns `None` (printing why)
     /// where pebble is not installed.
     pub async fn start(validation_port: u16) -> Self {
+        Self::start_issuing_for(validation_port, None).await
+    }
+
+    /// Like `start`, issuing certificates valid for `validity_secs` (pebble's default: five years).
+    pub async fn start_issuing_for(validation_port: u16, validity_secs: Option<u64>) -> Self {
         // scripts/test installs pebble: a machine without it fails this test rather than skipping it.
         assert!(
             Command::new("pebble").arg("-h").output().is_ok(),
@@ -60,6 +65,10 @@ impl Pebble {
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
         }});
+        let mut config = config;
+        if let Some(validity) = validity_secs {
+            config["pebble"]["certificateValidityPeriod"] = json!(validity);
+        }
         let config_path = dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
 
