@@ -179,3 +179,37 @@ async fn a_looping_guest_does_not_hold_up_other_requests() {
     );
     assert_eq!(looping.await.unwrap(), StatusCode::INTERNAL_SERVER_ERROR);
 }
+
+#[tokio::test]
+async fn a_tenant_keeps_two_warm_instances() {
+    let dir = data_dir_with(&[("warm.wasm", "hostile")]);
+    let server = TestServer::start_in(dir, &[]).await;
+    let jwt = server.signup("w", "warm").await;
+    let mut stream = server.subscribe(&jwt).await;
+    // Each call waits 200 ms inside the guest, so three at once need three instances.
+    let round = || async {
+        let inserts = (0..3).map(|_| server.insert(&jwt, "count-slowly", json!(null)));
+        for (status, body) in futures_util::future::join_all(inserts).await {
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    };
+    round().await;
+    let mut first: Vec<u64> = stream
+        .take(3)
+        .await
+        .iter()
+        .map(|e| e.data["calls"].as_u64().unwrap())
+        .collect();
+    first.sort_unstable();
+    assert_eq!(first, [1, 1, 1], "three fresh instances");
+    // Two of the three were kept warm: the next three calls find two of them and one fresh one.
+    round().await;
+    let mut second: Vec<u64> = stream
+        .take(3)
+        .await
+        .iter()
+        .map(|e| e.data["calls"].as_u64().unwrap())
+        .collect();
+    second.sort_unstable();
+    assert_eq!(second, [1, 2, 2], "two warm instances and a fresh one");
+}

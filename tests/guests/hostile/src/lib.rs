@@ -9,6 +9,9 @@ struct Hostile;
 /// would show another tenant here.
 static LAST_TENANT: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
 
+/// Calls this instance has served ("count-slowly" counts them).
+static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 impl Guest for Hostile {
     fn validate(event: Event) -> Verdict {
         match event.name.as_str() {
@@ -80,6 +83,12 @@ impl Guest for Hostile {
                 let line = format!("long\nforged line\u{1b}[31m{}", "w".repeat(2000));
                 broker::guest::log::log(broker::guest::log::Level::Warn, &line);
                 Verdict::Accept
+            }
+            // This instance's call count, after waiting 200 ms so that concurrent calls overlap.
+            "count-slowly" => {
+                let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                Verdict::Replace(format!("{{\"calls\":{calls}}}"))
             }
             // Which tenant this instance served before: "" for a fresh instance.
             "last-tenant" => {
