@@ -36,12 +36,22 @@ pub fn printable(text: &str, max_bytes: usize) -> String {
     shown
 }
 
+/// The prefix of the event names Broker's own frames use (the history horizon, presence): no
+/// insert may use it, so a client can tell Broker's frames from its users' events.
+pub const RESERVED_EVENT_PREFIX: &str = "broker.";
+
 /// An event name additionally may not start with a space: SSE readers drop one space after
-/// `event:`, so subscribers would see another name than the one inserted.
+/// `event:`, so subscribers would see another name than the one inserted. Nor may it start with
+/// the reserved prefix.
 pub fn event_name(value: &str) -> Result<(), String> {
     name("event", value)?;
     if value.starts_with(' ') {
         return Err("event must not start with a space".into());
+    }
+    if value.starts_with(RESERVED_EVENT_PREFIX) {
+        return Err(format!(
+            "event names starting with {RESERVED_EVENT_PREFIX:?} are reserved for Broker's own frames"
+        ));
     }
     Ok(())
 }

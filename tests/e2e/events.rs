@@ -243,3 +243,23 @@ async fn a_subscriber_that_falls_behind_catches_up_from_the_store() {
         .wait_for_log("sse subscriber lagged; catching up from the store", 1)
         .await;
 }
+
+#[tokio::test]
+async fn event_names_starting_with_broker_dot_are_reserved() {
+    let server = TestServer::start().await;
+    let jwt = server.signup("reserver", "t").await;
+    let (status, body) = server.insert(&jwt, "broker.horizon", json!(1)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().contains("reserved"), "{body}");
+    let admin = server
+        .http
+        .post(server.endpoint("/admin/insert"))
+        .header("x-admin-token", crate::support::ADMIN_TOKEN)
+        .json(&json!({"tenant_name": "t", "event": "broker.presence", "data": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), StatusCode::BAD_REQUEST);
+    // Nothing was stored: the first accepted insert takes id 1; names merely containing it pass.
+    assert_eq!(server.insert_ok(&jwt, "my.broker.news", json!(2)).await, 1);
+}
