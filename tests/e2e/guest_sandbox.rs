@@ -213,3 +213,46 @@ async fn a_tenant_keeps_two_warm_instances() {
     second.sort_unstable();
     assert_eq!(second, [1, 2, 2], "two warm instances and a fresh one");
 }
+
+#[tokio::test]
+async fn at_most_256_warm_instances_are_kept_in_all() {
+    // One guest for every tenant; 300 tenants call it once each, one after another, through the
+    // admin insert (no users needed), then once more.
+    let dir = data_dir_with(&[("default.wasm", "hostile")]);
+    let server = TestServer::start_in(dir, &[]).await;
+    let admin_insert = |tenant: String| {
+        let request = server
+            .http
+            .post(server.endpoint("/admin/insert"))
+            .header("x-admin-token", crate::support::ADMIN_TOKEN)
+            .json(&json!({"tenant_name": tenant, "event": "count", "data": null}));
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+    };
+    for _ in 0..2 {
+        for tenant in 0..300 {
+            admin_insert(format!("t{tenant}")).await;
+        }
+    }
+    // The second call found a warm instance (its second call) for exactly 256 tenants.
+    let mut warm = 0;
+    for tenant in 0..300 {
+        let response = server
+            .http
+            .get(server.endpoint("/admin/sse"))
+            .query(&[("tenant", format!("t{tenant}").as_str()), ("events", "count")])
+            .header("x-admin-token", crate::support::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let newest = crate::support::SseStream::new(response).next().await;
+        match newest.data["calls"].as_u64() {
+            Some(2) => warm += 1,
+            Some(1) => {}
+            other => panic!("t{tenant}: {other:?}"),
+        }
+    }
+    assert_eq!(warm, 256, "warm instances kept across all tenants");
+}

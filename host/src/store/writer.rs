@@ -189,6 +189,41 @@ mod tests {
         assert!(batches.contains(&512), "the bound was reached: {batches:?}");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_most_4096_inserts_wait_in_the_queue_and_the_rest_wait_to_enter_it() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = Arc::new(Store::open(dir.path(), 256).unwrap());
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let held = std::sync::Mutex::new(Some(held));
+        let (writer, _thread) = EventWriter::start(store, move |_| {
+            if let Some(held) = held.lock().unwrap().take() {
+                held.recv().unwrap();
+            }
+        });
+        writer.append(new_event()).await.unwrap();
+        // The writer is held: 5,000 more inserts arrive.
+        let waiting: Vec<_> = (0..5000)
+            .map(|_| {
+                let writer = writer.clone();
+                tokio::spawn(async move { writer.append(new_event()).await.unwrap().seq })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(writer.jobs.capacity(), 0, "the queue is full at {QUEUE}");
+        assert_eq!(writer.jobs.max_capacity(), QUEUE);
+        release.send(()).unwrap();
+        let mut seqs = Vec::new();
+        for append in waiting {
+            seqs.push(append.await.unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(
+            seqs,
+            (2..=5001).collect::<Vec<u64>>(),
+            "every waiting insert was committed once"
+        );
+    }
+
     #[tokio::test]
     async fn a_writer_that_dies_is_seen_finished_and_refuses_inserts() {
         let dir = tempfile::TempDir::new().unwrap();

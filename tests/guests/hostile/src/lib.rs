@@ -84,6 +84,11 @@ impl Guest for Hostile {
                 broker::guest::log::log(broker::guest::log::Level::Warn, &line);
                 Verdict::Accept
             }
+            // This instance's call count.
+            "count" => {
+                let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                Verdict::Replace(format!("{{\"calls\":{calls}}}"))
+            }
             // This instance's call count, after waiting 200 ms so that concurrent calls overlap.
             "count-slowly" => {
                 let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
