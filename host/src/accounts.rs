@@ -51,7 +51,6 @@ pub struct NewUser {
 }
 
 /// Changes to a user: `None` leaves a field as it is; `Some(None)` clears email, scopes or data.
-#[derive(Default)]
 pub struct UserUpdate {
     pub tenant_name: Option<String>,
     pub password: Option<String>,
@@ -165,13 +164,14 @@ impl Accounts {
             None => None,
         };
         let change = move |user: &mut User| {
+            if update.tenant_name.is_some() || password_hash.is_some() {
+                end_credentials(user);
+            }
             if let Some(tenant) = &update.tenant_name {
                 tenant.clone_into(&mut user.tenant_name);
-                end_credentials(user);
             }
             if let Some(hash) = &password_hash {
                 hash.clone_into(&mut user.password_hash);
-                end_credentials(user);
             }
             if let Some(email) = &update.email {
                 user.email.clone_from(email);

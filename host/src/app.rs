@@ -192,9 +192,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         auth: Authenticator::new(
             JwtKeys::new(&config.jwt_secret, config.jwt_expiry),
             users.clone(),
-            passwords.clone(),
+            passwords,
             clock.clone(),
-            config.jwt_expiry,
         ),
         inserts: Inserts::new(
             events.clone(),
@@ -215,7 +214,6 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         biscuit: BiscuitIssuer::load(&*users)
             .await
             .context("loading the biscuit root key")?,
-        passwords,
         login_codes: AttemptLimiter::new(
             "login two-factor code",
             Duration::from_secs(30),

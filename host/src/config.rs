@@ -363,25 +363,24 @@ impl Config {
             .filter(|address| !address.ip().is_loopback())
             .map(ToString::to_string)
             .collect();
-        for name in &weak {
-            if exposed.is_empty() {
+        if exposed.is_empty() {
+            for name in &weak {
                 tracing::warn!(
                     "--{name} is its public default or shorter than {MIN_SECRET_BYTES} bytes: accepted on loopback only"
                 );
             }
+            return Ok(());
         }
         let Some(name) = weak.first() else {
             return Ok(());
         };
-        anyhow::ensure!(
-            exposed.is_empty(),
+        anyhow::bail!(
             "--{name} is its public default or shorter than {MIN_SECRET_BYTES} bytes, and Broker would listen \
              on {} beyond this machine. Generate one with `openssl rand -base64 32` and pass it as --{name} \
              or in the BROKER_{} environment variable (or listen on loopback only: --bind 127.0.0.1)",
             exposed.join(", "),
             name.to_uppercase()
-        );
-        Ok(())
+        )
     }
 }
 

@@ -12,8 +12,9 @@ pub const MAX_ITEM_BYTES: usize = 256;
 /// A parsed filter. The default lets every event through (a stream without `events`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFilter {
-    /// `None`: everything. Otherwise the exact names and the prefixes asked for.
-    only: Option<Only>,
+    /// `None`: everything. Otherwise the exact names and the prefixes asked for (boxed: every open
+    /// stream holds a filter, most of them none).
+    only: Option<Box<Only>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +53,9 @@ impl EventFilter {
         if only.prefixes.iter().any(String::is_empty) {
             return Ok(Self::default());
         }
-        Ok(Self { only: Some(only) })
+        Ok(Self {
+            only: Some(Box::new(only)),
+        })
     }
 
     /// The filter of an optional `events` parameter: everything when absent.

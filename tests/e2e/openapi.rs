@@ -331,7 +331,7 @@ async fn valid_body(server: &TestServer, jwt: &str, method: &str, path: &str) ->
 /// trailing-slash alias are parts of the `/console` page, which is documented).
 fn router_paths() -> Vec<String> {
     let start = ROUTER_SOURCE
-        .find("const ROUTES:")
+        .find("static ROUTES:")
         .expect("mod.rs has the ROUTES table");
     let end = start
         + ROUTER_SOURCE[start..]

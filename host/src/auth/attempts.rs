@@ -77,16 +77,12 @@ impl AttemptLimiter {
                 window.failures += 1;
             }
         });
-        if judged.is_some() && right {
-            // Nothing to remember of an address that only ever sent the right token.
-            let mut keys = self.keys.lock().expect("attempt limiter lock");
-            keys.remove_if_clean(key);
-        }
         judged.map(|()| right)
     }
 
     /// Runs `count` on `key`'s current window unless its failures are used up (then `None`, and
-    /// the first refusal of the window is logged).
+    /// the first refusal of the window is logged). A window left with no failure is forgotten:
+    /// nothing is kept of a key that only ever guessed right.
     fn with_window(&self, key: &str, count: impl FnOnce(&mut Window)) -> Option<()> {
         let mut keys = self.keys.lock().expect("attempt limiter lock");
         if keys.len() >= MAX_TRACKED && !keys.contains_key(key) {
@@ -115,20 +111,10 @@ impl AttemptLimiter {
             return None;
         }
         count(window);
-        Some(())
-    }
-}
-
-/// Removing a key whose window holds no failure.
-trait RemoveIfClean {
-    fn remove_if_clean(&mut self, key: &str);
-}
-
-impl RemoveIfClean for HashMap<String, Window> {
-    fn remove_if_clean(&mut self, key: &str) {
-        if self.get(key).is_some_and(|window| window.failures == 0) {
-            self.remove(key);
+        if window.failures == 0 {
+            keys.remove(key);
         }
+        Some(())
     }
 }
 
@@ -154,8 +140,10 @@ impl Attempt<'_> {
         let mut keys = self.limiter.keys.lock().expect("attempt limiter lock");
         if let Some(window) = keys.get_mut(&self.key) {
             window.failures = window.failures.saturating_sub(1);
+            if window.failures == 0 {
+                keys.remove(&self.key);
+            }
         }
-        keys.remove_if_clean(&self.key);
     }
 }
 

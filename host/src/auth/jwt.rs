@@ -42,6 +42,11 @@ impl JwtKeys {
         }
     }
 
+    /// How long an issued token lives, in seconds (`--jwt_expiry`).
+    pub fn lifetime(&self) -> u64 {
+        self.expiry_secs
+    }
+
     /// A token for `user` issued at `now` (seconds since the epoch).
     pub fn issue(&self, user: &User, now: u64) -> Result<String, jsonwebtoken::errors::Error> {
         let claims = Claims {

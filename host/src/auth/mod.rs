@@ -90,8 +90,6 @@ pub struct Authenticator {
     /// Basic credentials argon2 accepted recently, valid for the user revision they were checked on.
     credentials: CredentialCache,
     clock: Arc<Clock>,
-    /// Seconds a Basic caller's identity is good for (`--jwt_expiry`, as a JWT's).
-    credential_lifetime: u64,
 }
 
 impl Authenticator {
@@ -100,7 +98,6 @@ impl Authenticator {
         users: Arc<dyn UserDirectory>,
         passwords: Arc<PasswordWorkers>,
         clock: Arc<Clock>,
-        credential_lifetime: u64,
     ) -> Self {
         Self {
             jwt,
@@ -108,7 +105,6 @@ impl Authenticator {
             passwords,
             credentials: CredentialCache::default(),
             clock,
-            credential_lifetime,
         }
     }
 
@@ -135,9 +131,10 @@ impl Authenticator {
                 if user.two_factor {
                     return Err(AuthError::TwoFactorNeedsJwt);
                 }
+                // Good for as long as a JWT issued now would be.
                 Ok(Identity {
                     user,
-                    expiry: self.clock.now_secs() + self.credential_lifetime,
+                    expiry: self.clock.now_secs() + self.jwt.lifetime(),
                 })
             }
         }

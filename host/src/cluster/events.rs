@@ -19,8 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::cas::Published;
 use super::{Cluster, subjects};
-use crate::event_log::EventLog;
-use crate::event_log::{EventPage, LatestReplay};
+use crate::event_log::{EventLog, EventPage, LatestReplay};
 use crate::fanout::Fanout;
 use crate::model::{Event, LatestRead, NewEvent};
 use crate::storage::{StorageError, StorageResult};

@@ -10,13 +10,10 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use super::bindings::broker::guest::types;
 use super::bindings::{Validator, ValidatorPre};
 use super::engine::GuestLimits;
-use super::sandbox::GuestState;
+use super::sandbox::{GuestState, LOG_LINE_BYTES};
 use super::{GuestError, GuestEvent, Judgement, Verdict};
 use crate::event_log::EventLog;
 use crate::validate::printable;
-
-/// Longest guest-supplied text (a file name, a trap message) kept in a log line, in bytes.
-const LOG_TEXT_BYTES: usize = 500;
 
 /// Warm instances kept per tenant (about one per core serves concurrent inserts).
 const WARM_PER_TENANT: usize = 2;
@@ -165,8 +162,8 @@ impl LoadedGuest {
         });
         store.set_epoch_deadline(1);
         let validator = self.pre.instantiate_async(&mut store).await.map_err(|error| {
-            let guest = printable(&self.label, LOG_TEXT_BYTES);
-            let cause = printable(&format!("{error:#}"), LOG_TEXT_BYTES);
+            let guest = printable(&self.label, LOG_LINE_BYTES);
+            let cause = printable(&format!("{error:#}"), LOG_LINE_BYTES);
             tracing::warn!(guest, error = cause, "guest instantiation failed");
             GuestError::Unavailable(format!("{error}"))
         })?;
@@ -216,8 +213,8 @@ impl LoadedGuest {
     /// One log line per failed call; the label and the failure are shown escaped, since both may
     /// carry a guest's text (a file name, a panic message) with newlines or escape sequences.
     fn log_failure(&self, tenant: &str, failure: &GuestError) {
-        let guest = printable(&self.label, LOG_TEXT_BYTES);
-        let failure = printable(&failure.to_string(), LOG_TEXT_BYTES);
+        let guest = printable(&self.label, LOG_LINE_BYTES);
+        let failure = printable(&failure.to_string(), LOG_LINE_BYTES);
         tracing::warn!(guest, tenant, failure, "guest call failed");
     }
 }

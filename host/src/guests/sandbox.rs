@@ -16,8 +16,8 @@ use crate::event_log::EventLog;
 
 /// Log lines one guest call may write before the rest are dropped.
 const LOG_LINES_PER_CALL: u32 = 20;
-/// Longest guest log line kept, in bytes.
-const LOG_LINE_BYTES: usize = 500;
+/// Longest guest log line kept, in bytes (also any other guest-supplied text in a log line).
+pub const LOG_LINE_BYTES: usize = 500;
 /// Most table elements a guest may grow to.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Most host resources (WASI streams, pollables) an instance may hold at once: a guest that leaks

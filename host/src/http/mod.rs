@@ -55,12 +55,16 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Respons
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let mut response = match route(&state, request).await {
+    // Looked up once: it serves the request and names it in the metrics.
+    let found = ROUTES.iter().find(|route| route.path == path);
+    let mut response = match route(&state, found, request).await {
         Ok(response) => response,
         Err(error) => error_response(&error),
     };
     add_cors_headers(&state.config.origin, &mut response);
-    metrics().request(route_label(&path), response.status().as_u16());
+    // Any other path is `other`: unbounded paths must not become unbounded label values.
+    let label = found.map_or("other", |route| route.path);
+    metrics().request(label, response.status().as_u16());
     let user = response.extensions_mut().remove::<LoggedUser>();
     tracing::info!(
         %method,
@@ -73,12 +77,15 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Respons
     response
 }
 
-async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(
+    state: &Arc<AppState>,
+    found: Option<&'static Route>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     if request.method() == Method::OPTIONS {
         return Ok(preflight());
     }
-    let path = request.uri().path();
-    let Some(route) = ROUTES.iter().find(|route| route.path == path) else {
+    let Some(route) = found else {
         return Err(ApiError::NotFound);
     };
     if matches!(route.handler, Handler::Console) && !state.config.console {
@@ -108,7 +115,7 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
         Handler::AdminGuests => admin::guests(state, &request),
         Handler::AdminStream => admin::tenant_stream(state, &request).await,
         Handler::AdminInsert => admin::insert(state, request).await,
-        Handler::Console => console::file(path).ok_or(ApiError::NotFound),
+        Handler::Console => console::file(route.path).ok_or(ApiError::NotFound),
     }
 }
 
@@ -156,8 +163,8 @@ const GET: &str = "GET, OPTIONS";
 const POST: &str = "POST, OPTIONS";
 
 /// Every route Broker serves, each written once. Any other path is 404, and its metric label is
-/// `other` (unbounded paths must not become unbounded label values).
-const ROUTES: [Route; 22] = [
+/// `other`.
+static ROUTES: [Route; 22] = [
     at("/", "GET, HEAD, OPTIONS", Handler::Root),
     at("/create_user", POST, Handler::CreateUser),
     at("/list_users", POST, Handler::ListUsers),
@@ -181,13 +188,6 @@ const ROUTES: [Route; 22] = [
     at("/console/app.js", GET, Handler::Console),
     at("/console/style.css", GET, Handler::Console),
 ];
-
-fn route_label(path: &str) -> &'static str {
-    ROUTES
-        .iter()
-        .find(|route| route.path == path)
-        .map_or("other", |route| route.path)
-}
 
 /// The decoded value of `key` in a query string.
 pub(super) fn query_value(query: &str, key: &str) -> Option<String> {

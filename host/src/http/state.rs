@@ -9,7 +9,6 @@ use crate::accounts::Accounts;
 use crate::auth::Authenticator;
 use crate::auth::attempts::AttemptLimiter;
 use crate::auth::biscuit::BiscuitIssuer;
-use crate::auth::password_workers::PasswordWorkers;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::guests::Guests;
@@ -30,8 +29,6 @@ pub struct AppState {
     /// Users and identity-wide keys (LMDB, or JetStream key-value in a cluster).
     pub users: Arc<dyn UserDirectory>,
     pub biscuit: BiscuitIssuer,
-    /// Argon2 hashes of new passwords (the same bounded workers authentication uses).
-    pub passwords: Arc<PasswordWorkers>,
     /// Wrong login two-factor codes per user, per 30 s code step.
     pub login_codes: AttemptLimiter,
     /// Wrong password-reset codes per user, per `--totp_duration`.
