@@ -46,10 +46,20 @@ async fn rooms(server: &TestServer, jwt: &str) {
 
 #[tokio::test]
 async fn a_filtered_stream_replays_and_delivers_only_matching_names_and_resumes_exactly() {
-    let server = TestServer::start().await;
+    filtered_stream(&TestServer::start().await).await;
+}
+
+/// The same on a cluster node: the filter works above the event-log seam, on JetStream as on LMDB.
+#[tokio::test]
+async fn a_filtered_stream_works_the_same_in_a_cluster() {
+    let nats = crate::support::nats::NatsCluster::start().await;
+    filtered_stream(&crate::cluster::node(&nats).await).await;
+}
+
+async fn filtered_stream(server: &TestServer) {
     let jwt = server.signup("chatter", "chat").await;
-    rooms(&server, &jwt).await;
-    let mut stream = subscribe_filtered(&server, &jwt, ROOM_FILTER, None).await;
+    rooms(server, &jwt).await;
+    let mut stream = subscribe_filtered(server, &jwt, ROOM_FILTER, None).await;
     // The newest of each matching name, oldest first.
     let replay: Vec<(String, u64)> = stream
         .take(3)
@@ -74,7 +84,7 @@ async fn a_filtered_stream_replays_and_delivers_only_matching_names_and_resumes_
     stream.expect_quiet(Duration::from_millis(200)).await;
 
     // A resume skips what the filter leaves out and repeats nothing.
-    let mut resumed = subscribe_filtered(&server, &jwt, ROOM_FILTER, Some(3)).await;
+    let mut resumed = subscribe_filtered(server, &jwt, ROOM_FILTER, Some(3)).await;
     let ids: Vec<u64> = resumed.take(3).await.iter().map(|e| e.id).collect();
     assert_eq!(ids, [4, 6, seq]);
     resumed.expect_quiet(Duration::from_millis(200)).await;
