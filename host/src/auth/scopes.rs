@@ -28,6 +28,19 @@ pub fn allows(scopes: &[String], event: &str, operation: Operation) -> bool {
     })
 }
 
+/// The event names `scopes` allow `operation` on: `None` when they allow every name (`*:op`).
+pub fn names_allowed(scopes: &[String], operation: Operation) -> Option<Vec<&str>> {
+    let mut names = Vec::new();
+    for scope in scopes {
+        match scope.split_once(':') {
+            Some(("*", op)) if op == operation.as_str() => return None,
+            Some((name, op)) if op == operation.as_str() => names.push(name),
+            _ => {}
+        }
+    }
+    Some(names)
+}
+
 /// Whether `scopes` allow `operation` on any event name at all.
 pub fn allows_any(scopes: &[String], operation: Operation) -> bool {
     scopes.iter().any(|scope| {
@@ -65,6 +78,15 @@ mod tests {
             !allows(&scopes(&["a:get"]), "a:b", Operation::Get),
             "`a:get` is not `a:b`'s"
         );
+    }
+
+    #[test]
+    fn names_allowed_lists_what_allows_says() {
+        let held = scopes(&["news:post", "chat:get", "dm:get"]);
+        assert_eq!(names_allowed(&held, Operation::Get), Some(vec!["chat", "dm"]));
+        assert_eq!(names_allowed(&held, Operation::Post), Some(vec!["news"]));
+        assert_eq!(names_allowed(&scopes(&["x:get", "*:get"]), Operation::Get), None);
+        assert_eq!(names_allowed(&[], Operation::Get), Some(vec![]));
     }
 
     #[test]

@@ -138,12 +138,14 @@ impl EventStream {
         Self {
             streams: streams.clone(),
             tenant: tenant.to_owned(),
+            live: streams
+                .fanout
+                .subscribe(tenant, &live_filter(&filter, viewer.as_ref())),
             viewer,
             filter,
             keep_alive: streams
                 .keep_alive
                 .map(|period| Box::pin(tokio::time::sleep(period))),
-            live: streams.fanout.subscribe(tenant),
             shutdown: Box::pin(streams.shutdown.clone().cancelled_owned()),
             start: Some(resume_after),
             catching_up: false,
@@ -333,6 +335,23 @@ impl EventStream {
         if owner.scopes.is_some() && !owner.take_scopes(current.as_ref()) {
             return Err(End::ScopesRemoved);
         }
+        // New scopes may reach other names: join their channel, then read from the store what
+        // was committed since the cursor, so nothing the new scopes allow is missed.
+        let filter = live_filter(&self.filter, self.viewer.as_ref());
+        if &filter != self.live.filter() {
+            self.live = self.streams.fanout.subscribe(&self.tenant, &filter);
+            self.catching_up = true;
+        }
         Ok(())
+    }
+}
+
+/// The names a stream's live channel carries: its filter, narrowed to the names its viewer's `get`
+/// scopes cover (with `--enforce_scopes`).
+fn live_filter(filter: &EventFilter, viewer: Option<&Viewer>) -> EventFilter {
+    let scopes = viewer.and_then(|viewer| viewer.owner.scopes.as_deref());
+    match scopes.and_then(|scopes| scopes::names_allowed(scopes, Operation::Get)) {
+        Some(names) => filter.narrowed_to(names),
+        None => filter.clone(),
     }
 }

@@ -225,12 +225,26 @@ impl World {
     }
 
     async fn open(&self, identity: &Identity, resume_after: Option<u64>) -> Frames {
+        self.open_filtered(identity, "*", resume_after).await
+    }
+
+    async fn open_filtered(&self, identity: &Identity, filter: &str, resume_after: Option<u64>) -> Frames {
+        let filter = EventFilter::parse(filter).unwrap();
         let frames = self
             .streams
-            .subscribe(identity, EventFilter::default(), resume_after)
+            .subscribe(identity, filter, resume_after)
             .await
             .unwrap();
         Frames(Box::pin(frames))
+    }
+
+    async fn set_scopes(&self, username: &str, scopes: &[&str]) {
+        let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+        let change = Box::new(move |user: &mut User| {
+            user.scopes = Some(scopes.clone());
+            true
+        });
+        self.users.update_if(username, change).await.unwrap();
     }
 }
 
@@ -348,6 +362,53 @@ async fn an_event_the_scopes_skip_still_moves_the_cursor() {
             .err(),
         Some(SubscribeError::Forbidden)
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_filtered_stream_gets_its_names_and_catches_up_after_a_lag() {
+    // A live buffer of 2 for every channel: three frames unread make a stream lag.
+    let world = world(2, false);
+    let ann = world.add_user("ann", &[]).await;
+    let mut room = world.open_filtered(&ann, "room.1.*,profile", None).await;
+    assert!(!room.ends_within(Duration::from_millis(10)).await);
+    world.insert("room.2.msg", json!(0)).await;
+    let seq = world.insert("room.1.msg", json!("hi")).await;
+    assert_eq!(room.next().await, ("room.1.msg".to_owned(), seq));
+    assert!(!room.ends_within(Duration::from_millis(10)).await, "idle again");
+    let mut expected = Vec::new();
+    for n in 0..10 {
+        world.insert("room.2.msg", json!(n)).await;
+        expected.push(world.insert("room.1.msg", json!(n)).await);
+    }
+    expected.push(world.insert("profile", json!("p")).await);
+    assert_eq!(room.ids(11).await, expected, "the gap is read back from the log");
+    let lagged = world.insert("room.1.msg", json!("live")).await;
+    assert_eq!(room.next().await.1, lagged, "live again after the catch-up");
+    assert_eq!(world.streams.fanout.live_channels(TENANT), 1);
+    drop(room);
+    assert_eq!(world.streams.fanout.live_tenants(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn new_scopes_reach_the_open_stream_at_once() {
+    let world = world(16, true);
+    let ann = world.add_user("ann", &["chat:get"]).await;
+    let mut frames = world.open(&ann, None).await;
+    assert!(!frames.ends_within(Duration::from_millis(10)).await);
+    world.insert("news", json!(1)).await;
+    let chat = world.insert("chat", json!(2)).await;
+    assert_eq!(frames.next().await, ("chat".to_owned(), chat));
+    world.set_scopes("ann", &["news:get"]).await;
+    world.insert("chat", json!(3)).await;
+    let news = world.insert("news", json!(4)).await;
+    assert_eq!(
+        frames.next().await,
+        ("news".to_owned(), news),
+        "chat no longer, news now"
+    );
+    world.set_scopes("ann", &["*:get"]).await;
+    let chat = world.insert("chat", json!(5)).await;
+    assert_eq!(frames.next().await, ("chat".to_owned(), chat));
 }
 
 #[tokio::test(start_paused = true)]
