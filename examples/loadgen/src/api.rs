@@ -154,14 +154,20 @@ impl Target {
 
     /// Opens `/sse` and returns its stream of frames: read off the socket for `http://` (see
     /// `raw_sse`), through `http` for `https://`.
-    pub async fn subscribe(&self, http: &reqwest::Client, auth: &Auth) -> anyhow::Result<SseFrames> {
+    /// Opens `path` (`/sse`, maybe with a query) as `auth`.
+    pub async fn subscribe(
+        &self,
+        http: &reqwest::Client,
+        auth: &Auth,
+        path: &str,
+    ) -> anyhow::Result<SseFrames> {
         let url = reqwest::Url::parse(&self.url)?;
         let body = if url.scheme() == "http" {
             let host = url.host_str().context("a URL without a host")?;
             let host_port = format!("{host}:{}", url.port_or_known_default().unwrap_or(80));
-            Body::Raw(ChunkedBody::get(&host_port, "/sse", &auth.header_value()).await?)
+            Body::Raw(ChunkedBody::get(&host_port, path, &auth.header_value()).await?)
         } else {
-            let response = auth.apply(http.get(format!("{}/sse", self.url))).send().await?;
+            let response = auth.apply(http.get(format!("{}{path}", self.url))).send().await?;
             if !response.status().is_success() {
                 bail!("sse: {}", response.status());
             }

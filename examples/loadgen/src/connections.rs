@@ -48,7 +48,7 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
                 (ended_early.clone(), opening.clone(), released.clone());
             tokio::spawn(async move {
                 let permit = opening.acquire_owned().await.expect("semaphore");
-                let Ok(mut frames) = target.subscribe(&http, &reader).await else {
+                let Ok(mut frames) = target.subscribe(&http, &reader, "/sse").await else {
                     progress.errors.fetch_add(1, Ordering::Relaxed);
                     return false;
                 };

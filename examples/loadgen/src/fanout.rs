@@ -1,7 +1,14 @@
 //! `fanout`: S subscribers on one tenant's `/sse` while P publishers insert. Every event carries its
 //! publisher, that publisher's sequence number and the send time, so loss, duplication and order
 //! are judged from the data itself (the original broker's SSE ids are not sequence numbers).
+//!
+//! `rooms`: the same, with the subscribers spread over R rooms (subscriber i filters
+//! `room.<i mod R>.*`) and each insert going to a random room: loss, duplication and order are
+//! judged per stream, against what was acknowledged in its room, and an event from another room
+//! counts as misrouted. With `--unmatched` the streams filter rooms nobody publishes to, to
+//! measure what open streams that match nothing cost an insert.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -13,7 +20,7 @@ use crate::probe::{CpuUse, Probe};
 use crate::sequence::{Arrival, Seen};
 use crate::stamp::Stamp;
 use crate::stats::Latencies;
-use crate::{Args, Progress};
+use crate::{Args, Progress, Scenario};
 
 /// How long subscribers wait for stragglers after the last insert was acknowledged.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -22,11 +29,27 @@ const EVENT: &str = "fanout";
 /// contended atomic per event would cost the subscriber side more than the rest of its work.
 const PROGRESS_BATCH: u64 = 32;
 
+/// Acknowledged inserts per room, once publishing is over (one room in `fanout`).
+type RoomCounts = Option<Arc<Vec<u64>>>;
+
+/// Where a subscriber listens: its room's index, and whether events carry a room to check.
+#[derive(Clone, Copy)]
+struct Place {
+    room: usize,
+    rooms: bool,
+    /// Filtering a room nobody publishes to: expects nothing.
+    unmatched: bool,
+}
+
 #[derive(Default)]
 struct Delivery {
     unique: u64,
+    /// Events this stream should have received.
+    expected: u64,
     duplicated: u64,
     out_of_order: u64,
+    /// Events of another room.
+    misrouted: u64,
     latencies: Latencies,
     /// Unix microseconds of the last new event (0: none).
     last_arrival_us: u64,
@@ -39,7 +62,8 @@ const TAIL: Duration = Duration::from_millis(300);
 /// then for `TAIL` more, or until the drain time after publishing runs out.
 async fn subscriber(
     mut frames: SseFrames,
-    mut expected: watch::Receiver<Option<u64>>,
+    place: Place,
+    mut expected: watch::Receiver<RoomCounts>,
     progress: Progress,
 ) -> Delivery {
     let mut delivery = Delivery::default();
@@ -64,7 +88,9 @@ async fn subscriber(
                 if changed.is_err() {
                     break;
                 }
-                total = *expected.borrow_and_update();
+                total = expected.borrow_and_update().as_ref().map(|counts| {
+                    if place.unmatched { 0 } else { counts[place.room] }
+                });
                 if total.is_some() {
                     give_up.as_mut().reset(tokio::time::Instant::now() + DRAIN);
                 }
@@ -73,6 +99,10 @@ async fn subscriber(
             () = &mut give_up => break,
         };
         let Some(stamp) = stamp else { continue };
+        if place.rooms && stamp.room != Some(place.room as u64) {
+            delivery.misrouted += 1;
+            continue;
+        }
         match seen.record(stamp.publisher, stamp.n) {
             None => continue,
             Some(Arrival::Duplicate) => delivery.duplicated += 1,
@@ -93,7 +123,20 @@ async fn subscriber(
         }
     }
     progress.done.fetch_add(unreported, Ordering::Relaxed);
+    delivery.expected = total.unwrap_or(0);
     delivery
+}
+
+/// A publisher's room picker: xorshift, seeded per publisher (no need for a random crate).
+struct RoomPicker(u64);
+
+impl RoomPicker {
+    fn next(&mut self, rooms: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % rooms as u64) as usize
+    }
 }
 
 pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::Result<Value> {
@@ -103,9 +146,21 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
         .await?;
     let reader = target.users(&setup, "reader", 1, false).await?.remove(0);
 
+    let in_rooms = matches!(args.scenario, Scenario::Rooms);
+    let rooms = if in_rooms { args.rooms.max(1) } else { 1 };
     let (set_expected, expected) = watch::channel(None);
     let mut subscribers = Vec::new();
-    for _ in 0..args.subscribers {
+    for i in 0..args.subscribers {
+        let place = Place {
+            room: i % rooms,
+            rooms: in_rooms,
+            unmatched: in_rooms && args.unmatched,
+        };
+        let path = match (in_rooms, args.unmatched) {
+            (false, _) => "/sse".to_owned(),
+            (true, false) => format!("/sse?events=room.{}.*", place.room),
+            (true, true) => format!("/sse?events=idle.{}.*", place.room),
+        };
         // Each subscriber on its own connection, connected before anything is published: over
         // https through a client of its own (one client would multiplex them all over HTTP/2);
         // over http the stream is read off its own socket and no client is used.
@@ -113,9 +168,10 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
             true => target.new_client()?,
             false => setup.clone(),
         };
-        let frames = target.subscribe(&http, &reader).await?;
+        let frames = target.subscribe(&http, &reader, &path).await?;
         subscribers.push(tokio::spawn(subscriber(
             frames,
+            place,
             expected.clone(),
             progress.clone(),
         )));
@@ -135,7 +191,8 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
             let (target, progress) = (target.clone(), progress.clone());
             let http = target.new_client()?;
             Ok(tokio::spawn(async move {
-                let (mut acknowledged, mut errors, mut n) = (0u64, 0u64, 0u64);
+                let (mut acknowledged, mut errors, mut n) = (vec![0u64; rooms], 0u64, 0u64);
+                let mut picker = RoomPicker(0x9E37_79B9_7F4A_7C15 ^ (p as u64 + 1));
                 // Publishers are spread evenly over one interval: started in step, they would
                 // insert in bursts of `clients` events, and a burst's last delivery waits for the
                 // whole burst's fan-out, which measures the burst rather than the rate.
@@ -147,14 +204,21 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
                         next += interval;
                     }
                     n += 1;
+                    let room = if in_rooms { picker.next(rooms) } else { 0 };
                     let stamp = Stamp {
                         publisher: p as u64,
                         n,
                         sent_us: unix_micros(),
+                        room: in_rooms.then_some(room as u64),
                     };
                     let data = stamp.to_json();
-                    if target.insert(&http, &auth, EVENT, &data).await.unwrap_or(false) {
-                        acknowledged += 1;
+                    let event = if in_rooms {
+                        format!("room.{room}.msg")
+                    } else {
+                        EVENT.to_owned()
+                    };
+                    if target.insert(&http, &auth, &event, &data).await.unwrap_or(false) {
+                        acknowledged[room] += 1;
                     } else {
                         errors += 1;
                         progress.errors.fetch_add(1, Ordering::Relaxed);
@@ -164,19 +228,26 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
             }))
         })
         .collect::<anyhow::Result<_>>()?;
-    let (mut inserts, mut insert_errors) = (0, 0);
+    let (mut per_room, mut insert_errors) = (vec![0u64; rooms], 0);
     for task in publishing {
         let (acknowledged, errors) = task.await?;
-        inserts += acknowledged;
+        for (total, room) in per_room.iter_mut().zip(acknowledged) {
+            *total += room;
+        }
         insert_errors += errors;
     }
-    let _ = set_expected.send(Some(inserts));
+    let inserts: u64 = per_room.iter().sum();
+    let _ = set_expected.send(Some(Arc::new(per_room)));
 
     let (mut unique, mut duplicated, mut out_of_order, mut latencies) = (0, 0, 0, Latencies::default());
+    let (mut expected_total, mut lost, mut misrouted) = (0, 0, 0);
     let mut last_arrival_us = started_us;
     for task in subscribers {
         let delivery = task.await?;
         unique += delivery.unique;
+        expected_total += delivery.expected;
+        lost += delivery.expected.saturating_sub(delivery.unique);
+        misrouted += delivery.misrouted;
         duplicated += delivery.duplicated;
         out_of_order += delivery.out_of_order;
         latencies.merge(delivery.latencies);
@@ -185,18 +256,24 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
     // The CPU window spans publishing and delivering, up to the last subscriber's last event.
     let cpu = probe.end_phase();
     let samples = probe.finish().await;
-    let expected_total = inserts * args.subscribers as u64;
     let elapsed = ((last_arrival_us - started_us) as f64 / 1e6).max(1e-3);
     let mut result = json!({
-        "scenario": "fanout", "publishers": args.clients, "subscribers": args.subscribers,
+        "scenario": if in_rooms { "rooms" } else { "fanout" },
+        "publishers": args.clients, "subscribers": args.subscribers,
         "seconds": elapsed, "rate": args.rate,
         "inserts": inserts, "errors": insert_errors,
-        "deliveries": unique, "per_second": unique as f64 / elapsed,
-        "lost": expected_total.saturating_sub(unique), "duplicated": duplicated, "out_of_order": out_of_order,
+        "deliveries": unique, "expected_deliveries": expected_total, "per_second": unique as f64 / elapsed,
+        "lost": lost, "duplicated": duplicated, "out_of_order": out_of_order,
         "latency": latencies.summary(),
         "server_cpu_us_per_delivery": CpuUse::micros_per(cpu.server_seconds, unique),
         "client_cpu_us_per_delivery": CpuUse::micros_per(cpu.client_seconds, unique),
+        "server_cpu_us_per_insert": CpuUse::micros_per(cpu.server_seconds, inserts),
     });
+    if in_rooms {
+        result["rooms"] = rooms.into();
+        result["unmatched"] = args.unmatched.into();
+        result["misrouted"] = misrouted.into();
+    }
     samples.add_to(&mut result);
     Ok(result)
 }

@@ -5,7 +5,8 @@
 //! Scenarios: `get` (plain GET /: the floor that inserts/s is compared against), `insert` and
 //! `basic` (inserts/s and latency with JWT or Basic auth), `fanout`
 //! (subscribers × publishers: delivery rate, end-to-end latency, lost/duplicated/out-of-order
-//! events, judged from sequence numbers carried in the event data), `connections` (idle SSE
+//! events, judged from sequence numbers carried in the event data), `rooms` (the same with each
+//! stream filtering one of `--rooms` rooms, judged per stream), `connections` (idle SSE
 //! connections and the server's memory per connection), `login` (logins/s: argon2 cost).
 //! With `--pid`, every scenario also reports the server's memory (anonymous vs file-backed) and
 //! CPU, and all report this process's own CPU, so a saturated load generator shows.
@@ -36,6 +37,7 @@ pub enum Scenario {
     Insert,
     Basic,
     Fanout,
+    Rooms,
     Connections,
     Login,
 }
@@ -61,9 +63,15 @@ pub struct Args {
     /// Concurrent clients (publishers in `fanout`, connections in `connections`).
     #[arg(long, default_value_t = 8)]
     pub clients: usize,
-    /// SSE subscribers in `fanout`.
+    /// SSE subscribers in `fanout` and `rooms`.
     #[arg(long, default_value_t = 10)]
     pub subscribers: usize,
+    /// Rooms in `rooms`: subscriber i filters `room.<i mod rooms>.*`, each insert goes to a random room.
+    #[arg(long, default_value_t = 1000)]
+    pub rooms: usize,
+    /// In `rooms`: the streams filter rooms nobody publishes to (what idle filtered streams cost).
+    #[arg(long)]
+    pub unmatched: bool,
     /// Total requests per second across clients; 0 = as fast as possible.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
@@ -93,7 +101,7 @@ impl Args {
     fn sockets(&self) -> u64 {
         let clients = self.clients.max(1) as u64;
         match self.scenario {
-            Scenario::Fanout => clients + self.subscribers as u64,
+            Scenario::Fanout | Scenario::Rooms => clients + self.subscribers as u64,
             _ => clients,
         }
     }
@@ -154,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
     let reporter = progress.report_every_second(match args.scenario {
         Scenario::Get => "requests",
         Scenario::Insert | Scenario::Basic => "inserts",
-        Scenario::Fanout => "deliveries",
+        Scenario::Fanout | Scenario::Rooms => "deliveries",
         Scenario::Connections => "connections",
         Scenario::Login => "logins",
     });
@@ -163,7 +171,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Insert => requests::inserts(&target, &args, false, &progress).await?,
         Scenario::Basic => requests::inserts(&target, &args, true, &progress).await?,
         Scenario::Login => requests::logins(&target, &args, &progress).await?,
-        Scenario::Fanout => fanout::run(&target, &args, &progress).await?,
+        Scenario::Fanout | Scenario::Rooms => fanout::run(&target, &args, &progress).await?,
         Scenario::Connections => connections::run(&target, &args, &progress).await?,
     };
     reporter.abort();

@@ -1,5 +1,5 @@
 //! The stamp a `fanout` publisher puts in each event's data: `{"p": publisher, "n": its sequence
-//! number, "sent_us": send time}`. Subscribers read it with a small scanner rather than building a
+//! number, "sent_us": send time}`, and `"r": room` in the `rooms` scenario. Subscribers read it with a small scanner rather than building a
 //! `serde_json::Value` per frame, so that at 100,000s of frames a second they measure the server,
 //! not their own allocations.
 
@@ -11,11 +11,17 @@ pub struct Stamp {
     pub n: u64,
     /// Microseconds since the Unix epoch when the publisher sent the insert.
     pub sent_us: u64,
+    /// The room the event was published to (`rooms` only).
+    pub room: Option<u64>,
 }
 
 impl Stamp {
     pub fn to_json(self) -> Value {
-        json!({"p": self.publisher, "n": self.n, "sent_us": self.sent_us})
+        let mut stamp = json!({"p": self.publisher, "n": self.n, "sent_us": self.sent_us});
+        if let Some(room) = self.room {
+            stamp["r"] = room.into();
+        }
+        stamp
     }
 
     /// Reads a stamp from an event's JSON data, in any key order and spacing; None for data that
@@ -25,6 +31,7 @@ impl Stamp {
             publisher: field(data, b"\"p\"")?,
             n: field(data, b"\"n\"")?,
             sent_us: field(data, b"\"sent_us\"")?,
+            room: field(data, b"\"r\""),
         })
     }
 }
@@ -75,8 +82,17 @@ mod tests {
             publisher: 3,
             n: 12_345,
             sent_us: 1_764_000_000_123_456,
+            room: None,
         };
         assert_eq!(Stamp::parse(stamp.to_json().to_string().as_bytes()), Some(stamp));
+        let in_room = Stamp {
+            room: Some(7),
+            ..stamp
+        };
+        assert_eq!(
+            Stamp::parse(in_room.to_json().to_string().as_bytes()),
+            Some(in_room)
+        );
         let spaced = br#"{ "sent_us" : 1764000000123456, "n": 12345 ,"p":3 }"#;
         assert_eq!(Stamp::parse(spaced), Some(stamp));
     }

@@ -193,6 +193,46 @@ fn every_scenario_runs_cleanly_against_broker() {
     }
 
     assert_exact_fanout(&run_scenario(&server, &FANOUT_100_SUBSCRIBERS));
+
+    // 200 streams over 20 rooms: every insert reaches its room's 10 streams and no other.
+    let rooms = [
+        "--scenario",
+        "rooms",
+        "--clients",
+        "2",
+        "--subscribers",
+        "200",
+        "--rooms",
+        "20",
+        "--rate",
+        "200",
+    ];
+    let result = run_scenario(&server, &rooms);
+    let count = |key: &str| {
+        result[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} in {result}"))
+    };
+    assert_eq!(
+        [
+            count("lost"),
+            count("duplicated"),
+            count("out_of_order"),
+            count("misrouted"),
+            count("errors")
+        ],
+        [0; 5],
+        "{result}"
+    );
+    assert!(count("inserts") > 0);
+    assert_eq!(count("deliveries"), count("inserts") * 10, "{result}");
+    assert_eq!(count("deliveries"), count("expected_deliveries"), "{result}");
+    assert_plausible_costs(&result);
+    // Streams that match nothing receive nothing, while the inserts go on.
+    let result = run_scenario(&server, &[&rooms[..], &["--unmatched"]].concat());
+    assert_eq!(result["deliveries"], 0, "{result}");
+    assert_eq!(result["misrouted"], 0, "{result}");
+    assert!(result["inserts"].as_u64().unwrap() > 0, "{result}");
 }
 
 const FANOUT_100_SUBSCRIBERS: [&str; 8] = [
