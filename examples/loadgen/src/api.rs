@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::raw_sse::ChunkedBody;
+use crate::{Server, pocketbase};
 
 pub const PASSWORD: &str = "broker-load password 8d1f";
 
@@ -21,6 +22,8 @@ pub struct Target {
     pub run_id: String,
     /// Extra root certificate (`--ca`) for an `https://` server with a private CA.
     pub ca: Option<reqwest::Certificate>,
+    /// Broker, or PocketBase (see `pocketbase`).
+    pub server: Server,
 }
 
 /// How a client proves who it is.
@@ -121,6 +124,13 @@ impl Target {
         count: usize,
         basic: bool,
     ) -> anyhow::Result<Vec<Auth>> {
+        if self.server == Server::Pocketbase {
+            if basic {
+                bail!("PocketBase has no Basic auth: this scenario is Broker's only");
+            }
+            let token = pocketbase::superuser(self, http).await?;
+            return Ok(vec![Auth::Bearer(token); count]);
+        }
         let mut auths = Vec::with_capacity(count);
         for index in 0..count {
             let username = self.username(role, index);
@@ -142,7 +152,11 @@ impl Target {
         event: &str,
         data: &Value,
     ) -> anyhow::Result<bool> {
-        let request = auth.apply(http.post(format!("{}/insert", self.url)));
+        let url = match self.server {
+            Server::Broker => format!("{}/insert", self.url),
+            Server::Pocketbase => pocketbase::insert_url(self),
+        };
+        let request = auth.apply(http.post(url));
         let response = request
             .json(&json!({"event": event, "data": data}))
             .send()
@@ -152,10 +166,28 @@ impl Target {
         Ok(ok)
     }
 
-    /// Opens `/sse` and returns its stream of frames: read off the socket for `http://` (see
-    /// `raw_sse`), through `http` for `https://`.
-    /// Opens `path` (`/sse`, maybe with a query) as `auth`.
+    /// Opens `path` (`/sse`, maybe with a query) as `auth`; on PocketBase, `/api/realtime`
+    /// subscribed to this run's collection.
     pub async fn subscribe(
+        &self,
+        http: &reqwest::Client,
+        auth: &Auth,
+        path: &str,
+    ) -> anyhow::Result<SseFrames> {
+        if self.server == Server::Pocketbase {
+            if path != "/sse" {
+                bail!("PocketBase streams here carry the whole collection: no filters");
+            }
+            let mut frames = self.open_stream(http, auth, "/api/realtime").await?;
+            pocketbase::subscribe(self, http, auth, &mut frames).await?;
+            return Ok(frames);
+        }
+        self.open_stream(http, auth, path).await
+    }
+
+    /// Opens `path` and returns its stream of frames: read off the socket for `http://` (see
+    /// `raw_sse`), through `http` for `https://`.
+    async fn open_stream(
         &self,
         http: &reqwest::Client,
         auth: &Auth,

@@ -15,6 +15,7 @@ mod api;
 mod connections;
 mod fanout;
 mod limits;
+mod pocketbase;
 mod probe;
 mod procfs;
 mod raw_sse;
@@ -42,6 +43,14 @@ pub enum Scenario {
     Login,
 }
 
+/// Which server is under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Server {
+    Broker,
+    /// PocketBase: `insert`, `get` (its health check), `fanout` and `connections`.
+    Pocketbase,
+}
+
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "broker-load",
@@ -52,9 +61,13 @@ pub struct Args {
     /// Base URL of the server, e.g. http://127.0.0.1:8080
     #[arg(long)]
     pub url: String,
-    /// The server's admin token (to create this run's users).
+    /// The server's admin token (to create this run's users); for PocketBase, EMAIL:PASSWORD of a
+    /// superuser.
     #[arg(long = "admin-token")]
     pub admin_token: String,
+    /// The server under test.
+    #[arg(long = "target", value_enum, default_value = "broker")]
+    pub server: Server,
     #[arg(long, value_enum)]
     pub scenario: Scenario,
     /// How long the measured phase lasts.
@@ -157,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
         admin_token: args.admin_token.clone(),
         run_id,
         ca,
+        server: args.server,
     };
     let progress = Progress::default();
     let reporter = progress.report_every_second(match args.scenario {
@@ -176,6 +190,10 @@ async fn main() -> anyhow::Result<()> {
     };
     reporter.abort();
     if let Some(object) = result.as_object_mut() {
+        object.insert(
+            "target".into(),
+            format!("{:?}", args.server).to_lowercase().into(),
+        );
         object.insert("fd_limit".into(), fd_limit.into());
         object.insert("server_fd_limit".into(), server_fd_limit.into());
     }

@@ -99,9 +99,14 @@ where
     })
 }
 
-/// Closed-loop `GET /`: what a request costs with no auth and no store, to compare inserts against.
+/// Closed-loop `GET /` (PocketBase: `GET /api/health`): what a request costs with no auth and no
+/// store, to compare inserts against.
 pub async fn gets(target: &Target, args: &Args, progress: &Progress) -> anyhow::Result<Value> {
-    let url = reqwest::Url::parse(&format!("{}/", target.url))?;
+    let path = match target.server {
+        crate::Server::Broker => "/",
+        crate::Server::Pocketbase => "/api/health",
+    };
+    let url = reqwest::Url::parse(&format!("{}{path}", target.url))?;
     let totals = run_clients(target, args, progress, move |http, _, _| {
         let request = http.get(url.clone());
         async move {

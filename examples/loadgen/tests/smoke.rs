@@ -1,8 +1,9 @@
-//! One short run of each `broker-load` scenario against the real `broker` binary: correctness
-//! counts (no lost, duplicated or out-of-order events, no errors) and figures that are plausible
-//! (memory and CPU in sane ranges), never timings.
+//! One short run of each `broker-load` scenario against the real `broker` binary, and of the
+//! scenarios PocketBase serves against the real PocketBase (installed by `scripts/test`):
+//! correctness counts (no lost, duplicated or out-of-order events, no errors) and figures that are
+//! plausible (memory and CPU in sane ranges), never timings.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
@@ -13,6 +14,8 @@ const ADMIN_TOKEN: &str = "smoke-admin-token";
 struct Server {
     child: Child,
     url: String,
+    /// What broker-load passes as `--admin-token`.
+    admin_token: String,
     _dir: tempfile::TempDir,
 }
 
@@ -56,6 +59,54 @@ fn start_broker() -> Server {
     Server::listening(child, "broker listening on ", dir)
 }
 
+/// PocketBase's superuser, as `--target pocketbase` takes it.
+const POCKETBASE_ADMIN: &str = "smoke@example.com:smoke password 4b7e";
+
+/// PocketBase on an empty directory with a superuser, from the venv `scripts/test` installs.
+fn start_pocketbase() -> Server {
+    let binary = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pocketbase/.venv/bin/pocketbase");
+    assert!(
+        binary.exists(),
+        "{} is missing: run examples/loadgen/pocketbase/install (scripts/test does)",
+        binary.display()
+    );
+    let dir = tempfile::TempDir::new().unwrap();
+    let dirs = |command: &mut Command| {
+        for (flag, sub) in [
+            ("--dir", "data"),
+            ("--migrationsDir", "migrations"),
+            ("--hooksDir", "hooks"),
+            ("--publicDir", "public"),
+        ] {
+            command.arg(flag).arg(dir.path().join(sub));
+        }
+        command.arg("--automigrate=false");
+    };
+    let (email, password) = POCKETBASE_ADMIN.split_once(':').unwrap();
+    let mut upsert = Command::new(&binary);
+    upsert.args(["superuser", "upsert", email, password]);
+    dirs(&mut upsert);
+    assert!(upsert.output().unwrap().status.success());
+    // It announces the port asked for, so ask for a free one rather than 0.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut serve = Command::new(&binary);
+    serve.args(["serve", "--http", &format!("127.0.0.1:{port}")]);
+    dirs(&mut serve);
+    let mut child = serve
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut server = Server::announced(child, Box::new(stdout), "Server started at ", dir);
+    server.admin_token = POCKETBASE_ADMIN.to_owned();
+    server
+}
+
 /// `fanout-floor`, the baseline `scripts/perf` compares Broker's fan-out with.
 fn start_floor() -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_fanout-floor"))
@@ -72,7 +123,18 @@ fn start_floor() -> Server {
 impl Server {
     /// Waits for the line `announcement` + URL on the child's stderr.
     fn listening(mut child: Child, announcement: &str, dir: tempfile::TempDir) -> Self {
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let stderr = child.stderr.take().unwrap();
+        Self::announced(child, Box::new(stderr), announcement, dir)
+    }
+
+    /// Waits for the line `announcement` + URL in `log`.
+    fn announced(
+        child: Child,
+        log: Box<dyn Read + Send>,
+        announcement: &str,
+        dir: tempfile::TempDir,
+    ) -> Self {
+        let mut lines = BufReader::new(log).lines();
         let url = lines
             .by_ref()
             .map_while(Result::ok)
@@ -83,6 +145,7 @@ impl Server {
         Server {
             child,
             url,
+            admin_token: ADMIN_TOKEN.to_owned(),
             _dir: dir,
         }
     }
@@ -94,7 +157,7 @@ fn run_scenario(server: &Server, args: &[&str]) -> Value {
             "--url",
             &server.url,
             "--admin-token",
-            ADMIN_TOKEN,
+            &server.admin_token,
             "--seconds",
             "1",
         ])
@@ -245,6 +308,42 @@ const FANOUT_100_SUBSCRIBERS: [&str; 8] = [
     "--rate",
     "100",
 ];
+
+#[test]
+fn the_scenarios_pocketbase_serves_run_cleanly_against_it() {
+    let server = start_pocketbase();
+    let pocketbase = ["--target", "pocketbase"];
+    let result = run_scenario(
+        &server,
+        &[
+            &pocketbase[..],
+            &["--scenario", "connections", "--clients", "300"],
+        ]
+        .concat(),
+    );
+    assert_eq!(result["all_stayed_open"], true, "{result}");
+    assert_eq!(
+        (result["slope_from"].as_u64(), result["slope_to"].as_u64()),
+        (Some(100), Some(300)),
+        "{result}"
+    );
+    assert!(
+        number(&result, "rss_anon_kib_per_connection_slope").is_finite(),
+        "{result}"
+    );
+    let result = run_scenario(
+        &server,
+        &[&pocketbase[..], &["--scenario", "insert", "--clients", "2"]].concat(),
+    );
+    assert_eq!(result["errors"], 0, "{result}");
+    assert!(result["ok"].as_u64().unwrap() > 0, "{result}");
+    assert_eq!(result["target"], "pocketbase", "{result}");
+    assert_plausible_costs(&result);
+    assert_exact_fanout(&run_scenario(
+        &server,
+        &[&pocketbase[..], &FANOUT_100_SUBSCRIBERS[..]].concat(),
+    ));
+}
 
 /// Every acknowledged insert reached each of the 100 subscribers once, in order.
 fn assert_exact_fanout(result: &Value) {
