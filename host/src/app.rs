@@ -22,6 +22,7 @@ use crate::cluster::users::KvUsers;
 use crate::config::Config;
 use crate::event_log::EventLog;
 use crate::fanout::Fanout;
+use crate::history::History;
 use crate::http::redirect::HttpsRedirect;
 use crate::http::state::AppState;
 use crate::insert::Inserts;
@@ -202,6 +203,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             config.enforce_scopes,
             config.bypass_guests,
         ),
+        history: History::new(events.clone(), config.enforce_scopes),
         streams: Arc::new(Streams::new(
             events.clone(),
             users.clone(),

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use crate::filter::EventFilter;
 use crate::model::{Event, NewEvent};
 use crate::storage::StorageResult;
 
@@ -24,6 +25,21 @@ pub struct EventPage {
     pub bytes: usize,
 }
 
+/// Where a page of history starts (exclusive): newest first below `Before`, oldest first above
+/// `After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageStart {
+    Before(u64),
+    After(u64),
+}
+
+/// A page of history in the order asked for, and whether more matching events lie beyond it.
+#[derive(Debug, Default)]
+pub struct HistoryPage {
+    pub events: Vec<Event>,
+    pub more: bool,
+}
+
 #[async_trait::async_trait]
 pub trait EventLog: Send + Sync {
     /// Appends one event and answers once it is durable, with its sequence number: strictly
@@ -40,6 +56,18 @@ pub trait EventLog: Send + Sync {
         limit: usize,
         max_bytes: usize,
     ) -> StorageResult<EventPage>;
+
+    /// A page of `tenant`'s events that `filter` lets through, from `start` on in its direction: at
+    /// most `limit`, and no more once `max_bytes` of stored records were read (always at least
+    /// one). Costs the page, not the tenant: reads follow an index by name where the store has one.
+    async fn history(
+        &self,
+        tenant: &str,
+        filter: &EventFilter,
+        start: PageStart,
+        limit: usize,
+        max_bytes: usize,
+    ) -> StorageResult<HistoryPage>;
 
     /// The newest event of each name in `tenant`, oldest first, and the sequence up to which live
     /// events are covered by it.

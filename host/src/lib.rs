@@ -11,7 +11,8 @@
 //! - `accounts`: the changes that end a user's credentials (the one place that bumps their
 //!   generation).
 //! - `auth`: Bearer JWT and Basic credentials, argon2 passwords, the admin token, biscuit tokens.
-//! - `insert`: the insert path as one library call; `subscribe`: the subscribe path as one call.
+//! - `insert`: the insert path as one library call; `subscribe`: the subscribe path as one call;
+//!   `history`: pages of past events (`GET /events`).
 //! - `guests`: the guest step (validate / replace / reject).
 //! - `event_log`, `user_directory`: the two storage seams the paths use, chosen once in `run`;
 //!   `storage`: their one backend-free error and the bound on names in keys.
@@ -19,7 +20,8 @@
 //! - `cluster`: NATS JetStream behind both seams (`--nats`), for several nodes as one service.
 //! - `metrics`: Prometheus metrics (`--metrics_port`); `backup`: `broker backup`.
 //! - `filter`: the `?events=` filter a connection chooses its events with.
-//! - `fanout`: per-tenant live channels of pre-rendered frames and per-user change watches.
+//! - `fanout`: live channels of pre-rendered frames, per tenant and filter, indexed by name and
+//!   prefix; and per-user change watches.
 //! - `model`: the user and event records; `clock`: "now"; `validate`: field checks; `error`: the
 //!   API error type.
 
@@ -35,6 +37,7 @@ pub mod event_log;
 pub mod fanout;
 pub mod filter;
 pub mod guests;
+pub mod history;
 pub mod http;
 pub mod insert;
 pub mod metrics;

@@ -17,6 +17,7 @@ mod guessing;
 mod guest_authoring;
 mod guest_sandbox;
 mod guests;
+mod history;
 mod identity;
 mod js_guest;
 mod limits;

@@ -4,6 +4,8 @@
 //! A scope has exactly one colon (see `validate::scopes`), so its resource never holds one: an
 //! event whose name contains `:` is reachable only through the `*` scopes.
 
+use crate::filter::EventFilter;
+
 /// What a scope lets its holder do with an event name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -39,6 +41,14 @@ pub fn names_allowed(scopes: &[String], operation: Operation) -> Option<Vec<&str
         }
     }
     Some(names)
+}
+
+/// The part of `filter` whose events `scopes` let their holder receive.
+pub fn receivable(filter: &EventFilter, scopes: &[String]) -> EventFilter {
+    match names_allowed(scopes, Operation::Get) {
+        Some(names) => filter.narrowed_to(names),
+        None => filter.clone(),
+    }
 }
 
 /// Whether `scopes` allow `operation` on any event name at all.

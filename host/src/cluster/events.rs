@@ -9,6 +9,7 @@
 //!   the check of its reads (against the stream leader) and the publish (`cas`).
 //! - Each node tails the whole stream into its own fan-out, in stream order, once per event.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::cas::Published;
 use super::{Cluster, subjects};
-use crate::event_log::{EventLog, EventPage, LatestReplay};
+use crate::event_log::{EventLog, EventPage, HistoryPage, LatestReplay, PageStart};
 use crate::fanout::Fanout;
+use crate::filter::EventFilter;
 use crate::model::{Event, LatestRead, NewEvent};
 use crate::storage::{StorageError, StorageResult};
 
@@ -97,21 +99,46 @@ impl JetStreamLog {
         limit: usize,
         max_bytes: usize,
     ) -> StorageResult<EventPage> {
+        let mut page = EventPage::default();
+        self.scan(
+            subjects::tenant_subjects(tenant),
+            deliver_policy,
+            |event, size| {
+                page.bytes += size;
+                page.events.push(event);
+                if page.events.len() < limit && page.bytes < max_bytes {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(())
+                }
+            },
+        )
+        .await?;
+        Ok(page)
+    }
+
+    /// Hands each event on `filter_subject` from `deliver_policy` on, with its stored size, to
+    /// `each` until it breaks or nothing is pending, through an ordered consumer of its own.
+    pub(super) async fn scan(
+        &self,
+        filter_subject: String,
+        deliver_policy: DeliverPolicy,
+        mut each: impl FnMut(Event, usize) -> ControlFlow<()> + Send,
+    ) -> StorageResult<()> {
         let consumer = self
             .cluster
             .events
             .create_consumer(push::OrderedConfig {
                 deliver_subject: self.cluster.client.new_inbox(),
-                filter_subject: subjects::tenant_subjects(tenant),
+                filter_subject,
                 deliver_policy,
                 ..Default::default()
             })
             .await
             .map_err(StorageError::unavailable)?;
-        let mut page = EventPage::default();
         let mut pending = consumer.cached_info().num_pending;
         let mut messages = consumer.messages().await.map_err(StorageError::unavailable)?;
-        while pending > 0 && page.events.len() < limit && page.bytes < max_bytes {
+        while pending > 0 {
             let message = match tokio::time::timeout(READ_TIMEOUT, messages.next()).await {
                 Ok(Some(Ok(message))) => message,
                 Ok(Some(Err(error))) => return Err(StorageError::unavailable(error)),
@@ -122,10 +149,22 @@ impl JetStreamLog {
             let info = message.info().map_err(StorageError::unavailable)?;
             pending = info.pending;
             let seq = info.stream_sequence;
-            page.bytes += message.payload.len();
-            page.events.push(decode(&message.payload, seq)?);
+            if each(decode(&message.payload, seq)?, message.payload.len()).is_break() {
+                break;
+            }
         }
-        Ok(page)
+        Ok(())
+    }
+
+    /// The stream's first and last sequences.
+    pub(super) async fn bounds(&self) -> StorageResult<(u64, u64)> {
+        let info = self
+            .cluster
+            .events
+            .get_info()
+            .await
+            .map_err(StorageError::unavailable)?;
+        Ok((info.state.first_sequence, info.state.last_sequence))
     }
 }
 
@@ -158,6 +197,17 @@ impl EventLog for JetStreamLog {
             max_bytes,
         )
         .await
+    }
+
+    async fn history(
+        &self,
+        tenant: &str,
+        filter: &EventFilter,
+        start: PageStart,
+        limit: usize,
+        max_bytes: usize,
+    ) -> StorageResult<HistoryPage> {
+        self.history_page(tenant, filter, start, limit, max_bytes).await
     }
 
     async fn latest_events(&self, tenant: &str) -> StorageResult<LatestReplay> {

@@ -14,6 +14,7 @@
 
 pub mod cas;
 pub mod events;
+mod history;
 pub mod subjects;
 pub mod users;
 

@@ -5,6 +5,7 @@ mod admin;
 mod body;
 mod console;
 mod events;
+mod history;
 pub mod metrics;
 mod openapi;
 pub mod redirect;
@@ -111,6 +112,7 @@ async fn route(
         Handler::Verify => session::verify(state, request).await,
         Handler::Insert => events::insert(state, request).await,
         Handler::Subscribe => sse::subscribe(state, request).await,
+        Handler::History => history::page(state, request).await,
         Handler::OpenApi => Ok(openapi::document()),
         Handler::AdminGuests => admin::guests(state, &request),
         Handler::AdminStream => admin::tenant_stream(state, &request).await,
@@ -136,6 +138,7 @@ enum Handler {
     Verify,
     Insert,
     Subscribe,
+    History,
     OpenApi,
     AdminGuests,
     AdminStream,
@@ -164,7 +167,7 @@ const POST: &str = "POST, OPTIONS";
 
 /// Every route Broker serves, each written once. Any other path is 404, and its metric label is
 /// `other`.
-static ROUTES: [Route; 22] = [
+static ROUTES: [Route; 23] = [
     at("/", "GET, HEAD, OPTIONS", Handler::Root),
     at("/create_user", POST, Handler::CreateUser),
     at("/list_users", POST, Handler::ListUsers),
@@ -179,6 +182,7 @@ static ROUTES: [Route; 22] = [
     at("/verify", GET, Handler::Verify),
     at("/insert", POST, Handler::Insert),
     at("/sse", GET, Handler::Subscribe),
+    at("/events", GET, Handler::History),
     at("/openapi.json", GET, Handler::OpenApi),
     at("/admin/guests", GET, Handler::AdminGuests),
     at("/admin/sse", GET, Handler::AdminStream),

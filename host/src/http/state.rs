@@ -12,6 +12,7 @@ use crate::auth::biscuit::BiscuitIssuer;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::guests::Guests;
+use crate::history::History;
 use crate::insert::Inserts;
 use crate::subscribe::Streams;
 use crate::user_directory::UserDirectory;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub inserts: Inserts,
     /// The subscribe path.
     pub streams: Arc<Streams>,
+    /// Pages of history.
+    pub history: History,
     /// Users and identity-wide keys (LMDB, or JetStream key-value in a cluster).
     pub users: Arc<dyn UserDirectory>,
     pub biscuit: BiscuitIssuer,

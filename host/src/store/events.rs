@@ -8,11 +8,12 @@ use std::collections::HashMap;
 use std::ops::Bound;
 
 use super::Store;
+use super::history::name_key;
 use crate::event_log::{EventPage, LatestReplay};
 use crate::model::{Event, NewEvent};
 use crate::storage::{StorageError, StorageResult};
 
-fn tenant_prefix(tenant: &str) -> Vec<u8> {
+pub(super) fn tenant_prefix(tenant: &str) -> Vec<u8> {
     let name = tenant.as_bytes();
     let len = u16::try_from(name.len()).expect("tenant names are length-checked at the API");
     let mut key = Vec::with_capacity(2 + name.len() + 8);
@@ -21,7 +22,7 @@ fn tenant_prefix(tenant: &str) -> Vec<u8> {
     key
 }
 
-fn event_key(tenant: &str, seq: u64) -> Vec<u8> {
+pub(super) fn event_key(tenant: &str, seq: u64) -> Vec<u8> {
     let mut key = tenant_prefix(tenant);
     key.extend_from_slice(&seq.to_be_bytes());
     key
@@ -128,6 +129,11 @@ impl Store {
                 &mut wtxn,
                 &latest_key(&event.tenant_name, &event.event),
                 &event.seq,
+            )?;
+            self.names.put(
+                &mut wtxn,
+                &name_key(&event.tenant_name, &event.event, event.seq),
+                &(),
             )?;
             last_seqs.insert(event.tenant_name.clone(), event.seq);
             stored.push(Ok(event));

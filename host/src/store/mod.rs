@@ -4,13 +4,14 @@
 //! (`users.rs`).
 
 mod events;
+mod history;
 mod seams;
 mod users;
 pub mod writer;
 
 use std::path::Path;
 
-use heed::types::{Bytes, SerdeJson, Str, U64};
+use heed::types::{Bytes, SerdeJson, Str, U64, Unit};
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, WithoutTls};
 
 use crate::model::{Event, User};
@@ -22,7 +23,8 @@ const USERS: &str = "users";
 const EVENTS: &str = "events";
 const LATEST: &str = "latest";
 const META: &str = "meta";
-const DATABASES: u32 = 4;
+const NAMES: &str = "names";
+const DATABASES: u32 = 5;
 
 impl From<heed::Error> for StorageError {
     fn from(error: heed::Error) -> Self {
@@ -44,6 +46,8 @@ pub struct Store {
     latest: Database<'static, Bytes, U64<heed::byteorder::BigEndian>>,
     /// Server-wide values such as the biscuit root key.
     meta: Database<'static, Str, Bytes>,
+    /// (tenant prefix, event name, 0, seq big-endian) → nothing: the index of history pages by name.
+    names: Database<'static, Bytes, Unit>,
 }
 
 /// Creates (or opens) one named database in its own committed transaction.
@@ -75,13 +79,16 @@ impl Store {
             reason = "LMDB environments are opened through an unsafe heed API"
         )]
         let env = unsafe { options.open(dir)? };
-        Ok(Self {
+        let store = Self {
             users: create_database(&env, USERS)?,
             events: create_database(&env, EVENTS)?,
             latest: create_database(&env, LATEST)?,
             meta: create_database(&env, META)?,
+            names: create_database(&env, NAMES)?,
             env,
-        })
+        };
+        store.index_names_once()?;
+        Ok(store)
     }
 
     /// Runs `write` (a user-directory write) on the blocking pool: its LMDB write transaction may

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use super::Store;
 use super::writer::EventWriter;
 use crate::event_log::EventLog;
-use crate::event_log::{EventPage, LatestReplay};
+use crate::event_log::{EventPage, HistoryPage, LatestReplay, PageStart};
+use crate::filter::EventFilter;
 use crate::model::{Event, NewEvent, User};
 use crate::storage::StorageResult;
 use crate::user_directory::{UserChange, UserChanged, UserDirectory};
@@ -37,6 +38,17 @@ impl EventLog for LmdbEventLog {
         max_bytes: usize,
     ) -> StorageResult<EventPage> {
         self.store.events_after(tenant, after, limit, max_bytes)
+    }
+
+    async fn history(
+        &self,
+        tenant: &str,
+        filter: &EventFilter,
+        start: PageStart,
+        limit: usize,
+        max_bytes: usize,
+    ) -> StorageResult<HistoryPage> {
+        self.store.history(tenant, filter, start, limit, max_bytes)
     }
 
     async fn latest_events(&self, tenant: &str) -> StorageResult<LatestReplay> {

@@ -349,9 +349,8 @@ impl EventStream {
 /// The names a stream's live channel carries: its filter, narrowed to the names its viewer's `get`
 /// scopes cover (with `--enforce_scopes`).
 fn live_filter(filter: &EventFilter, viewer: Option<&Viewer>) -> EventFilter {
-    let scopes = viewer.and_then(|viewer| viewer.owner.scopes.as_deref());
-    match scopes.and_then(|scopes| scopes::names_allowed(scopes, Operation::Get)) {
-        Some(names) => filter.narrowed_to(names),
+    match viewer.and_then(|viewer| viewer.owner.scopes.as_deref()) {
+        Some(scopes) => scopes::receivable(filter, scopes),
         None => filter.clone(),
     }
 }

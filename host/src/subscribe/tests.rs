@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::{Streams, SubscribeError};
 use crate::auth::Identity;
 use crate::clock::Clock;
-use crate::event_log::{EventLog, EventPage, LatestReplay};
+use crate::event_log::{EventLog, EventPage, HistoryPage, LatestReplay, PageStart};
 use crate::fanout::Fanout;
 use crate::filter::EventFilter;
 use crate::model::{Event, NewEvent, User};
@@ -69,6 +69,33 @@ impl EventLog for MemoryLog {
             page.events.push((*event).clone());
         }
         Ok(page)
+    }
+
+    async fn history(
+        &self,
+        tenant: &str,
+        filter: &EventFilter,
+        start: PageStart,
+        limit: usize,
+        _max_bytes: usize,
+    ) -> StorageResult<HistoryPage> {
+        let mut matching: Vec<Event> = (self.of(tenant).iter())
+            .filter(|e| filter.matches(&e.event))
+            .filter(|e| match start {
+                PageStart::Before(before) => e.seq < before,
+                PageStart::After(after) => e.seq > after,
+            })
+            .map(|e| (**e).clone())
+            .collect();
+        if matches!(start, PageStart::Before(_)) {
+            matching.reverse();
+        }
+        let more = matching.len() > limit;
+        matching.truncate(limit);
+        Ok(HistoryPage {
+            events: matching,
+            more,
+        })
     }
 
     async fn latest_events(&self, tenant: &str) -> StorageResult<LatestReplay> {
