@@ -55,7 +55,9 @@ pub enum Server {
 #[command(
     name = "broker-load",
     version,
-    about = "Load generator for the Broker HTTP API"
+    about = "Load generator for the Broker HTTP API",
+    // A flag given twice takes its last value, so a script can add to its default flags.
+    args_override_self = true
 )]
 pub struct Args {
     /// Base URL of the server, e.g. http://127.0.0.1:8080
