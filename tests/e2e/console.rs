@@ -83,7 +83,7 @@ async fn an_operator_manages_users_events_and_guests_in_the_console() {
 #[tokio::test]
 async fn the_admin_endpoints_need_the_token_and_the_console_can_be_turned_off() {
     let server = TestServer::start().await;
-    for path in ["/admin/guests", "/admin/sse?tenant=t"] {
+    for path in ["/admin/guests", "/admin/sse?tenant=t", "/admin/events?tenant=t"] {
         let response = server.http.get(server.endpoint(path)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
         let wrong = server
@@ -107,6 +107,25 @@ async fn the_admin_endpoints_need_the_token_and_the_console_can_be_turned_off() 
     assert_eq!(insert("nope").await.unwrap().status(), StatusCode::UNAUTHORIZED);
     let inserted: Value = insert(ADMIN_TOKEN).await.unwrap().json().await.unwrap();
     assert_eq!(inserted["seq"], 1);
+    // The admin's page of a tenant's history, with the token.
+    let history = |query: &'static str| {
+        let url = server.endpoint(&format!("/admin/events?{query}"));
+        server.http.get(url).header("x-admin-token", ADMIN_TOKEN).send()
+    };
+    let page: Value = history("tenant=t").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        page,
+        json!({"events": [{"id": 1, "event": "e", "data": 1, "timestamp": page["events"][0]["timestamp"]}], "next": null})
+    );
+    assert_eq!(
+        history("events=e").await.unwrap().status(),
+        StatusCode::BAD_REQUEST,
+        "tenant is required"
+    );
+    assert_eq!(
+        history("tenant=t&limit=0").await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
     let listing = server.admin_guests().await;
     assert_eq!(listing["default"]["file"], "built-in passthrough");
     assert_eq!(listing["default"]["calls"], 1, "{listing}");

@@ -208,6 +208,9 @@ async fn valid_request(server: &TestServer, jwt: &str, method: &str, path: &str)
         ("get", "/admin/sse") => http
             .get(format!("{url}?tenant=docs"))
             .header("x-admin-token", ADMIN_TOKEN),
+        ("get", "/admin/events") => http
+            .get(format!("{url}?tenant=docs&limit=3"))
+            .header("x-admin-token", ADMIN_TOKEN),
         ("post", "/admin/insert") => http
             .post(url)
             .header("x-admin-token", ADMIN_TOKEN)

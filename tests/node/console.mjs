@@ -111,6 +111,31 @@ try {
   if (await page.locator(`#events tr[data-id='${filteredSeq}']`).count()) throw new Error("a filtered-out event was shown");
   if (await page.locator("#events td:text-is('news')").count()) throw new Error("news shown through a note filter");
 
+  step("load older: pages of history below the oldest row, through the same filter");
+  // Twelve more notes and a news event, committed before a new watch, so they are history.
+  const older = [];
+  for (let n = 0; n < 12; n++) {
+    const response = await fetch(`${base}/insert`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${jwt}` },
+      body: JSON.stringify({ event: n === 6 ? "news" : "note", data: { n } }),
+    });
+    const { seq } = await response.json();
+    if (n !== 6) older.push(seq);
+  }
+  await page.click("#watch button[type=submit]");
+  // The replay is the newest note only; every older one comes from "load older".
+  await page.locator(`#events tr[data-id='${older.at(-1)}']`).waitFor();
+  await page.waitForSelector("#load-older:not([hidden])");
+  await page.click("#load-older");
+  await page.locator(`#events tr[data-id='${noteSeq}']`).waitFor();
+  for (const seq of older) await page.locator(`#events tr[data-id='${seq}']`).waitFor();
+  if (await page.locator("#events td:text-is('news')").count()) throw new Error("news loaded through a note filter");
+  const ids = await page.locator("#events tbody tr").evaluateAll((rows) => rows.map((row) => Number(row.dataset.id)));
+  if (ids.some((id, i) => i > 0 && id >= ids[i - 1])) throw new Error(`rows not newest first: ${ids}`);
+  // Fewer than a page of notes: "load older" reached the start, and goes.
+  await page.waitForSelector("#load-older", { state: "hidden" });
+
   step("a dropped guest is listed");
   copyFileSync(guestFile, join(guestsDir, "acme.wasm.partial"));
   renameSync(join(guestsDir, "acme.wasm.partial"), join(guestsDir, "acme.wasm"));

@@ -178,7 +178,8 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
     }
     // Let the server finish setting up the streams (their replays, its first writes to each) before
     // the clock starts: 200 ms, and 0.1 ms more per stream (1.2 s for 10,000).
-    tokio::time::sleep(Duration::from_millis(200) + Duration::from_micros(100) * args.subscribers as u32).await;
+    tokio::time::sleep(Duration::from_millis(200) + Duration::from_micros(100) * args.subscribers as u32)
+        .await;
 
     let started_us = unix_micros();
     let mut probe = Probe::start(args.pid);

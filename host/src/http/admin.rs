@@ -1,6 +1,6 @@
 //! The admin endpoints the console needs beyond the user API, with the admin token in the
-//! `X-Admin-Token` header: the guests listing, a live stream of any tenant, and inserts into any
-//! tenant. They go through the same paths and checks as the user API (the guest step included).
+//! `X-Admin-Token` header: the guests listing, a live stream of any tenant, pages of any tenant's
+//! history, and inserts into any tenant. They go through the same paths and checks as the user API (the guest step included).
 
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::body::read_json;
+use super::history::{page_json, page_request};
 use super::sse::{event_stream_response, events_filter, last_event_id};
 use super::state::AppState;
 use super::users::check_admin;
@@ -56,6 +57,22 @@ pub async fn tenant_stream(
         .subscribe_tenant(&tenant, filter, resume_after)
         .await?;
     Ok(event_stream_response(frames))
+}
+
+/// `GET /admin/events?tenant=T`: a page of tenant `T`'s history, as `GET /events` answers a user
+/// of it (every name: the admin holds no scopes to narrow it).
+pub async fn tenant_history(
+    state: &Arc<AppState>,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    check_admin_header(state, request)?;
+    let query = request.uri().query().unwrap_or_default();
+    let tenant = query_value(query, "tenant").ok_or_else(|| ApiError::bad_request("tenant is required"))?;
+    validate::name("tenant", &tenant).map_err(ApiError::BadRequest)?;
+    let filter = events_filter(Some(query))?;
+    let (start, limit) = page_request(Some(query))?;
+    let page = state.history.tenant_page(&tenant, &filter, start, limit).await?;
+    Ok(json_response(StatusCode::OK, &page_json(&page)))
 }
 
 #[derive(Deserialize)]

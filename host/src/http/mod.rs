@@ -116,6 +116,7 @@ async fn route(
         Handler::OpenApi => Ok(openapi::document()),
         Handler::AdminGuests => admin::guests(state, &request),
         Handler::AdminStream => admin::tenant_stream(state, &request).await,
+        Handler::AdminHistory => admin::tenant_history(state, &request).await,
         Handler::AdminInsert => admin::insert(state, request).await,
         Handler::Console => console::file(route.path).ok_or(ApiError::NotFound),
     }
@@ -142,6 +143,7 @@ enum Handler {
     OpenApi,
     AdminGuests,
     AdminStream,
+    AdminHistory,
     AdminInsert,
     Console,
 }
@@ -167,7 +169,7 @@ const POST: &str = "POST, OPTIONS";
 
 /// Every route Broker serves, each written once. Any other path is 404, and its metric label is
 /// `other`.
-static ROUTES: [Route; 23] = [
+static ROUTES: [Route; 24] = [
     at("/", "GET, HEAD, OPTIONS", Handler::Root),
     at("/create_user", POST, Handler::CreateUser),
     at("/list_users", POST, Handler::ListUsers),
@@ -186,6 +188,7 @@ static ROUTES: [Route; 23] = [
     at("/openapi.json", GET, Handler::OpenApi),
     at("/admin/guests", GET, Handler::AdminGuests),
     at("/admin/sse", GET, Handler::AdminStream),
+    at("/admin/events", GET, Handler::AdminHistory),
     at("/admin/insert", POST, Handler::AdminInsert),
     at("/console", GET, Handler::Console),
     at("/console/", GET, Handler::Console),

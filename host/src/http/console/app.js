@@ -179,11 +179,16 @@ $("#watch").addEventListener("submit", (event) => {
   watch(event.target.tenant.value, event.target.events.value.trim());
 });
 
+/** The tenant and filter being watched, for "load older". */
+let watched = null;
+
 /** Watches `tenant` live; `events` is an optional `?events=` filter. */
 async function watch(tenant, events) {
   if (watching) watching.abort();
   watching = new AbortController();
+  watched = { tenant, events };
   $("#events tbody").replaceChildren();
+  $("#load-older").hidden = false;
   $("#watching").textContent = events ? `watching ${tenant}: ${events}` : `watching ${tenant}`;
   showError("#events-error", null);
   let url = `/admin/sse?tenant=${encodeURIComponent(tenant)}`;
@@ -209,7 +214,7 @@ async function watch(tenant, events) {
   }
 }
 
-/** One SSE frame: `event:<name>\nid:<seq>\ndata:<json>`. */
+/** One SSE frame: `event:<name>\nid:<seq>\ndata:<json>`, shown at the top (the newest). */
 function showEvent(frame) {
   const fields = {};
   for (const line of frame.split("\n")) {
@@ -217,13 +222,37 @@ function showEvent(frame) {
     if (colon > 0) fields[line.slice(0, colon)] = line.slice(colon + 1);
   }
   if (!("data" in fields)) return;
-  const row = $("#events tbody").insertRow(0);
-  row.dataset.id = fields.id;
-  cell(row, fields.id);
-  cell(row, fields.event || "message");
-  const data = row.insertCell().appendChild(document.createElement("code"));
-  data.textContent = fields.data;
+  addRow(0, fields.id, fields.event || "message", fields.data);
 }
+
+/** A row for event `id` at `index` of the table (-1: the bottom), unless it is shown already. */
+function addRow(index, id, name, data) {
+  const body = $("#events tbody");
+  if (body.querySelector(`tr[data-id="${CSS.escape(String(id))}"]`)) return;
+  const row = body.insertRow(index);
+  row.dataset.id = id;
+  cell(row, id);
+  cell(row, name);
+  row.insertCell().appendChild(document.createElement("code")).textContent = data;
+}
+
+/** "Load older": the page of history below the oldest event shown, added at the bottom. */
+$("#load-older").addEventListener("click", async () => {
+  if (!watched) return;
+  showError("#events-error", null);
+  const ids = [...$("#events tbody").rows].map((row) => Number(row.dataset.id));
+  let url = `/admin/events?tenant=${encodeURIComponent(watched.tenant)}&limit=50`;
+  if (watched.events) url += `&events=${encodeURIComponent(watched.events)}`;
+  if (ids.length) url += `&before=${Math.min(...ids)}`;
+  try {
+    const page = await answer(await admin(url));
+    for (const event of page.events) addRow(-1, event.id, event.event, JSON.stringify(event.data));
+    // Nothing beyond this page: the button goes until the next watch.
+    if (page.next === null) $("#load-older").hidden = true;
+  } catch (error) {
+    showError("#events-error", error);
+  }
+});
 
 $("#insert").addEventListener("submit", async (event) => {
   event.preventDefault();
