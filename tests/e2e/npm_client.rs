@@ -88,3 +88,41 @@ async fn the_npm_broker_client_receives_replayed_and_live_events() {
         .unwrap();
     assert!(status.success());
 }
+
+/// The npm `broker-hook` (the original's React hook, on `broker-client`) in a real React app in
+/// Debian's Chromium: the replayed profile renders, then each insert re-renders live.
+#[tokio::test]
+async fn the_npm_broker_hook_renders_replayed_and_live_events_in_react() {
+    let dir = node_dir();
+    assert!(
+        dir.join("node_modules/broker-hook").exists() && dir.join("node_modules/react-dom").exists(),
+        "tests/node has no broker-hook or react: run scripts/test, which installs them"
+    );
+    assert!(
+        PathBuf::from("/usr/bin/chromium").exists(),
+        "Debian's chromium is not installed (scripts/test installs it)"
+    );
+    let server = TestServer::start().await;
+    let jwt = server.signup("reactor", "web").await;
+    server.insert_ok(&jwt, "profile", json!({"name": "Ada"})).await;
+    let (url, token) = (server.endpoint(""), jwt.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .current_dir(dir)
+            .args(["react-hook.mjs", &url, &token])
+            .output()
+            .expect("node is installed")
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        output.status.success(),
+        "{stdout}\n{stderr}\nbroker log:\n{}",
+        server.logs()
+    );
+    assert_eq!(stdout.trim_end(), "ok");
+}
