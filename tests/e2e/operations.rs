@@ -204,3 +204,63 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         "{complaints}"
     );
 }
+
+/// Log lines go through a queue of 128k lines to a writer thread: a stderr that nobody reads (a
+/// stuck log collector) fills the pipe and then the queue, and from then on new lines are dropped,
+/// while requests are answered as before and memory stays bounded.
+#[tokio::test]
+async fn a_log_reader_that_stops_reading_never_stalls_requests() {
+    use std::io::{BufRead, BufReader};
+    let dir = TempDir::new().unwrap();
+    let mut child = crate::support::broker_command(dir.path(), &[]).spawn().unwrap();
+    let mut log = BufReader::new(child.stderr.take().unwrap());
+    let mut url = None;
+    let mut line = String::new();
+    while url.is_none() && log.read_line(&mut line).unwrap() > 0 {
+        url = line
+            .split("broker listening on ")
+            .nth(1)
+            .map(|rest| rest.trim().to_owned());
+        line.clear();
+    }
+    let url = url.expect("the listening line");
+    // From here on `log` is held open and never read. Each request below logs one line: 140,000
+    // are more than the pipe (64 KiB) and the queue (131,072 lines) hold.
+    let http = crate::support::http_client()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let clients: Vec<_> = (0..32)
+        .map(|_| {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut answered = 0;
+                for _ in 0..4_375 {
+                    let response = http
+                        .get(format!("{url}/"))
+                        .send()
+                        .await
+                        .expect("an answer, not a stall");
+                    answered += usize::from(response.status() == reqwest::StatusCode::OK);
+                }
+                answered
+            })
+        })
+        .collect();
+    let mut answered = 0;
+    for client in clients {
+        answered += client.await.unwrap();
+    }
+    assert_eq!(answered, 140_000);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let anon_kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("RssAnon:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    // The full queue holds 131,072 lines of about 150 bytes: about 20 MiB, plus the server itself.
+    assert!(anon_kib < 128 * 1024, "RssAnon {anon_kib} KiB");
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(log);
+}

@@ -228,7 +228,7 @@ impl TestServer {
 }
 
 /// The `broker` command line every test starts from: loopback, free ports, test secrets, `dir`.
-fn broker_command(dir: &Path, extra: &[&str]) -> Command {
+pub fn broker_command(dir: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_broker"));
     command
         .args(["--port", "0", "--tls_port", "0", "--bind", "127.0.0.1"])
