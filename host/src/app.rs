@@ -203,10 +203,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             config.enforce_scopes,
             config.bypass_guests,
         ),
-        history: History::new(events.clone(), config.enforce_scopes),
+        history: History::new(events.clone(), guests.clone(), config.enforce_scopes),
         streams: Arc::new(Streams::new(
             events.clone(),
             users.clone(),
+            guests.clone(),
             fanout,
             clock.clone(),
             shutdown.clone(),

@@ -42,6 +42,7 @@ pub mod http;
 pub mod insert;
 pub mod metrics;
 pub mod model;
+pub mod read_rule;
 pub mod server;
 pub mod storage;
 pub mod store;

@@ -29,6 +29,7 @@ mod operations;
 mod passwords;
 mod promises;
 mod protocol;
+mod read_rules;
 mod safe_defaults;
 mod schemathesis;
 mod scopes;

@@ -129,9 +129,12 @@ impl GuestEngine {
             .context("linking the guest's imports")?;
         let pre =
             ValidatorPre::new(instance_pre).context("the guest does not implement broker:guest/validator")?;
+        // A guest of the `reader` world also exports its read rule.
+        let read_rule = component.get_export_index(None, "can-read");
         Ok(Arc::new(LoadedGuest::new(
             label,
             pre,
+            read_rule,
             self.engine.clone(),
             self.limits,
             self.instances.clone(),

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use wasmtime::component::{ComponentExportIndex, ComponentType, Lower, TypedFunc};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::bindings::broker::guest::types;
@@ -13,6 +14,7 @@ use super::engine::GuestLimits;
 use super::sandbox::{GuestState, LOG_LINE_BYTES};
 use super::{GuestError, GuestEvent, Judgement, Verdict};
 use crate::event_log::EventLog;
+use crate::read_rule::Reader;
 use crate::validate::printable;
 
 /// Warm instances kept per tenant (about one per core serves concurrent inserts).
@@ -23,9 +25,22 @@ const WARM_TOTAL: usize = 256;
 /// Instances alive for one engine (warm or in a call), shared by its loaded guests.
 pub type InstanceCount = Arc<AtomicUsize>;
 
+/// `broker:guest/types.viewer`, as `can-read` takes it (the `validator` bindings do not name it).
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct Viewer {
+    username: String,
+    tenant: String,
+    scopes: Vec<String>,
+}
+
+type CanRead = TypedFunc<(Viewer, String), (bool,)>;
+
 struct Warm {
     store: Store<GuestState>,
     validator: Validator,
+    /// The guest's `can-read`, if it exports one.
+    can_read: Option<CanRead>,
     count: InstanceCount,
 }
 
@@ -49,6 +64,8 @@ pub struct LoadedGuest {
     pub loaded_at: u64,
     pub stats: GuestStats,
     pre: ValidatorPre<GuestState>,
+    /// Where `can-read` is among the component's exports, when it has a read rule.
+    read_rule: Option<ComponentExportIndex>,
     engine: Engine,
     limits: GuestLimits,
     instances: InstanceCount,
@@ -61,6 +78,7 @@ impl LoadedGuest {
     pub fn new(
         label: &str,
         pre: ValidatorPre<GuestState>,
+        read_rule: Option<ComponentExportIndex>,
         engine: Engine,
         limits: GuestLimits,
         instances: InstanceCount,
@@ -73,6 +91,7 @@ impl LoadedGuest {
                 .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX)),
             stats: GuestStats::default(),
             pre,
+            read_rule,
             engine,
             limits,
             instances,
@@ -93,6 +112,74 @@ impl LoadedGuest {
                 self.log_failure(event.tenant, &failure);
                 Err(failure)
             }
+        }
+    }
+
+    /// Whether the guest exports a read rule.
+    pub fn has_read_rule(&self) -> bool {
+        self.read_rule.is_some()
+    }
+
+    /// Asks the guest's read rule whether `reader` may read events named `name`, under the same
+    /// limits as `validate`; `true` for a guest without one.
+    pub async fn can_read(&self, reader: &Reader<'_>, name: &str) -> Result<bool, GuestError> {
+        let wall = self.limits.wall_timeout();
+        match tokio::time::timeout(wall, self.can_read_unbounded(reader, name)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                let failure = GuestError::WallTimeout(u64::try_from(wall.as_millis()).unwrap_or(u64::MAX));
+                self.log_failure(reader.tenant, &failure);
+                Err(failure)
+            }
+        }
+    }
+
+    async fn can_read_unbounded(&self, reader: &Reader<'_>, name: &str) -> Result<bool, GuestError> {
+        let mut warm = match self.take_warm(reader.tenant) {
+            Some(warm) => warm,
+            None => self.instantiate().await?,
+        };
+        let Some(can_read) = warm.can_read else {
+            return Ok(true);
+        };
+        // The call sees the clock at the question's time, and no data.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+        warm.store.data_mut().begin_call(&GuestEvent {
+            tenant: reader.tenant,
+            username: reader.username,
+            scopes: reader.scopes,
+            event: name,
+            data: "null",
+            timestamp: now,
+        });
+        warm.store.set_epoch_deadline(1);
+        let viewer = Viewer {
+            username: reader.username.to_owned(),
+            tenant: reader.tenant.to_owned(),
+            scopes: reader.scopes.to_vec(),
+        };
+        let called = can_read
+            .call_async(&mut warm.store, (viewer, name.to_owned()))
+            .await
+            .map(|(answer,)| answer);
+        match called {
+            Ok(answer) => {
+                let failed_read = std::mem::take(&mut warm.store.data_mut().reads).failure;
+                self.return_warm(reader.tenant, warm);
+                match failed_read {
+                    // An answer reached on a refused or failed state read is no answer.
+                    Some(failure) => {
+                        let failure = GuestError::Trap(failure);
+                        self.log_failure(reader.tenant, &failure);
+                        Err(failure)
+                    }
+                    None => Ok(answer),
+                }
+            }
+            // The instance may be mid-way through anything: never enter it again.
+            Err(error) => Err(self.classify(&error, warm.store.data())),
         }
     }
 
@@ -161,7 +248,17 @@ impl LoadedGuest {
             })
         });
         store.set_epoch_deadline(1);
-        let validator = self.pre.instantiate_async(&mut store).await.map_err(|error| {
+        let instantiated = async {
+            let instance = self.pre.instance_pre().instantiate_async(&mut store).await?;
+            let validator = Validator::new(&mut store, &instance)?;
+            let can_read = match &self.read_rule {
+                Some(index) => Some(instance.get_typed_func::<(Viewer, String), (bool,)>(&mut store, index)?),
+                None => None,
+            };
+            wasmtime::Result::Ok((validator, can_read))
+        };
+        let instantiated: wasmtime::Result<(Validator, Option<CanRead>)> = instantiated.await;
+        let (validator, can_read) = instantiated.map_err(|error: wasmtime::Error| {
             let guest = printable(&self.label, LOG_LINE_BYTES);
             let cause = printable(&format!("{error:#}"), LOG_LINE_BYTES);
             tracing::warn!(guest, error = cause, "guest instantiation failed");
@@ -171,6 +268,7 @@ impl LoadedGuest {
         Ok(Warm {
             store,
             validator,
+            can_read,
             count: self.instances.clone(),
         })
     }

@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::event_log::EventLog;
 use crate::metrics::metrics;
 use crate::model::LatestRead;
+use crate::read_rule::{ReadRule, Reader};
 pub use engine::{GuestEngine, GuestLimits};
 pub use instance::LoadedGuest;
 pub use state::{MAX_READ_BYTES_PER_CALL, MAX_READS_PER_CALL};
@@ -121,6 +122,8 @@ pub struct Guests {
     installed: RwLock<Installed>,
     /// Files in the guests directory that were refused, with the reason (until they load or go).
     refused: Mutex<HashMap<String, String>>,
+    /// Moves on with every guest installed or removed: read-rule answers older than it are stale.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// One line of the guests listing.
@@ -174,6 +177,7 @@ impl Guests {
                 builtin,
                 installed: RwLock::default(),
                 refused: Mutex::default(),
+                generation: std::sync::atomic::AtomicU64::new(0),
             })
         })
         .await??;
@@ -261,6 +265,7 @@ impl Guests {
     /// Installs (or with `None` removes) the guest for `slot`.
     fn set(&self, slot: &directory::Slot, guest: Option<Arc<LoadedGuest>>) {
         let mut installed = self.installed.write().expect("guest registry lock");
+        self.generation.fetch_add(1, Ordering::Release);
         match (slot, guest) {
             (directory::Slot::Default, guest) => installed.default = guest,
             (directory::Slot::Tenant(name), Some(guest)) => {
@@ -270,5 +275,39 @@ impl Guests {
                 installed.tenants.remove(name);
             }
         }
+    }
+}
+
+/// The tenant's guest is its read rule, when it exports `can-read`.
+#[async_trait::async_trait]
+impl ReadRule for Guests {
+    fn applies(&self, tenant: &str) -> bool {
+        self.guest_for(tenant).has_read_rule()
+    }
+
+    async fn allows(&self, reader: &Reader<'_>, name: &str) -> bool {
+        let guest = self.guest_for(reader.tenant);
+        if !guest.has_read_rule() {
+            return true;
+        }
+        let started = std::time::Instant::now();
+        let answer = guest.can_read(reader, name).await;
+        metrics()
+            .guest_call_seconds
+            .observe(started.elapsed().as_secs_f64());
+        guest.stats.calls.fetch_add(1, Ordering::Relaxed);
+        match answer {
+            Ok(answer) => answer,
+            // Fail closed: a rule that cannot answer denies.
+            Err(failure) => {
+                metrics().guest_failure(failure.kind());
+                guest.stats.failures.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 }

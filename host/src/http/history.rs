@@ -11,8 +11,8 @@ use super::sse::events_filter;
 use super::state::AppState;
 use super::{Body, json_response, query_value, served_to};
 use crate::error::ApiError;
-use crate::event_log::{HistoryPage, PageStart};
-use crate::history::{DEFAULT_LIMIT, HistoryError, MAX_LIMIT};
+use crate::event_log::PageStart;
+use crate::history::{DEFAULT_LIMIT, HistoryError, MAX_LIMIT, Page};
 
 impl From<HistoryError> for ApiError {
     fn from(error: HistoryError) -> Self {
@@ -70,7 +70,7 @@ pub fn page_request(query: Option<&str>) -> Result<(PageStart, usize), ApiError>
 
 /// `{"events": [{"id", "event", "data", "timestamp"}], "next": <id or null>}`: `next` is the
 /// cursor to pass as the same parameter (`before` or `after`) for the following page.
-pub fn page_json(page: &HistoryPage) -> Value {
+pub fn page_json(page: &Page) -> Value {
     let events: Vec<Value> = page
         .events
         .iter()
@@ -78,9 +78,6 @@ pub fn page_json(page: &HistoryPage) -> Value {
             json!({"id": event.seq, "event": event.event, "data": event.data, "timestamp": event.timestamp})
         })
         .collect();
-    let next = page
-        .more
-        .then(|| page.events.last().map(|event| event.seq))
-        .flatten();
+    let next = page.next;
     json!({"events": events, "next": next})
 }

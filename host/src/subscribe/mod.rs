@@ -7,10 +7,11 @@
 //! 3. Replay: the newest event of each name (oldest first), or every event after `Last-Event-ID`.
 //! 4. Live frames, skipping sequences already sent. A stream that lags behind the live channel
 //!    reads the gap back from the store and carries on (`broker-client` never reconnects).
-//! 5. Skip events the connection's filter (`?events=`) leaves out and, with `--enforce_scopes`,
-//!    those whose name the user's `get` scopes do not cover: a skipped event still moves the
-//!    cursor, so `Last-Event-ID` resume stays exact. A scope change applies to the open stream at
-//!    once.
+//! 5. Skip events the connection's filter (`?events=`) leaves out, with `--enforce_scopes` those
+//!    whose name the user's `get` scopes do not cover, and those the tenant's read rule (its
+//!    guest's `can-read`, asked once per name and remembered) denies: a skipped event still moves
+//!    the cursor, so `Last-Event-ID` resume stays exact. A scope change applies to the open stream
+//!    at once, and asks the read rule again.
 //! 6. End on disconnect, shutdown, a change that ends the user's access, or credential expiry.
 //!
 //! A stream is no task of its own: it is a state machine that hyper polls when the connection can
@@ -34,6 +35,7 @@ use crate::clock::Clock;
 use crate::event_log::EventLog;
 use crate::fanout::Fanout;
 use crate::filter::EventFilter;
+use crate::read_rule::ReadRule;
 use crate::storage::StorageError;
 use crate::user_directory::UserDirectory;
 
@@ -49,11 +51,13 @@ pub enum SubscribeError {
     Store(#[from] StorageError),
 }
 
-/// The subscribe path and what it touches: the event log, the user directory, the live fan-out,
-/// the clock, the shutdown signal and two flags.
+/// The subscribe path and what it touches: the event log, the user directory, the read rule, the
+/// live fan-out, the clock, the shutdown signal and two flags.
 pub struct Streams {
     events: Arc<dyn EventLog>,
     users: Arc<dyn UserDirectory>,
+    /// The tenants' read rules: a stream carries only the names its user may read.
+    rules: Arc<dyn ReadRule>,
     fanout: Arc<Fanout>,
     clock: Arc<Clock>,
     /// Cancelled when the server stops: ends every open stream.
@@ -65,9 +69,14 @@ pub struct Streams {
 }
 
 impl Streams {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is one of the path's dependencies, named at the call"
+    )]
     pub fn new(
         events: Arc<dyn EventLog>,
         users: Arc<dyn UserDirectory>,
+        rules: Arc<dyn ReadRule>,
         fanout: Arc<Fanout>,
         clock: Arc<Clock>,
         shutdown: CancellationToken,
@@ -77,6 +86,7 @@ impl Streams {
         Self {
             events,
             users,
+            rules,
             fanout,
             clock,
             shutdown,
@@ -100,11 +110,16 @@ impl Streams {
             tenant_name: user.tenant_name.clone(),
             credential_generation: user.credential_generation,
             scopes: None,
+            all_scopes: Vec::new(),
         };
         let current = self.users.get(&user.username).await?;
         if !owner.still_allowed(current.as_ref()) {
             return Err(SubscribeError::UserChanged);
         }
+        owner.all_scopes = current
+            .as_ref()
+            .map(|user| user.scope_list().to_vec())
+            .unwrap_or_default();
         if self.enforce_scopes && !owner.take_scopes(current.as_ref()) {
             return Err(SubscribeError::Forbidden);
         }

@@ -17,6 +17,7 @@ use crate::fanout::{Frame, LiveFeed, UserWatch};
 use crate::filter::EventFilter;
 use crate::metrics::{OpenGuard, metrics};
 use crate::model::User;
+use crate::read_rule::{ReadAnswers, Reader};
 use crate::storage::StorageError;
 
 /// Most events read from the store per catch-up page.
@@ -70,6 +71,8 @@ pub(super) struct Owner {
     pub(super) credential_generation: u64,
     /// The user's current scopes with `--enforce_scopes`; `None` lets every event through.
     pub(super) scopes: Option<Vec<String>>,
+    /// The user's current scopes, enforced or not: the read rule sees them.
+    pub(super) all_scopes: Vec<String>,
 }
 
 impl Owner {
@@ -121,6 +124,8 @@ pub(super) struct EventStream {
     cursor: u64,
     /// Frames read from the store, not yet written.
     pending: VecDeque<Bytes>,
+    /// The read rule's answers for this stream's user, by event name.
+    answers: ReadAnswers,
     /// Counts the stream in `broker_open_streams` while it lives.
     _open: OpenGuard,
 }
@@ -151,6 +156,7 @@ impl EventStream {
             catching_up: false,
             cursor: 0,
             pending: VecDeque::new(),
+            answers: ReadAnswers::default(),
             _open: OpenGuard::new(&metrics().open_streams),
         }
     }
@@ -188,6 +194,19 @@ impl EventStream {
         }
         let name = name();
         self.filter.matches(name) && scopes.is_none_or(|scopes| scopes::allows(scopes, name, Operation::Get))
+    }
+
+    /// Whether the tenant's read rule lets the viewer read `name` (always, for the admin console).
+    async fn readable(&mut self, name: &str) -> bool {
+        let Some(viewer) = &self.viewer else {
+            return true;
+        };
+        let reader = Reader {
+            username: &viewer.owner.username,
+            tenant: &self.tenant,
+            scopes: &viewer.owner.all_scopes,
+        };
+        self.answers.allows(&*self.streams.rules, &reader, name).await
     }
 
     /// The next bytes to write, or `None` when the stream ends.
@@ -236,7 +255,7 @@ impl EventStream {
             },
             received = self.live.receiver.recv() => match received {
                 Ok(frame) => {
-                    self.push_if_new(frame);
+                    self.push_if_new(frame).await;
                     Ok(())
                 }
                 Err(RecvError::Lagged(missed)) => {
@@ -269,7 +288,7 @@ impl EventStream {
                 let replay = events.latest_events(&self.tenant).await;
                 let replay = replay.map_err(End::Store)?;
                 for event in &replay.events {
-                    if self.may_receive(|| &event.event) {
+                    if self.may_receive(|| &event.event) && self.readable(&event.event).await {
                         self.deliver(Frame::render(event).bytes);
                     }
                 }
@@ -291,7 +310,7 @@ impl EventStream {
         for event in &page.events {
             if event.seq > self.cursor {
                 self.cursor = event.seq;
-                if self.may_receive(|| &event.event) {
+                if self.may_receive(|| &event.event) && self.readable(&event.event).await {
                     self.deliver(Frame::render(event).bytes);
                 }
             }
@@ -299,12 +318,12 @@ impl EventStream {
         Ok(())
     }
 
-    /// Queues a live frame unless it was already sent or skipped; a frame the scopes do not cover
-    /// is skipped, but still moves the cursor.
-    fn push_if_new(&mut self, frame: Frame) {
+    /// Queues a live frame unless it was already sent or skipped; a frame the scopes or the read
+    /// rule do not allow is skipped, but still moves the cursor.
+    async fn push_if_new(&mut self, frame: Frame) {
         if frame.seq > self.cursor {
             self.cursor = frame.seq;
-            if self.may_receive(|| frame.event_name()) {
+            if self.may_receive(|| frame.event_name()) && self.readable(frame.event_name()).await {
                 self.deliver(frame.bytes);
             }
         }
@@ -335,6 +354,12 @@ impl EventStream {
         if owner.scopes.is_some() && !owner.take_scopes(current.as_ref()) {
             return Err(End::ScopesRemoved);
         }
+        // The read rule sees the scopes: ask it again.
+        owner.all_scopes = current
+            .as_ref()
+            .map(|user| user.scope_list().to_vec())
+            .unwrap_or_default();
+        self.answers.forget();
         // New scopes may reach other names: join their channel, then read from the store what
         // was committed since the cursor, so nothing the new scopes allow is missed.
         let filter = live_filter(&self.filter, self.viewer.as_ref());

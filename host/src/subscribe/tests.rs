@@ -20,6 +20,7 @@ use crate::event_log::{EventLog, EventPage, HistoryPage, LatestReplay, PageStart
 use crate::fanout::Fanout;
 use crate::filter::EventFilter;
 use crate::model::{Event, NewEvent, User};
+use crate::read_rule::{ReadRule, Reader};
 use crate::storage::StorageResult;
 use crate::user_directory::{UserChange, UserDirectory};
 
@@ -176,8 +177,33 @@ impl UserDirectory for MemoryUsers {
     }
 }
 
+/// A read rule in memory: names starting with `secret` only for `ann`; counts its calls, and its
+/// generation is moved by hand (as a new guest file does).
+#[derive(Default)]
+struct SecretsForAnn {
+    calls: std::sync::atomic::AtomicUsize,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl ReadRule for SecretsForAnn {
+    fn applies(&self, _tenant: &str) -> bool {
+        true
+    }
+
+    async fn allows(&self, reader: &Reader<'_>, name: &str) -> bool {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        !name.starts_with("secret") || reader.username == "ann"
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 struct World {
     streams: Arc<Streams>,
+    rule: Arc<SecretsForAnn>,
     log: Arc<MemoryLog>,
     users: Arc<MemoryUsers>,
     clock: Arc<Clock>,
@@ -196,9 +222,11 @@ fn world(live_buffer: usize, enforce_scopes: bool) -> World {
     });
     let clock = Arc::new(Clock::default());
     let shutdown = CancellationToken::new();
+    let rule = Arc::new(SecretsForAnn::default());
     let streams = Arc::new(Streams::new(
         log.clone(),
         users.clone(),
+        rule.clone(),
         fanout,
         clock.clone(),
         shutdown.clone(),
@@ -207,6 +235,7 @@ fn world(live_buffer: usize, enforce_scopes: bool) -> World {
     ));
     World {
         streams,
+        rule,
         log,
         users,
         clock,
@@ -436,6 +465,46 @@ async fn new_scopes_reach_the_open_stream_at_once() {
     world.set_scopes("ann", &["*:get"]).await;
     let chat = world.insert("chat", json!(5)).await;
     assert_eq!(frames.next().await, ("chat".to_owned(), chat));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_read_rule_governs_replay_live_and_resume_asked_once_per_name() {
+    let world = world(16, false);
+    let ann = world.add_user("ann", &[]).await;
+    let bob = world.add_user("bob", &[]).await;
+    world.insert("secret.plan", json!(1)).await;
+    world.insert("news", json!(2)).await;
+    let mut anns = world.open(&ann, None).await;
+    let mut bobs = world.open(&bob, None).await;
+    assert_eq!(anns.ids(2).await, [1, 2]);
+    assert_eq!(
+        bobs.next().await,
+        ("news".to_owned(), 2),
+        "the replay leaves the secret out"
+    );
+    for n in 3..=6 {
+        world
+            .insert(if n % 2 == 1 { "secret.plan" } else { "news" }, json!(n))
+            .await;
+    }
+    assert_eq!(anns.ids(4).await, [3, 4, 5, 6]);
+    assert_eq!(bobs.next().await.1, 4, "live too");
+    assert_eq!(bobs.next().await.1, 6);
+    let mut resumed = world.open(&bob, Some(0)).await;
+    assert_eq!(resumed.ids(3).await, [2, 4, 6], "and on resume");
+    let calls = world.rule.calls.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(calls, 6, "once per stream and name: three streams, two names");
+    // A new rule (a guest file changed) is asked again, once per name.
+    world
+        .rule
+        .generation
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    world.insert("news", json!(7)).await;
+    assert_eq!(bobs.next().await.1, 7);
+    assert_eq!(
+        world.rule.calls.load(std::sync::atomic::Ordering::Relaxed),
+        calls + 1
+    );
 }
 
 #[tokio::test(start_paused = true)]
