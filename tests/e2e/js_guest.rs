@@ -10,7 +10,12 @@ use serde_json::json;
 use crate::support::{TestServer, install_guest};
 
 fn js_guest() -> PathBuf {
-    let wasm = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/guests-js/validator.wasm");
+    js_example("validator")
+}
+
+/// `examples/guests-js/<name>.wasm`, which scripts/test builds.
+pub fn js_example(name: &str) -> PathBuf {
+    let wasm = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../examples/guests-js/{name}.wasm"));
     assert!(
         wasm.exists(),
         "{} is missing: scripts/test builds it (npm ci && npm run build in examples/guests-js)",
@@ -20,7 +25,7 @@ fn js_guest() -> PathBuf {
 }
 
 /// Waits for `needle` in the log for as long as compiling a 12 MB guest may take on a busy machine.
-async fn wait_long_for(server: &TestServer, needle: &str) {
+pub async fn wait_long_for(server: &TestServer, needle: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     while !server.logs().contains(needle) {
         assert!(

@@ -28,6 +28,12 @@ fn broker_wit_prints_the_contract_guests_are_built_against() {
         std::fs::read_to_string(repository_file("wit/broker.wit")).unwrap()
     );
     assert!(printed.contains("package broker:guest@"), "{printed}");
+    // It says how to add a read rule.
+    assert!(printed.contains("world reader {"), "{printed}");
+    assert!(
+        printed.contains("target this world instead of `validator` and implement `can-read`"),
+        "{printed}"
+    );
 }
 
 #[tokio::test]

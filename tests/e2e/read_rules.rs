@@ -3,6 +3,7 @@
 //! node and on a cluster node; a rule that traps, loops or runs out of memory denies, shows as a
 //! guest failure, and stalls nothing.
 
+use std::path::Path;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -10,10 +11,11 @@ use serde_json::{Value, json};
 
 use crate::support::{TestServer, install_guest, test_guest};
 
-/// Installs `guest` as tenant `tenant`'s and waits until it serves.
-async fn with_guest(server: &TestServer, tenant: &str, guest: &str) {
-    install_guest(server.dir.path(), &format!("{tenant}.wasm"), &test_guest(guest));
-    server.wait_for_log("guest installed", 1).await;
+/// Installs `guest` as tenant `tenant`'s and waits until it serves (a JavaScript guest takes a
+/// while to compile).
+async fn with_guest(server: &TestServer, tenant: &str, guest: &Path) {
+    install_guest(server.dir.path(), &format!("{tenant}.wasm"), guest);
+    crate::js_guest::wait_long_for(server, "guest installed").await;
 }
 
 async fn page_names(server: &TestServer, jwt: &str) -> Vec<String> {
@@ -30,18 +32,26 @@ async fn page_names(server: &TestServer, jwt: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn direct_messages_reach_their_two_parties_only() {
-    direct_messages(&TestServer::start().await).await;
+    direct_messages(&TestServer::start().await, &test_guest("direct_messages")).await;
 }
 
 /// The same on a cluster node: the rule sits above the event-log seam.
 #[tokio::test]
 async fn direct_messages_reach_their_two_parties_only_in_a_cluster() {
     let nats = crate::support::nats::NatsCluster::start().await;
-    direct_messages(&crate::cluster::node(&nats).await).await;
+    direct_messages(&crate::cluster::node(&nats).await, &test_guest("direct_messages")).await;
 }
 
-async fn direct_messages(server: &TestServer) {
-    with_guest(server, "chat", "direct_messages").await;
+/// The same rule written in JavaScript outside the Rust workspace (`examples/guests-js`, built with
+/// componentize-js against the same WIT).
+#[tokio::test]
+async fn direct_messages_written_in_javascript_reach_their_two_parties_only() {
+    let guest = crate::js_guest::js_example("direct-messages");
+    direct_messages(&TestServer::start().await, &guest).await;
+}
+
+async fn direct_messages(server: &TestServer, guest: &Path) {
+    with_guest(server, "chat", guest).await;
     let ann = server.signup("ann", "chat").await;
     let bob = server.signup("bob", "chat").await;
     let eve = server.signup("eve", "chat").await;
@@ -90,7 +100,7 @@ async fn direct_messages(server: &TestServer) {
 #[tokio::test]
 async fn a_read_rule_that_fails_denies_and_stalls_nothing() {
     let server = TestServer::start_with(&["--guest_timeout_ms", "50", "--metrics_port", "0"]).await;
-    with_guest(&server, "t", "rules").await;
+    with_guest(&server, "t", &test_guest("rules")).await;
     let jwt = server.signup("reader", "t").await;
     let (status, body) = server
         .create_user_with(json!({"username": "vip", "tenant_name": "t", "scopes": ["vip:get"]}))
