@@ -177,8 +177,8 @@ impl UserDirectory for MemoryUsers {
     }
 }
 
-/// A read rule in memory: names starting with `secret` only for `ann`; counts its calls, and its
-/// generation is moved by hand (as a new guest file does).
+/// A read rule in memory: names starting with `secret` only for `ann`, with `vip` only for holders
+/// of `vip:get`; counts its calls, and its generation is moved by hand (as a new guest file does).
 #[derive(Default)]
 struct SecretsForAnn {
     calls: std::sync::atomic::AtomicUsize,
@@ -193,7 +193,8 @@ impl ReadRule for SecretsForAnn {
 
     async fn allows(&self, reader: &Reader<'_>, name: &str) -> bool {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        !name.starts_with("secret") || reader.username == "ann"
+        let vip = reader.scopes.iter().any(|scope| scope == "vip:get");
+        (!name.starts_with("secret") || reader.username == "ann") && (!name.starts_with("vip") || vip)
     }
 
     fn generation(&self) -> u64 {
@@ -504,6 +505,24 @@ async fn the_read_rule_governs_replay_live_and_resume_asked_once_per_name() {
     assert_eq!(
         world.rule.calls.load(std::sync::atomic::Ordering::Relaxed),
         calls + 1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scope_change_asks_the_read_rule_again() {
+    let world = world(16, false);
+    let bob = world.add_user("bob", &[]).await;
+    let mut frames = world.open(&bob, None).await;
+    assert!(!frames.ends_within(Duration::from_millis(10)).await);
+    world.insert("vip.news", json!(1)).await;
+    let open = world.insert("news", json!(2)).await;
+    assert_eq!(frames.next().await.1, open, "vip.news denied without the scope");
+    world.set_scopes("bob", &["vip:get"]).await;
+    let vip = world.insert("vip.news", json!(3)).await;
+    assert_eq!(
+        frames.next().await,
+        ("vip.news".to_owned(), vip),
+        "asked again with the new scope"
     );
 }
 
