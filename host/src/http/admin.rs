@@ -17,6 +17,7 @@ use super::users::check_admin;
 use super::{Body, client_address, json_response, query_value};
 use crate::auth::Identity;
 use crate::error::ApiError;
+use crate::filter::EventFilter;
 use crate::model::User;
 use crate::validate;
 
@@ -41,16 +42,26 @@ pub fn guests(state: &AppState, request: &Request<Incoming>) -> Result<Response<
     Ok(json_response(StatusCode::OK, &listing))
 }
 
-/// `GET /admin/sse?tenant=T`: every event of tenant `T`, as a user of it would receive them.
-pub async fn tenant_stream(
-    state: &Arc<AppState>,
-    request: &Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+/// An admin read of one tenant: the token checked, then the query, its `tenant` and its `events`
+/// filter (400 naming what is wrong).
+fn admin_tenant_query<'r>(
+    state: &AppState,
+    request: &'r Request<Incoming>,
+) -> Result<(&'r str, String, EventFilter), ApiError> {
     check_admin_header(state, request)?;
     let query = request.uri().query().unwrap_or_default();
     let tenant = query_value(query, "tenant").ok_or_else(|| ApiError::bad_request("tenant is required"))?;
     validate::name("tenant", &tenant).map_err(ApiError::BadRequest)?;
     let filter = events_filter(Some(query))?;
+    Ok((query, tenant, filter))
+}
+
+/// `GET /admin/sse?tenant=T`: every event of tenant `T`, as a user of it would receive them.
+pub async fn tenant_stream(
+    state: &Arc<AppState>,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let (query, tenant, filter) = admin_tenant_query(state, request)?;
     let resume_after = last_event_id(request.headers(), Some(query));
     let frames = state
         .streams
@@ -65,11 +76,7 @@ pub async fn tenant_history(
     state: &Arc<AppState>,
     request: &Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    check_admin_header(state, request)?;
-    let query = request.uri().query().unwrap_or_default();
-    let tenant = query_value(query, "tenant").ok_or_else(|| ApiError::bad_request("tenant is required"))?;
-    validate::name("tenant", &tenant).map_err(ApiError::BadRequest)?;
-    let filter = events_filter(Some(query))?;
+    let (query, tenant, filter) = admin_tenant_query(state, request)?;
     let (start, limit) = page_request(Some(query))?;
     let page = state.history.tenant_page(&tenant, &filter, start, limit).await?;
     Ok(json_response(StatusCode::OK, &page_json(&page)))
