@@ -331,3 +331,98 @@ async fn a_guest_read_holds_at_commit_across_nodes() {
     }
     nodes[1].insert_ok(&jwt, "doc", json!({"version": 3})).await;
 }
+
+/// Compare-and-set is per name: tenant A's versioned inserts on one node all commit while tenant B
+/// floods the other node. No 503 from contention with another tenant's writes, and no refusal by
+/// the guest on a read that missed A's own acknowledged insert (reads come from the leader).
+#[tokio::test]
+async fn versioned_inserts_all_commit_while_another_tenant_floods_the_cluster() {
+    let nats = NatsCluster::start().await;
+    let flags = ["--nats", &nats.urls(), "--nats_replicas", "3"];
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::TempDir::new().unwrap();
+        crate::support::install_guest(dir.path(), "forms.wasm", &crate::support::test_guest("versioned"));
+        nodes.push(TestServer::start_in(Arc::new(dir), &flags).await);
+    }
+    let ann = nodes[0].signup("ann", "forms").await;
+    let bob = nodes[1].signup("bob", "flood").await;
+
+    let stop = CancellationToken::new();
+    let flooders: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, jwt, stop) = (nodes[1].endpoint("/insert"), bob.clone(), stop.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut sent = 0u32;
+                while !stop.is_cancelled() {
+                    let body = json!({"event": format!("noise.{}", sent % 7), "data": sent});
+                    let response = http
+                        .post(&url)
+                        .bearer_auth(&jwt)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        response.status(),
+                        StatusCode::OK,
+                        "{}",
+                        response.text().await.unwrap()
+                    );
+                    sent += 1;
+                }
+                sent
+            })
+        })
+        .collect();
+    // The flood is under way before A starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for version in 1..=40 {
+        let (status, body) = nodes[0].insert(&ann, "doc", json!({"version": version})).await;
+        assert_eq!(status, StatusCode::OK, "version {version}: {body}");
+    }
+    stop.cancel();
+    let mut flooded = 0;
+    for flooder in flooders {
+        flooded += flooder.await.unwrap();
+    }
+    assert!(flooded > 40, "tenant B inserted only {flooded} events meanwhile");
+}
+
+/// Broker refuses a nats-server older than the guarantees it relies on (one winner among racing
+/// conditional publishes, fsync before the acknowledgement), saying which version it found and
+/// which it needs, rather than running on a server that would let it double or lose writes.
+#[tokio::test]
+async fn a_nats_server_older_than_2_11_is_refused_at_start_with_the_reason() {
+    let old = crate::support::nats::nats_server_binary("2.10.26");
+    let dir = tempfile::TempDir::new().unwrap();
+    let port = crate::support::pebble::free_port();
+    let mut server = std::process::Command::new(old)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(dir.path().join("store"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting nats-server 2.10.26");
+    let url = format!("nats://127.0.0.1:{port}");
+    let (status, log) = crate::support::start_refused(dir.path(), &["--nats", &url]).await;
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(!status.success(), "broker ran on nats-server 2.10.26: {log}");
+    assert!(
+        log.contains("nats-server 2.10.26 is too old") && log.contains("needs 2.11.0 or newer"),
+        "the refusal names the version found and the one needed: {log}"
+    );
+    assert!(log.contains("#4320"), "the refusal says why: {log}");
+
+    // The same broker flags on a current server start (the control).
+    let cluster = NatsCluster::start().await;
+    let node = TestServer::start_with(&["--nats", &cluster.urls()]).await;
+    node.wait_for_log("NATS server version", 1).await;
+    assert!(
+        node.logs().contains(crate::support::nats::CURRENT),
+        "{}",
+        node.logs()
+    );
+}

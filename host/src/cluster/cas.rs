@@ -1,28 +1,46 @@
-//! Publishing on a condition, safely on a replicated stream of nats-server 2.9.
+//! Publishing on a condition that the server enforces.
 //!
-//! The natural tool, the per-subject check (`Nats-Expected-Last-Subject-Sequence`, which key-value
-//! `create` and `update` also use), is made by a 2.9 stream leader against what it has already
-//! applied: two publishes in flight at once can both pass it. Tests saw exactly that at three
-//! replicas: two clients both "won" the same version. The stream-wide check
-//! (`Nats-Expected-Last-Sequence`) counts publishes in flight, so it holds.
+//! The condition is per subject: `Nats-Expected-Last-Subject-Sequence` (with
+//! `Nats-Expected-Last-Subject-Sequence-Subject` when the subject checked is not the one
+//! published). From nats-server 2.11 the stream leader counts publishes still in flight on that
+//! exact subject, so of several racing writers exactly one wins (2.9 let several win:
+//! nats-server#4320; `server_version` refuses servers that old). A condition on one subject
+//! contends only with writes to that subject: a user's key, or the event name a guest read.
 //!
-//! So a conditional publish here: reads the stream's last sequence, prepares its message from the
-//! leader's state (which may say "the condition fails"), and publishes expecting that last
-//! sequence. If anything at all was published on the stream in between, it prepares again, a
-//! bounded number of times.
+//! The per-subject check names exact subjects only (a wildcard one is not counted in flight), so
+//! a guest that read several names is checked against the whole stream instead
+//! (`Nats-Expected-Last-Sequence`, `publish_if_stream_unchanged`).
 
 use std::time::Duration;
 
 use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::message::{PublishMessage, StreamMessage};
 use async_nats::jetstream::stream::Stream;
 use bytes::Bytes;
 
 use super::{Cluster, PUBLISH_DEADLINE};
 use crate::storage::{StorageError, StorageResult};
 
-/// Attempts of one conditional publish that lost to other writers on the same stream.
+/// Attempts of one conditional publish that lost to other writers of what it checks: for a key,
+/// writers of that key; for the whole stream, every writer.
 const ATTEMPTS: u32 = 40;
+
+/// What a publish expects of the stream.
+#[derive(Clone, Copy)]
+pub enum Expect<'a> {
+    Nothing,
+    /// The last message on `subject` (on the published subject when `None`) is at `sequence`
+    /// (0: there is none).
+    SubjectAt {
+        subject: Option<&'a str>,
+        sequence: u64,
+    },
+    /// The stream's last message is at this sequence.
+    StreamAt(u64),
+}
+
+/// Names the subject a `Nats-Expected-Last-Subject-Sequence` is about, when not the published one.
+const EXPECTED_SUBJECT_HEADER: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
 
 /// What a publish came to.
 pub enum Published {
@@ -41,7 +59,7 @@ impl Cluster {
         subject: &str,
         payload: Bytes,
         message_id: &str,
-        expected_last_sequence: Option<u64>,
+        expect: Expect<'_>,
     ) -> StorageResult<Published> {
         let deadline = tokio::time::Instant::now() + PUBLISH_DEADLINE;
         let mut backoff = Duration::from_millis(100);
@@ -49,8 +67,15 @@ impl Cluster {
             let mut message = PublishMessage::build()
                 .payload(payload.clone())
                 .message_id(message_id);
-            if let Some(sequence) = expected_last_sequence {
-                message = message.expected_last_sequence(sequence);
+            match expect {
+                Expect::Nothing => {}
+                Expect::SubjectAt { subject, sequence } => {
+                    message = message.expected_last_subject_sequence(sequence);
+                    if let Some(subject) = subject {
+                        message = message.header(EXPECTED_SUBJECT_HEADER, subject);
+                    }
+                }
+                Expect::StreamAt(sequence) => message = message.expected_last_sequence(sequence),
             }
             let acknowledged = match self.jetstream.send_publish(subject.to_owned(), message).await {
                 Ok(ack) => ack.await,
@@ -72,10 +97,44 @@ impl Cluster {
         }
     }
 
+    /// Publishes on `subject` what `prepare` makes of the last message there (read from the
+    /// leader), provided nothing else is published on `subject` in between: a compare-and-set of
+    /// one key, which contends only with writers of that key. `prepare` answers the payload and a
+    /// value to hand back, or `None` when the condition fails (then nothing is published).
+    pub async fn publish_if_subject_unchanged<T, F>(
+        &self,
+        stream: &Stream,
+        subject: &str,
+        message_id: &str,
+        prepare: impl Fn(Option<StreamMessage>) -> F,
+    ) -> StorageResult<Option<(u64, T)>>
+    where
+        F: Future<Output = StorageResult<Option<(Bytes, T)>>>,
+    {
+        for attempt in 0..ATTEMPTS {
+            let last = self.last_message(stream, subject).await?;
+            let sequence = last.as_ref().map_or(0, |message| message.sequence);
+            let Some((payload, value)) = prepare(last).await? else {
+                return Ok(None);
+            };
+            let expect = Expect::SubjectAt {
+                subject: None,
+                sequence,
+            };
+            match self.publish(subject, payload, message_id, expect).await? {
+                Published::At(sequence) => return Ok(Some((sequence, value))),
+                Published::Overtaken => tokio::time::sleep(jitter(attempt)).await,
+            }
+        }
+        Err(StorageError::Unavailable(format!(
+            "{subject}: still overtaken by writers of the same key after {ATTEMPTS} attempts"
+        )))
+    }
+
     /// Publishes what `prepare` makes of the current state, provided nothing else is published on
-    /// `stream` between its reading and the publish. `prepare` answers the payload and a value to
+    /// `stream` between its reading and the publish: for a condition on several subjects. `prepare` answers the payload and a value to
     /// hand back, or `None` when the condition fails (then nothing is published).
-    pub async fn publish_if<T, F>(
+    pub async fn publish_if_stream_unchanged<T, F>(
         &self,
         stream: &Stream,
         subject: &str,
@@ -95,7 +154,10 @@ impl Cluster {
             let Some((payload, value)) = prepare().await? else {
                 return Ok(None);
             };
-            match self.publish(subject, payload, message_id, Some(last)).await? {
+            match self
+                .publish(subject, payload, message_id, Expect::StreamAt(last))
+                .await?
+            {
                 Published::At(sequence) => return Ok(Some((sequence, value))),
                 // Spread the writers that lost out, so that they do not collide again in step.
                 Published::Overtaken => tokio::time::sleep(jitter(attempt)).await,

