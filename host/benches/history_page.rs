@@ -31,6 +31,7 @@ fn new_event(tenant: &str, n: u64, names: u64) -> NewEvent {
         data: json!({"n": n, "text": "a message of a usual size for a chat"}),
         timestamp: 1_700_000_000_000,
         reads: Vec::new(),
+        idempotency_key: None,
     }
 }
 

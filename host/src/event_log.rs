@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::filter::EventFilter;
+use crate::idempotency::IdempotencyKey;
 use crate::model::{Event, NewEvent};
 use crate::storage::StorageResult;
 
@@ -78,6 +79,10 @@ pub trait EventLog: Send + Sync {
 
     /// The newest event named `name` in `tenant` (what guests read through `state.latest`).
     async fn latest_of(&self, tenant: &str, name: &str) -> StorageResult<Option<Event>>;
+
+    /// The event committed with `key` within the idempotency window (`idempotency::WINDOW`), if
+    /// this node knows of it: a client's retry is answered with it instead of being judged again.
+    async fn committed_with(&self, key: &IdempotencyKey) -> StorageResult<Option<Event>>;
 
     /// Completes if the log stopped for good, so that Broker exits rather than refusing every
     /// insert; never completes while it works.

@@ -10,6 +10,7 @@ use crate::auth::scopes::{self, Operation};
 use crate::clock::Clock;
 use crate::event_log::EventLog;
 use crate::guests::{GuestError, GuestEvent, Guests, Verdict};
+use crate::idempotency::IdempotencyKey;
 use crate::metrics::metrics;
 use crate::model::{Event, LatestRead, NewEvent, User};
 use crate::storage::StorageError;
@@ -70,13 +71,23 @@ impl Inserts {
     ///    the guest read of the tenant's state still holds; if not, back to 1, a bounded number of
     ///    times;
     /// 3. the writer hands it to the tenant's live subscribers, in commit order.
+    ///
+    /// With an idempotency `key` that an event was committed with within the window, that event
+    /// is the answer and nothing is stored (before 0: a retry is not judged again).
     pub async fn insert(
         &self,
         identity: &Identity,
         event: String,
         data: Value,
+        key: Option<IdempotencyKey>,
     ) -> Result<Arc<Event>, InsertError> {
-        let inserted = self.judge_and_commit(identity, event, data).await;
+        if let Some(key) = &key
+            && let Some(stored) = self.events.committed_with(key).await?
+        {
+            metrics().insert("repeated");
+            return Ok(Arc::new(stored));
+        }
+        let inserted = self.judge_and_commit(identity, event, data, key).await;
         metrics().insert(match &inserted {
             Ok(_) => "accepted",
             Err(InsertError::Forbidden(_)) => "refused_by_scope",
@@ -92,6 +103,7 @@ impl Inserts {
         identity: &Identity,
         event: String,
         data: Value,
+        key: Option<IdempotencyKey>,
     ) -> Result<Arc<Event>, InsertError> {
         let user = &identity.user;
         if self.enforce_scopes && !scopes::allows(user.scope_list(), &event, Operation::Post) {
@@ -118,6 +130,7 @@ impl Inserts {
                 data: replaced.unwrap_or_else(|| keep_or_take(&mut data)),
                 timestamp,
                 reads,
+                idempotency_key: key.clone(),
             };
             match self.events.append(new).await {
                 Err(StorageError::StaleRead) => {

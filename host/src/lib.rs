@@ -39,6 +39,7 @@ pub mod filter;
 pub mod guests;
 pub mod history;
 pub mod http;
+pub mod idempotency;
 pub mod insert;
 pub mod metrics;
 pub mod model;

@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::idempotency::IdempotencyKey;
+
 /// A user account. `password_hash` and `totp_secret` are secrets: they never leave the host, and the
 /// `Debug` impl leaves them out so that they cannot reach a log line by accident.
 #[derive(Clone, Serialize, Deserialize)]
@@ -93,6 +95,8 @@ pub struct NewEvent {
     /// What the guest read of the tenant's state to judge this event: it commits only if each read
     /// still holds at commit.
     pub reads: Vec<LatestRead>,
+    /// The client's `Idempotency-Key`, scoped: a second insert with it stores nothing new.
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 /// A guest's read of the tenant's newest event of `name`: it saw sequence `seq` (0: none yet).
@@ -113,6 +117,9 @@ pub struct Event {
     /// Milliseconds since the Unix epoch.
     pub timestamp: u64,
     pub data: Value,
+    /// The scoped `Idempotency-Key` it was inserted with, if any (stored; never sent to clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 impl Event {
@@ -125,6 +132,7 @@ impl Event {
             event: new.event,
             timestamp: new.timestamp,
             data: new.data,
+            idempotency_key: new.idempotency_key,
         }
     }
 }

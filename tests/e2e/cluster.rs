@@ -288,6 +288,7 @@ async fn a_publish_retried_after_a_lost_acknowledgement_is_stored_once() {
             data: json!(1),
             timestamp: 0,
             reads: Vec::new(),
+            idempotency_key: None,
         },
         0,
     );

@@ -18,6 +18,7 @@ mod guest_authoring;
 mod guest_sandbox;
 mod guests;
 mod history;
+mod idempotency;
 mod identity;
 mod js_guest;
 mod limits;

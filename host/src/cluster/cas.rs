@@ -44,8 +44,11 @@ const EXPECTED_SUBJECT_HEADER: &str = "Nats-Expected-Last-Subject-Sequence-Subje
 
 /// What a publish came to.
 pub enum Published {
-    /// Stored (or found stored already, for a repeated message id) at this stream sequence.
+    /// Stored at this stream sequence.
     At(u64),
+    /// A message with the same id was stored within the de-duplication window, at this sequence:
+    /// nothing new was stored.
+    Repeated(u64),
     /// The stream's last sequence was not the expected one: someone else published first.
     Overtaken,
 }
@@ -82,6 +85,7 @@ impl Cluster {
                 Err(error) => Err(error),
             };
             match acknowledged {
+                Ok(ack) if ack.duplicate => return Ok(Published::Repeated(ack.sequence)),
                 Ok(ack) => return Ok(Published::At(ack.sequence)),
                 Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
                     return Ok(Published::Overtaken);
@@ -122,7 +126,9 @@ impl Cluster {
                 sequence,
             };
             match self.publish(subject, payload, message_id, expect).await? {
-                Published::At(sequence) => return Ok(Some((sequence, value))),
+                Published::At(sequence) | Published::Repeated(sequence) => {
+                    return Ok(Some((sequence, value)));
+                }
                 Published::Overtaken => tokio::time::sleep(jitter(attempt)).await,
             }
         }
@@ -158,7 +164,9 @@ impl Cluster {
                 .publish(subject, payload, message_id, Expect::StreamAt(last))
                 .await?
             {
-                Published::At(sequence) => return Ok(Some((sequence, value))),
+                Published::At(sequence) | Published::Repeated(sequence) => {
+                    return Ok(Some((sequence, value)));
+                }
                 // Spread the writers that lost out, so that they do not collide again in step.
                 Published::Overtaken => tokio::time::sleep(jitter(attempt)).await,
             }

@@ -23,6 +23,7 @@ use super::{Cluster, subjects};
 use crate::event_log::{EventLog, EventPage, HistoryPage, LatestReplay, PageStart};
 use crate::fanout::Fanout;
 use crate::filter::EventFilter;
+use crate::idempotency::{Committed, IdempotencyKey, RecentKeys};
 use crate::model::{Event, LatestRead, NewEvent};
 use crate::storage::{StorageError, StorageResult};
 
@@ -31,6 +32,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct JetStreamLog {
     cluster: Arc<Cluster>,
+    /// The keys of events committed (by any node) since this node started, fed by its tail.
+    recent: Arc<RecentKeys>,
+    /// The stream sequence this node's tail has handed on.
+    tailed: tokio::sync::watch::Receiver<u64>,
 }
 
 impl JetStreamLog {
@@ -47,34 +52,76 @@ impl JetStreamLog {
             .map_err(StorageError::unavailable)?
             .state
             .last_sequence;
-        tokio::spawn(tail(cluster.clone(), fanout, after, shutdown));
-        Ok(Self { cluster })
+        let recent = Arc::new(RecentKeys::default());
+        let (position, tailed) = tokio::sync::watch::channel(after);
+        let feed = Feed {
+            fanout,
+            recent: recent.clone(),
+            position,
+        };
+        tokio::spawn(tail(cluster.clone(), feed, after, shutdown));
+        Ok(Self {
+            cluster,
+            recent,
+            tailed,
+        })
     }
 
-    /// Publishes `event` with its uuid as the message id: publishing the same event again
+    /// Waits until this node's tail has handed on everything the stream held when asked (so that
+    /// what any node committed before is known here), for up to `READ_TIMEOUT`.
+    async fn tail_caught_up(&self) -> StorageResult<()> {
+        let last = self
+            .cluster
+            .events
+            .get_info()
+            .await
+            .map_err(StorageError::unavailable)?
+            .state
+            .last_sequence;
+        let mut tailed = self.tailed.clone();
+        match tokio::time::timeout(READ_TIMEOUT, tailed.wait_for(|seq| *seq >= last)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(StorageError::Unavailable("the event tail is behind".into())),
+        }
+    }
+
+    /// The event at stream sequence `sequence`, read from the leader.
+    async fn stored_at(&self, sequence: u64) -> StorageResult<Event> {
+        let message = self
+            .cluster
+            .events
+            .get_raw_message(sequence)
+            .await
+            .map_err(StorageError::unavailable)?;
+        decode(&message.payload, sequence)
+    }
+
+    /// Publishes `event` with its message id (`message_id`): publishing the same event again
     /// within the de-duplication window stores nothing new and answers the first sequence.
     pub async fn publish(&self, event: &Event) -> StorageResult<u64> {
-        let subject = subjects::event_subject(&event.tenant_name, &event.event);
-        match self
-            .cluster
-            .publish(&subject, encode(event)?, &event.id.to_string(), Expect::Nothing)
-            .await?
-        {
-            Published::At(sequence) => Ok(sequence),
+        match self.publish_once(event).await? {
+            Published::At(sequence) | Published::Repeated(sequence) => Ok(sequence),
             Published::Overtaken => Err(StorageError::Unavailable(
                 "an unconditional publish was refused".into(),
             )),
         }
     }
 
+    async fn publish_once(&self, event: &Event) -> StorageResult<Published> {
+        let subject = subjects::event_subject(&event.tenant_name, &event.event);
+        self.cluster
+            .publish(&subject, encode(event)?, &message_id(event), Expect::Nothing)
+            .await
+    }
+
     /// Publishes `event` provided that every read still holds at the publish, as the server
     /// checks it: reads of one name (the common case, a guest reading the name it writes) are a
     /// condition on that name's subject alone; reads of several names, a condition on the whole
     /// stream after checking each against the leader.
-    async fn publish_if_reads_hold(&self, event: &Event, reads: &[LatestRead]) -> StorageResult<u64> {
+    async fn publish_if_reads_hold(&self, event: &Event, reads: &[LatestRead]) -> StorageResult<Published> {
         let subject = subjects::event_subject(&event.tenant_name, &event.event);
         let payload = encode(event)?;
-        let message_id = event.id.to_string();
+        let message_id = message_id(event);
         let read_subjects: Vec<(String, u64)> = reads
             .iter()
             .map(|read| (subjects::event_subject(&event.tenant_name, &read.name), read.seq))
@@ -82,7 +129,8 @@ impl JetStreamLog {
         let Some((read_subject, sequence)) = single_subject(&read_subjects) else {
             return self
                 .publish_if_stream_unchanged(&subject, payload, &message_id, &read_subjects)
-                .await;
+                .await
+                .map(Published::At);
         };
         let expect = Expect::SubjectAt {
             subject: (read_subject != subject).then_some(read_subject),
@@ -93,8 +141,8 @@ impl JetStreamLog {
             .publish(&subject, payload, &message_id, expect)
             .await?
         {
-            Published::At(sequence) => Ok(sequence),
             Published::Overtaken => Err(StorageError::StaleRead),
+            published => Ok(published),
         }
     }
 
@@ -212,9 +260,22 @@ impl EventLog for JetStreamLog {
     async fn append(&self, mut new: NewEvent) -> StorageResult<Arc<Event>> {
         let reads = std::mem::take(&mut new.reads);
         let mut event = Event::from_new(new, 0);
-        event.seq = match reads.is_empty() {
-            true => self.publish(&event).await?,
+        let published = match reads.is_empty() {
+            true => self.publish_once(&event).await?,
             false => self.publish_if_reads_hold(&event, &reads).await?,
+        };
+        event.seq = match published {
+            Published::At(sequence) => sequence,
+            // The client's key was used within the window: answer the event stored with it.
+            Published::Repeated(sequence) if event.idempotency_key.is_some() => {
+                return self.stored_at(sequence).await.map(Arc::new);
+            }
+            Published::Repeated(sequence) => sequence,
+            Published::Overtaken => {
+                return Err(StorageError::Unavailable(
+                    "an unconditional publish was refused".into(),
+                ));
+            }
         };
         Ok(Arc::new(event))
     }
@@ -281,9 +342,28 @@ impl EventLog for JetStreamLog {
             .transpose()
     }
 
+    async fn committed_with(&self, key: &IdempotencyKey) -> StorageResult<Option<Event>> {
+        // A retry may reach this node before its tail saw the first attempt, stored by another.
+        self.tail_caught_up().await?;
+        let Some(at) = self.recent.get(key) else {
+            return Ok(None);
+        };
+        let event = self.stored_at(at.seq).await?;
+        Ok(Some(event).filter(|event| event.idempotency_key.as_ref() == Some(key)))
+    }
+
     async fn stopped(&self) {
         // NATS connections recover by themselves: the log never stops for good.
         std::future::pending().await
+    }
+}
+
+/// The message id an event is published with: its client's `Idempotency-Key` (scoped), else its
+/// uuid, so that a publish retried after a lost acknowledgement is stored once either way.
+fn message_id(event: &Event) -> String {
+    match &event.idempotency_key {
+        Some(key) => key.as_str().to_owned(),
+        None => event.id.to_string(),
     }
 }
 
@@ -312,7 +392,28 @@ fn decode(payload: &[u8], seq: u64) -> StorageResult<Event> {
 /// Hands every event after `after` to this node's fan-out, in stream order, exactly once: an
 /// ordered consumer seeded at an existing message (so that its own re-creation after a reconnect
 /// resumes after what it saw), re-created here whenever it fails, and a sequence guard.
-async fn tail(cluster: Arc<Cluster>, fanout: Arc<Fanout>, mut after: u64, shutdown: CancellationToken) {
+/// Where the tail hands each committed event: the live fan-out, the recent idempotency keys, and
+/// the position reached.
+struct Feed {
+    fanout: Arc<Fanout>,
+    recent: Arc<RecentKeys>,
+    position: tokio::sync::watch::Sender<u64>,
+}
+
+impl Feed {
+    fn hand_on(&self, event: &Event) {
+        if let Some(key) = &event.idempotency_key {
+            let at = Committed {
+                tenant: event.tenant_name.clone(),
+                seq: event.seq,
+            };
+            self.recent.record([(key, at)]);
+        }
+        self.fanout.publish([event]);
+    }
+}
+
+async fn tail(cluster: Arc<Cluster>, feed: Feed, mut after: u64, shutdown: CancellationToken) {
     loop {
         match open_tail(&cluster, after).await {
             Ok(mut messages) => loop {
@@ -335,9 +436,10 @@ async fn tail(cluster: Arc<Cluster>, fanout: Arc<Fanout>, mut after: u64, shutdo
                 }
                 after = seq;
                 match decode(&message.payload, seq) {
-                    Ok(event) => fanout.publish([&event]),
+                    Ok(event) => feed.hand_on(&event),
                     Err(error) => tracing::error!(%error, seq, "skipping an event the tail cannot read"),
                 }
+                feed.position.send_replace(seq);
             },
             Err(error) => tracing::warn!(
                 error = format!("{error:#}"),

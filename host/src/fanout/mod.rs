@@ -235,6 +235,7 @@ mod tests {
             data: serde_json::json!(seq),
             timestamp: 0,
             reads: Vec::new(),
+            idempotency_key: None,
         };
         Event::from_new(new, seq)
     }
@@ -287,6 +288,7 @@ mod tests {
                 data: serde_json::json!({"x": "event:no\n"}),
                 timestamp: 0,
                 reads: Vec::new(),
+                idempotency_key: None,
             },
             7,
         );

@@ -93,14 +93,19 @@ struct AdminInsert {
 /// `POST /admin/insert`: an insert into any tenant, through its guest like any other.
 pub async fn insert(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     check_admin_header(state, &request)?;
+    let headers = request.headers().clone();
     let body: AdminInsert = read_json(state.body_timeout(), request).await?;
     validate::name("tenant_name", &body.tenant_name).map_err(ApiError::BadRequest)?;
     validate::event_name(&body.event).map_err(ApiError::BadRequest)?;
+    let key = super::events::idempotency_key(&headers, &body.tenant_name, CONSOLE_USERNAME)?;
     let identity = Identity {
         user: console_user(body.tenant_name),
         expiry: 0,
     };
-    let event = state.inserts.insert(&identity, body.event, body.data).await?;
+    let event = state
+        .inserts
+        .insert(&identity, body.event, body.data, key)
+        .await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({ "id": event.id, "seq": event.seq }),

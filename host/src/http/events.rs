@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use hyper::body::Incoming;
+use hyper::header::HeaderMap;
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -11,6 +12,7 @@ use super::body::read_json;
 use super::state::AppState;
 use super::{Body, json_response, served_to};
 use crate::error::ApiError;
+use crate::idempotency::IdempotencyKey;
 use crate::insert::InsertError;
 use crate::validate;
 
@@ -33,11 +35,32 @@ impl From<InsertError> for ApiError {
     }
 }
 
+/// The request's `Idempotency-Key`, scoped to the inserting user; 400 when it is not 1 to 255
+/// printable ASCII characters.
+pub fn idempotency_key(
+    headers: &HeaderMap,
+    tenant: &str,
+    username: &str,
+) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("\u{0}");
+    IdempotencyKey::new(tenant, username, text)
+        .map(Some)
+        .map_err(ApiError::BadRequest)
+}
+
 pub async fn insert(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let identity = state.auth.authenticate(request.headers()).await?;
+    let user = &identity.user;
+    let key = idempotency_key(request.headers(), &user.tenant_name, &user.username)?;
     let body: Insert = read_json(state.body_timeout(), request).await?;
     validate::event_name(&body.event).map_err(ApiError::BadRequest)?;
-    let event = state.inserts.insert(&identity, body.event, body.data).await?;
+    let event = state
+        .inserts
+        .insert(&identity, body.event, body.data, key)
+        .await?;
     let answer = json!({ "id": event.id, "seq": event.seq });
     Ok(served_to(
         json_response(StatusCode::OK, &answer),

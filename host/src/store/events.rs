@@ -87,6 +87,12 @@ impl Store {
         Ok(LatestReplay { events, last_seq })
     }
 
+    /// The event of `tenant` numbered `seq`, if it is stored.
+    pub fn event_at(&self, tenant: &str, seq: u64) -> StorageResult<Option<Event>> {
+        let rtxn = self.env.read_txn()?;
+        Ok(self.events.get(&rtxn, &event_key(tenant, seq))?)
+    }
+
     /// The newest event of `name` in `tenant`.
     pub fn latest_of(&self, tenant: &str, name: &str) -> StorageResult<Option<Event>> {
         let rtxn = self.env.read_txn()?;

@@ -257,6 +257,7 @@ mod tests {
                 data: json!("x".repeat(100)),
                 timestamp: 0,
                 reads: Vec::new(),
+                idempotency_key: None,
             })
             .collect();
         store.append_batch(batch, &mut Default::default()).unwrap();

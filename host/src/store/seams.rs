@@ -8,6 +8,7 @@ use super::writer::EventWriter;
 use crate::event_log::EventLog;
 use crate::event_log::{EventPage, HistoryPage, LatestReplay, PageStart};
 use crate::filter::EventFilter;
+use crate::idempotency::IdempotencyKey;
 use crate::model::{Event, NewEvent, User};
 use crate::storage::StorageResult;
 use crate::user_directory::{UserChange, UserChanged, UserDirectory};
@@ -61,6 +62,14 @@ impl EventLog for LmdbEventLog {
 
     async fn latest_of(&self, tenant: &str, name: &str) -> StorageResult<Option<Event>> {
         self.store.latest_of(tenant, name)
+    }
+
+    async fn committed_with(&self, key: &IdempotencyKey) -> StorageResult<Option<Event>> {
+        let Some(at) = self.writer.recent_keys().get(key) else {
+            return Ok(None);
+        };
+        let event = self.store.event_at(&at.tenant, at.seq)?;
+        Ok(event.filter(|event| event.idempotency_key.as_ref() == Some(key)))
     }
 
     async fn stopped(&self) {

@@ -1,9 +1,10 @@
 //! The single event writer: one thread owns LMDB write transactions for events and commits every
 //! insert waiting at that moment in one transaction (group commit). An insert is answered only after
 //! its commit, and handed to fan-out only after its commit, in commit order. An insert whose guest
-//! read state that changed before the commit is left out of it (`StorageError::StaleRead`).
+//! read state that changed before the commit is left out of it (`StorageError::StaleRead`). An
+//! insert whose `Idempotency-Key` was committed within the window is answered with that event.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -11,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::Store;
+use crate::idempotency::{Committed, IdempotencyKey, RecentKeys};
 use crate::metrics::metrics;
 use crate::model::{Event, NewEvent};
 use crate::storage::{StorageError, StorageResult};
@@ -32,6 +34,8 @@ pub struct EventWriter {
     jobs: mpsc::Sender<Job>,
     /// Cancelled when the writer thread ends, however it ends.
     ended: CancellationToken,
+    /// The keys of the events it committed lately.
+    recent: Arc<RecentKeys>,
 }
 
 impl EventWriter {
@@ -43,15 +47,22 @@ impl EventWriter {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let ended = CancellationToken::new();
         let on_exit = ended.clone().drop_guard();
+        let recent = Arc::new(RecentKeys::default());
+        let remembered = recent.clone();
         let thread = std::thread::Builder::new()
             .name("event-writer".into())
             .spawn(move || {
                 // Dropped on return and on unwind alike.
                 let _on_exit = on_exit;
-                write_loop(&store, queue, published);
+                write_loop(&store, &remembered, queue, published);
             })
             .expect("spawning the event writer thread");
-        (Self { jobs, ended }, thread)
+        (Self { jobs, ended, recent }, thread)
+    }
+
+    /// The keys of the events this writer committed within the idempotency window.
+    pub fn recent_keys(&self) -> &RecentKeys {
+        &self.recent
     }
 
     /// Completes once the writer thread has ended (while Broker serves, only if it died).
@@ -70,15 +81,32 @@ impl EventWriter {
     }
 }
 
-fn write_loop(store: &Store, mut queue: mpsc::Receiver<Job>, published: impl Fn(&[Arc<Event>])) {
+fn write_loop(
+    store: &Store,
+    recent: &RecentKeys,
+    mut queue: mpsc::Receiver<Job>,
+    published: impl Fn(&[Arc<Event>]),
+) {
     let mut last_seqs = HashMap::new();
-    while let Some(first) = queue.blocking_recv() {
-        let mut jobs = vec![first];
+    // Inserts held for the next batch: a key repeated within one batch waits for the first's commit.
+    let mut held = Vec::new();
+    loop {
+        let mut jobs = std::mem::take(&mut held);
+        if jobs.is_empty() {
+            match queue.blocking_recv() {
+                Some(job) => jobs.push(job),
+                None => break,
+            }
+        }
         while jobs.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
+        }
+        let jobs = answer_repeats(store, recent, jobs, &mut held);
+        if jobs.is_empty() {
+            continue;
         }
         let (events, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.event, j.reply)).unzip();
         let started = std::time::Instant::now();
@@ -88,12 +116,24 @@ fn write_loop(store: &Store, mut queue: mpsc::Receiver<Job>, published: impl Fn(
         metrics().commit_batch_size.observe(size as f64);
         match appended {
             Ok(outcomes) => {
-                let mut committed = Vec::with_capacity(outcomes.len());
-                for (outcome, reply) in outcomes.into_iter().zip(replies) {
-                    let answer = outcome.map(Arc::new);
-                    if let Ok(event) = &answer {
-                        committed.push(event.clone());
-                    }
+                let answers: Vec<StorageResult<Arc<Event>>> = outcomes
+                    .into_iter()
+                    .map(|outcome| outcome.map(Arc::new))
+                    .collect();
+                let committed: Vec<Arc<Event>> = answers
+                    .iter()
+                    .filter_map(|answer| answer.as_ref().ok().cloned())
+                    .collect();
+                // Keys first: a client that retries the moment it is answered finds its key.
+                recent.record(committed.iter().filter_map(|event| {
+                    let key = event.idempotency_key.as_ref()?;
+                    let at = Committed {
+                        tenant: event.tenant_name.clone(),
+                        seq: event.seq,
+                    };
+                    Some((key, at))
+                }));
+                for (answer, reply) in answers.into_iter().zip(replies) {
                     let _ = reply.send(answer);
                 }
                 published(&committed);
@@ -113,6 +153,39 @@ fn write_loop(store: &Store, mut queue: mpsc::Receiver<Job>, published: impl Fn(
     tracing::info!("event writer drained and stopped");
 }
 
+/// Answers the inserts whose key was committed within the window with that event, and holds back
+/// an insert whose key an earlier one of `jobs` carries; the rest are to be committed.
+fn answer_repeats(store: &Store, recent: &RecentKeys, jobs: Vec<Job>, held: &mut Vec<Job>) -> Vec<Job> {
+    let mut batch_keys: HashSet<IdempotencyKey> = HashSet::new();
+    let mut fresh = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let Some(key) = job.event.idempotency_key.clone() else {
+            fresh.push(job);
+            continue;
+        };
+        if let Some(at) = recent.get(&key) {
+            match store.event_at(&at.tenant, at.seq) {
+                Ok(Some(event)) => {
+                    let _ = job.reply.send(Ok(Arc::new(event)));
+                    continue;
+                }
+                // Gone since (erased): the insert is new again.
+                Ok(None) => {}
+                Err(error) => {
+                    let _ = job.reply.send(Err(error));
+                    continue;
+                }
+            }
+        }
+        if batch_keys.insert(key) {
+            fresh.push(job);
+        } else {
+            held.push(job);
+        }
+    }
+    fresh
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +198,7 @@ mod tests {
             data: serde_json::json!(1),
             timestamp: 0,
             reads: Vec::new(),
+            idempotency_key: None,
         }
     }
 
@@ -150,6 +224,34 @@ mod tests {
         // Judged again on the new state, it commits; nothing was numbered for the refused one.
         assert_eq!(writer.append(judged_on(1)).await.unwrap().seq, 2);
         assert_eq!(store.latest_of("t", "e").unwrap().unwrap().seq, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn inserts_with_one_key_store_one_event_even_in_one_batch() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = Arc::new(Store::open(dir.path(), 16).unwrap());
+        let (writer, _thread) = EventWriter::start(store.clone(), |_| {});
+        let keyed = |data: u64| NewEvent {
+            data: serde_json::json!(data),
+            idempotency_key: Some(IdempotencyKey::new("t", "u", "k").unwrap()),
+            ..new_event()
+        };
+        // Ten copies at once (most in one batch), then one more after their commit.
+        let copies: Vec<_> = (0..10)
+            .map(|i| {
+                let writer = writer.clone();
+                tokio::spawn(async move { writer.append(keyed(i)).await.unwrap() })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for copy in copies {
+            seqs.push(copy.await.unwrap().seq);
+        }
+        seqs.push(writer.append(keyed(99)).await.unwrap().seq);
+        assert!(seqs.iter().all(|&seq| seq == 1), "{seqs:?}");
+        assert_eq!(store.events_after("t", 0, 100, 1 << 20).unwrap().events.len(), 1);
+        // Without a key, a new event.
+        assert_eq!(writer.append(new_event()).await.unwrap().seq, 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -126,6 +126,13 @@ impl EventLog for MemoryLog {
             .map(|e| (**e).clone()))
     }
 
+    async fn committed_with(
+        &self,
+        _key: &crate::idempotency::IdempotencyKey,
+    ) -> StorageResult<Option<Event>> {
+        Ok(None)
+    }
+
     async fn stopped(&self) {
         std::future::pending().await
     }
@@ -277,6 +284,7 @@ impl World {
             data,
             timestamp: 0,
             reads: Vec::new(),
+            idempotency_key: None,
         };
         self.log.append(new).await.unwrap().seq
     }
