@@ -294,3 +294,52 @@ async fn wait_until(what: &str, done: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A revoke made while a node is cut off from NATS still closes that user's streams on the node
+/// once it is back: the node's user watch resumes after the last change it saw, not at "new".
+#[tokio::test]
+async fn a_revoke_while_a_node_is_cut_off_from_nats_closes_its_streams_when_it_is_back() {
+    let mut nats = NatsCluster::start().await;
+    let flags = |urls: &str| {
+        [
+            "--nats".to_owned(),
+            urls.to_owned(),
+            "--nats_replicas".into(),
+            "3".into(),
+        ]
+    };
+    let cut_off = TestServer::start_with(&flags(&nats.url(0)).each_ref().map(String::as_str)).await;
+    let others = format!("{},{}", nats.url(1), nats.url(2));
+    let steady = TestServer::start_with(&flags(&others).each_ref().map(String::as_str)).await;
+    let rita = steady.signup("rita", "t").await;
+    let sam = steady.signup("sam", "t").await;
+    let mut stream = cut_off.subscribe(&rita).await;
+    let mut control = cut_off.subscribe(&sam).await;
+    let before = steady.insert_ok(&sam, "before", json!(0)).await;
+    assert_eq!(stream.next().await.id, before);
+    assert_eq!(control.next().await.id, before);
+
+    // The only server the node knows goes away; the revoke is made on the other node, retried
+    // while JetStream elects new leaders (503), as a client would.
+    nats.kill(0);
+    let revoke = json!({"admin_token": crate::support::ADMIN_TOKEN, "username": "rita"});
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = steady.post("/revoke_user", &revoke).await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(tokio::time::Instant::now() < deadline, "no revoke: {body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    nats.restart(0).await;
+    assert!(
+        stream.ends_within(Duration::from_secs(15)).await,
+        "the revoked user's stream ended once the node was back:\n{}",
+        cut_off.logs()
+    );
+    // The other user's stream on that node lives on.
+    let after = steady.insert_ok(&sam, "after", json!(1)).await;
+    assert_eq!(control.next().await.id, after);
+}

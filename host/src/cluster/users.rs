@@ -168,11 +168,21 @@ impl UserDirectory for KvUsers {
     }
 }
 
-/// Calls `changed` for each user changed on any node, re-opening the watch whenever it fails. A
-/// re-opened watch may repeat changes already seen: a repeat only makes streams re-check.
+/// Calls `changed` for each user changed on any node, re-opening the watch whenever it fails,
+/// from just after the last change it saw: a change made while the watch was down (a revoke
+/// during a NATS restart) is still seen. A repeat only makes streams re-check.
 async fn watch(users: kv::Store, changed: UserChanged, shutdown: CancellationToken) {
+    // Where the bucket stood when the watch first opened; a change after it is never skipped.
+    let mut last_seen = match users.stream.get_info().await {
+        Ok(info) => Some(info.state.last_sequence),
+        Err(_) => None,
+    };
     loop {
-        match users.watch_all().await {
+        let opened = match last_seen {
+            Some(revision) => users.watch_all_from_revision(revision + 1).await,
+            None => users.watch_all().await,
+        };
+        match opened {
             Ok(mut changes) => loop {
                 let next = tokio::select! {
                     () = shutdown.cancelled() => return,
@@ -180,12 +190,13 @@ async fn watch(users: kv::Store, changed: UserChanged, shutdown: CancellationTok
                 };
                 match next {
                     Some(Ok(entry)) => {
+                        last_seen = Some(entry.revision);
                         if let Some(username) = subjects::name(&entry.key) {
                             changed(&username);
                         }
                     }
                     Some(Err(error)) => {
-                        tracing::warn!(%error, "the user watch failed; re-opening it");
+                        tracing::warn!(%error, resume_after = last_seen, "the user watch failed; re-opening it");
                         break;
                     }
                     None => break,
