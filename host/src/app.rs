@@ -102,7 +102,7 @@ async fn open_storage(
             .await
             .context("starting the JetStream event log")?;
         tracing::info!(
-            replicas = config.nats_replicas,
+            replicas = config.nats_replicas(),
             "cluster mode: events and users in NATS JetStream"
         );
         return Ok(Storage {

@@ -236,9 +236,15 @@ pub struct Config {
     #[arg(long, env = "BROKER_NATS")]
     pub nats: Option<String>,
 
-    /// Replicas of the JetStream stream and buckets Broker creates (3 on a three-server cluster).
-    #[arg(long = "nats_replicas", env = "BROKER_NATS_REPLICAS", default_value_t = 1)]
-    pub nats_replicas: usize,
+    /// Replicas of the JetStream stream and buckets Broker creates. Unset: 3 when `--nats` names
+    /// three or more servers, else 1.
+    #[arg(long = "nats_replicas", env = "BROKER_NATS_REPLICAS")]
+    pub nats_replicas: Option<usize>,
+
+    /// Cluster mode: the size of the JetStream event stream, in MiB. When full, inserts are refused
+    /// 507 (nothing old is discarded). Each NATS server's `jetstream { max_file_store }` must hold it.
+    #[arg(long = "nats_max_mb", env = "BROKER_NATS_MAX_MB", default_value_t = 1024)]
+    pub nats_max_mb: usize,
 
     /// Log format: `text` (one human-readable line per event) or `json` (one JSON object per line,
     /// the same fields, for log collectors).
@@ -305,6 +311,17 @@ pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
 impl Config {
+    /// Replicas for what Broker creates in JetStream: `--nats_replicas`, else 3 when `--nats`
+    /// names three or more servers (each replica on its own server), else 1.
+    pub fn nats_replicas(&self) -> usize {
+        let servers = self.nats.as_deref().map_or(0, |urls| {
+            urls.split(',').filter(|url| !url.trim().is_empty()).count()
+        });
+        self.nats_replicas
+            .unwrap_or(if servers >= 3 { 3 } else { 1 })
+            .max(1)
+    }
+
     pub fn ntp_server_list(&self) -> Vec<String> {
         self.ntp_servers
             .split(',')
@@ -405,6 +422,24 @@ mod tests {
             "{printed}"
         );
         assert_eq!(&*config.jwt_secret, "jwt-s3cret");
+    }
+
+    #[test]
+    fn three_nats_servers_mean_three_replicas_unless_told() {
+        let replicas = |args: &[&str]| Config::parse_from([&["broker"], args].concat()).nats_replicas();
+        assert_eq!(replicas(&[]), 1);
+        assert_eq!(replicas(&["--nats", "nats://a:4222"]), 1);
+        assert_eq!(replicas(&["--nats", "nats://a:4222,nats://b:4222"]), 1);
+        assert_eq!(replicas(&["--nats", "nats://a,nats://b,nats://c"]), 3);
+        assert_eq!(
+            replicas(&["--nats", "nats://a,nats://b,nats://c,nats://d,nats://e"]),
+            3
+        );
+        assert_eq!(
+            replicas(&["--nats", "nats://a,nats://b,nats://c", "--nats_replicas", "1"]),
+            1
+        );
+        assert_eq!(replicas(&["--nats", "nats://a", "--nats_replicas", "0"]), 1);
     }
 
     fn addresses(list: &[&str]) -> Vec<std::net::SocketAddr> {

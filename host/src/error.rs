@@ -23,6 +23,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// The event, as stored, is larger than the event log takes (a cluster's `max_payload`).
+    #[error("the event is larger than the {0} bytes the event log takes; send less data")]
+    EventTooLarge(usize),
     #[error("the request body did not arrive in time")]
     RequestTimeout,
     /// Too many wrong one-time codes for this user: wait for the next window.
@@ -68,7 +71,7 @@ impl ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge(_) | Self::EventTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyAttempts | Self::TooManyAdminFailures => StatusCode::TOO_MANY_REQUESTS,
             Self::Guest(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -107,6 +110,7 @@ impl From<crate::storage::StorageError> for ApiError {
         use crate::storage::StorageError;
         match error {
             StorageError::Full => Self::StorageFull,
+            StorageError::TooLarge(limit) => Self::EventTooLarge(limit),
             StorageError::WriterStopped => Self::Unavailable,
             StorageError::BadKey => Self::BadRequest(error.to_string()),
             StorageError::StaleRead => Self::Conflict(error.to_string()),

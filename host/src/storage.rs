@@ -17,6 +17,9 @@ pub fn storable_name(username: &str) -> bool {
 pub enum StorageError {
     #[error("the database is full (raise --db_max_mb)")]
     Full,
+    /// One record is larger than the store takes (a cluster's `max_payload`): the limit, in bytes.
+    #[error("the event is larger than the {0} bytes the event log takes")]
+    TooLarge(usize),
     /// A name storage cannot hold as a key (empty, or longer than `MAX_NAME_BYTES`).
     #[error("a name must be 1 to {MAX_NAME_BYTES} bytes")]
     BadKey,

@@ -427,3 +427,109 @@ async fn a_nats_server_older_than_2_11_is_refused_at_start_with_the_reason() {
         node.logs()
     );
 }
+
+/// An event larger than the NATS server takes in one message is refused 413 at once (not retried
+/// for 10 s and answered 503), naming the limit, and nothing is stored.
+#[tokio::test]
+async fn an_event_over_the_servers_max_payload_is_413_and_stores_nothing() {
+    let nats = NatsCluster::start().await;
+    let server = node(&nats).await;
+    let jwt = server.signup("big", "t").await;
+    // Under the 1 MiB body bound, over NATS's default max_payload (1 MiB) once stored with its envelope.
+    let (status, body) = server.insert(&jwt, "big", json!("x".repeat(1_048_000))).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(
+        body["error"],
+        "the event is larger than the 1047552 bytes the event log takes; send less data"
+    );
+    let seq = server.insert_ok(&jwt, "small", json!("x".repeat(1000))).await;
+    let mut stream = server.subscribe_from(&jwt, Some(0)).await;
+    assert_eq!(stream.next().await.id, seq);
+    stream.expect_quiet(Duration::from_millis(200)).await;
+}
+
+/// The event stream has the size `--nats_max_mb` gives it and refuses new events when full: 507,
+/// every acknowledged event kept (nothing old is discarded to make room).
+#[tokio::test]
+async fn a_full_event_stream_is_507_and_keeps_every_acknowledged_event() {
+    let nats = NatsCluster::start().await;
+    let server = TestServer::start_with(&[
+        "--nats",
+        &nats.urls(),
+        "--nats_replicas",
+        "3",
+        "--nats_max_mb",
+        "1",
+    ])
+    .await;
+    let jwt = server.signup("filler", "t").await;
+    let mut acknowledged = Vec::new();
+    let full = loop {
+        let (status, body) = server.insert(&jwt, "chunk", json!("x".repeat(200_000))).await;
+        match status {
+            StatusCode::OK => acknowledged.push(body["seq"].as_u64().unwrap()),
+            other => break (other, body),
+        }
+        assert!(
+            acknowledged.len() < 10,
+            "1 MiB took {} inserts of 200 kB",
+            acknowledged.len()
+        );
+    };
+    assert_eq!(full.0, StatusCode::INSUFFICIENT_STORAGE, "{}", full.1);
+    assert_eq!(full.1["error"], "the database is full");
+    assert!(!acknowledged.is_empty());
+    let mut stream = server.subscribe_from(&jwt, Some(0)).await;
+    let stored: Vec<u64> = stream
+        .take(acknowledged.len())
+        .await
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(stored, acknowledged);
+    stream.expect_quiet(Duration::from_millis(200)).await;
+}
+
+/// At start Broker reports a stream with fewer replicas than asked (moving data is the operator's
+/// call) and sets the size limit it is asked for.
+#[tokio::test]
+async fn an_existing_stream_with_fewer_replicas_is_reported_and_its_size_limit_set() {
+    let nats = NatsCluster::start().await;
+    let first = TestServer::start_with(&["--nats", &nats.urls(), "--nats_replicas", "1"]).await;
+    first.wait_for_log("created JetStream stream", 1).await;
+    let second = TestServer::start_with(&[
+        "--nats",
+        &nats.urls(),
+        "--nats_replicas",
+        "3",
+        "--nats_max_mb",
+        "64",
+    ])
+    .await;
+    second
+        .wait_for_log("fewer replicas than --nats_replicas asks for", 1)
+        .await;
+    second
+        .wait_for_log("set the JetStream stream's size limit", 1)
+        .await;
+    assert!(second.logs().contains("max_bytes=67108864"), "{}", second.logs());
+    assert!(!first.logs().contains("fewer replicas"), "{}", first.logs());
+}
+
+/// Given three servers and no `--nats_replicas`, Broker replicates what it creates to all three.
+#[tokio::test]
+async fn three_servers_and_no_replica_flag_make_three_replicas() {
+    let nats = NatsCluster::start().await;
+    let server = TestServer::start_with(&["--nats", &nats.urls()]).await;
+    server.wait_for_log("created JetStream stream", 3).await;
+    let logs = server.logs();
+    let created: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("created JetStream stream"))
+        .collect();
+    assert_eq!(created.len(), 3, "{logs}");
+    assert!(
+        created.iter().all(|line| line.contains("replicas=3")),
+        "{created:?}"
+    );
+}

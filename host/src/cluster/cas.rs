@@ -39,6 +39,10 @@ pub enum Expect<'a> {
     StreamAt(u64),
 }
 
+/// Room left in a message for its headers (message id, expectations) under the server's
+/// `max_payload`, which counts headers and payload together.
+const HEADER_ROOM: usize = 1024;
+
 /// Names the subject a `Nats-Expected-Last-Subject-Sequence` is about, when not the published one.
 const EXPECTED_SUBJECT_HEADER: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
 
@@ -64,6 +68,11 @@ impl Cluster {
         message_id: &str,
         expect: Expect<'_>,
     ) -> StorageResult<Published> {
+        // Permanent refusals are answered as such, never retried: too large for the server...
+        let limit = self.client.server_info().max_payload.saturating_sub(HEADER_ROOM);
+        if payload.len() > limit {
+            return Err(StorageError::TooLarge(limit));
+        }
         let deadline = tokio::time::Instant::now() + PUBLISH_DEADLINE;
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -89,6 +98,14 @@ impl Cluster {
                 Ok(ack) => return Ok(Published::At(ack.sequence)),
                 Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
                     return Ok(Published::Overtaken);
+                }
+                Err(error) if error.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                    return Err(StorageError::TooLarge(limit));
+                }
+                // ... or a full stream (its `max_bytes`, discarding new messages).
+                Err(error) if is_full(&error) => {
+                    tracing::error!(%error, subject, "a JetStream stream is full");
+                    return Err(StorageError::Full);
                 }
                 // No stream leader for a moment (an election), a timeout, a broken connection.
                 Err(error) if tokio::time::Instant::now() + backoff < deadline => {
@@ -183,4 +200,10 @@ fn jitter(attempt: u32) -> Duration {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.subsec_nanos());
     Duration::from_micros(u64::from(nanos % 2_000) + u64::from(attempt.min(10)) * 1_000)
+}
+
+/// Whether the server refused a publish because the stream reached its limits.
+fn is_full(error: &async_nats::jetstream::context::PublishError) -> bool {
+    let text = error.to_string();
+    text.contains("maximum bytes exceeded") || text.contains("maximum messages exceeded")
 }

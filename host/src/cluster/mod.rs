@@ -78,10 +78,18 @@ impl Cluster {
         let started = tokio::time::Instant::now();
         let version = server_version(&client, started).await?;
         tracing::info!(%version, "NATS server version");
-        let replicas = config.nats_replicas.max(1);
+        let replicas = config.nats_replicas();
+        // The event stream's size (`--nats_max_mb`). Full, it refuses new events.
+        let max_bytes = i64::try_from(config.nats_max_mb.max(1).saturating_mul(1 << 20)).unwrap_or(i64::MAX);
         loop {
-            match Self::prepare(&client, &jetstream, replicas).await {
+            match Self::prepare(&client, &jetstream, replicas, max_bytes).await {
                 Ok(cluster) => return Ok(cluster),
+                Err(error) if format!("{error:#}").contains("insufficient storage") => {
+                    return Err(error.context(format!(
+                        "the NATS servers cannot hold an event stream of --nats_max_mb {} MiB: lower it, or raise their jetstream max_file_store",
+                        config.nats_max_mb
+                    )));
+                }
                 Err(error) if started.elapsed() < STARTUP_DEADLINE => {
                     tracing::warn!(error = format!("{error:#}"), "JetStream not ready; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -95,6 +103,7 @@ impl Cluster {
         client: &async_nats::Client,
         jetstream: &jetstream::Context,
         replicas: usize,
+        max_bytes: i64,
     ) -> anyhow::Result<Self> {
         let events = ensure_stream(
             jetstream,
@@ -106,6 +115,8 @@ impl Cluster {
                 duplicate_window: PUBLISH_DEADLINE * 12,
                 allow_direct: true,
                 max_messages_per_subject: -1,
+                max_bytes,
+                discard: stream::DiscardPolicy::New,
                 ..Default::default()
             },
         )
@@ -155,7 +166,7 @@ async fn ensure_stream(
 ) -> anyhow::Result<stream::Stream> {
     let name = config.name.clone();
     match jetstream.get_stream(&name).await {
-        Ok(stream) => Ok(stream),
+        Ok(stream) => adjust_stream(jetstream, stream, config).await,
         Err(error) if is_not_found(&error) => {
             let replicas = config.num_replicas;
             let stream = jetstream
@@ -167,6 +178,48 @@ async fn ensure_stream(
         }
         Err(error) => Err(error).with_context(|| format!("looking up the JetStream stream {name}")),
     }
+}
+
+/// Reports an existing stream with fewer replicas than asked (changing them moves data: an
+/// operator's decision), and sets its size limit and discard policy to the ones asked for.
+async fn adjust_stream(
+    jetstream: &jetstream::Context,
+    mut stream: stream::Stream,
+    wanted: stream::Config,
+) -> anyhow::Result<stream::Stream> {
+    let current = stream.cached_info().config.clone();
+    if current.num_replicas < wanted.num_replicas {
+        tracing::warn!(
+            stream = current.name,
+            replicas = current.num_replicas,
+            asked = wanted.num_replicas,
+            "the JetStream stream has fewer replicas than --nats_replicas asks for; raise them with `nats stream edit --replicas`"
+        );
+    }
+    // The server keeps "no limit" as -1, whatever non-positive value asked for it.
+    let max_bytes = if wanted.max_bytes > 0 {
+        wanted.max_bytes
+    } else {
+        -1
+    };
+    if current.max_bytes != max_bytes || current.discard != wanted.discard {
+        let config = stream::Config {
+            max_bytes,
+            discard: wanted.discard,
+            ..current
+        };
+        jetstream
+            .update_stream(&config)
+            .await
+            .with_context(|| format!("setting the size limit of the JetStream stream {}", config.name))?;
+        tracing::info!(
+            stream = config.name,
+            max_bytes = config.max_bytes,
+            "set the JetStream stream's size limit"
+        );
+        stream.info().await.context("reading the stream back")?;
+    }
+    Ok(stream)
 }
 
 fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {

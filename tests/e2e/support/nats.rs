@@ -77,7 +77,7 @@ impl NatsCluster {
                 "server_name: n{i}\n\
                  listen: \"127.0.0.1:{client_port}\"\n\
                  http: \"127.0.0.1:{monitor_port}\"\n\
-                 jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n\
+                 jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n  max_memory_store: 64MB\n  max_file_store: 4GB\n}}\n\
                  cluster {{\n  name: broker-e2e\n  listen: \"127.0.0.1:{cluster_port}\"\n  routes: [ {routes} ]\n}}\n",
                 store.display()
             );
