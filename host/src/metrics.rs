@@ -46,6 +46,8 @@ pub struct Metrics {
     pub deliveries: Counter,
     /// Streams that fell behind the live channel and caught up from the store.
     pub lag_recoveries: Counter,
+    /// Cluster mode: replay or catch-up reads served by a server behind this node, made again.
+    pub stale_reads: Counter,
     pub open_streams: Gauge,
     pub open_connections: Gauge,
     pub guest_call_seconds: Histogram,
@@ -78,6 +80,7 @@ impl Metrics {
             guest_rejudgements: Counter::default(),
             deliveries: Counter::default(),
             lag_recoveries: Counter::default(),
+            stale_reads: Counter::default(),
             open_streams: Gauge::default(),
             open_connections: Gauge::default(),
             guest_call_seconds: Histogram::new(seconds_buckets()),
@@ -116,6 +119,11 @@ impl Metrics {
             "lag_recoveries",
             "SSE streams that fell behind live and caught up from the store",
             metrics.lag_recoveries.clone(),
+        );
+        r.register(
+            "stale_reads",
+            "Cluster mode: replay or catch-up reads served by a NATS server behind this node, made again",
+            metrics.stale_reads.clone(),
         );
         r.register("open_streams", "Open SSE streams", metrics.open_streams.clone());
         r.register(

@@ -343,3 +343,90 @@ async fn a_revoke_while_a_node_is_cut_off_from_nats_closes_its_streams_when_it_i
     let after = steady.insert_ok(&sam, "after", json!(1)).await;
     assert_eq!(control.next().await.id, after);
 }
+
+/// Opens a stream on `reader` (from the start in round 0, else resumed from a point along what was
+/// acknowledged so far) and asserts that it delivers every acknowledged id after that point. It
+/// behaves as a client does: a 503 (a JetStream election) is retried, and a stream that ends is
+/// resumed from the last id it delivered.
+async fn open_and_check(reader: &TestServer, jwt: &str, acknowledged: &Acknowledged, round: usize) {
+    let ids: Vec<u64> = acknowledged.lock().unwrap().keys().copied().collect();
+    let newest = *ids.last().unwrap();
+    let after = if round == 0 {
+        0
+    } else {
+        ids[ids.len() * (round % 12) / 13]
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut delivered = BTreeSet::new();
+    let mut reopened = 0;
+    while delivered.last().is_none_or(|&last| last < newest) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "round {round}: no stream reached {newest}:\n{}",
+            reader.logs()
+        );
+        let cursor = delivered.last().copied().unwrap_or(after);
+        let response = (reader.http.get(reader.endpoint("/sse")))
+            .bearer_auth(jwt)
+            .header("last-event-id", cursor.to_string())
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut stream = SseStream::new(response);
+        while let Some(event) = stream.next_within(Duration::from_secs(30)).await {
+            delivered.insert(event.id);
+            if event.id >= newest {
+                break;
+            }
+        }
+        reopened += 1;
+    }
+    let missed: Vec<&u64> = ids
+        .iter()
+        .filter(|&&id| id > after && !delivered.contains(&id))
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "round {round}, resumed after {after} ({reopened} opens): missed {missed:?}"
+    );
+}
+
+/// Streams open and resume while one of three servers is down, and while it restarts and catches
+/// up, missing nothing: a replay or catch-up read answered by a server still behind this node's
+/// tail is made again (the fence), and one whose consumer landed on the restarting server is made
+/// afresh. Without the fence this failed 1 run in 5 here (a resumed stream skipped 80 events).
+#[tokio::test]
+async fn streams_opened_while_a_server_is_down_or_catching_up_miss_nothing() {
+    let mut nats = NatsCluster::start().await;
+    let (reader, writer) = (node(&nats).await, node(&nats).await);
+    let jwt = writer.signup("steady", "t").await;
+    let (stop, acknowledged) = (CancellationToken::new(), Acknowledged::default());
+    let writers = start_writers(&[writer.endpoint("")], &jwt, &stop, &acknowledged);
+    let count = || acknowledged.lock().unwrap().len();
+    wait_until("inserts before the kill", || count() >= 50).await;
+
+    // A follower goes away while inserts go on; streams open meanwhile.
+    let leader = nats.stream_leader("BROKER_EVENTS").await;
+    let follower = (leader + 1) % 3;
+    nats.kill(follower);
+    for round in 0..4 {
+        open_and_check(&reader, &jwt, &acknowledged, round).await;
+    }
+    let before = count();
+    wait_until("inserts while the follower is away", || count() >= before + 300).await;
+    // It comes back far behind; streams open while it catches up.
+    nats.start_again(follower);
+    for round in 0..16 {
+        open_and_check(&reader, &jwt, &acknowledged, round).await;
+    }
+    stop.cancel();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    nats.wait_until_ready().await;
+}

@@ -24,11 +24,58 @@ use crate::event_log::{EventLog, EventPage, HistoryPage, LatestReplay, PageStart
 use crate::fanout::Fanout;
 use crate::filter::EventFilter;
 use crate::idempotency::{Committed, IdempotencyKey, RecentKeys};
+use crate::metrics::metrics;
 use crate::model::{Event, LatestRead, NewEvent};
 use crate::storage::{StorageError, StorageResult};
 
 /// Longest wait for the next message of a replay or catch-up read.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Times a replay or catch-up read is made again while the server answering it is behind the fence.
+const FENCE_ATTEMPTS: u32 = 10;
+/// Failed replay or catch-up reads made again before the failure is answered.
+const READ_FAILURES_RETRIED: u32 = 2;
+/// Times a drained read's consumer is asked how far its server looked.
+const REACH_CHECKS: usize = 4;
+
+/// How far a consumer's server looked in the stream, and how many messages it delivered.
+#[derive(Default)]
+struct Reach {
+    stream_sequence: u64,
+    delivered: u64,
+}
+
+/// Where a scanned message stands in its consumer's delivery.
+struct Delivery {
+    /// Matching messages left after it, as the serving server saw them.
+    pending: u64,
+    consumer_sequence: u64,
+}
+
+/// The next message of a scan, decoded, with its stored size and where it stands.
+async fn next_event(messages: &mut push::Ordered) -> StorageResult<(Event, usize, Delivery)> {
+    let message = match tokio::time::timeout(READ_TIMEOUT, messages.next()).await {
+        Ok(Some(Ok(message))) => message,
+        Ok(Some(Err(error))) => return Err(StorageError::unavailable(error)),
+        Ok(None) | Err(_) => {
+            return Err(StorageError::Unavailable("reading events timed out".into()));
+        }
+    };
+    let info = message.info().map_err(StorageError::unavailable)?;
+    let event = decode(&message.payload, info.stream_sequence)?;
+    let delivery = Delivery {
+        pending: info.pending,
+        consumer_sequence: info.consumer_sequence,
+    };
+    Ok((event, message.payload.len(), delivery))
+}
+
+/// How a scan ended.
+pub(super) enum Read {
+    /// `each` asked to stop.
+    Stopped,
+    /// Nothing more was pending; with a fence, how far the serving server's stream reached.
+    Drained { reached: Option<u64> },
+}
 
 pub struct JetStreamLog {
     cluster: Arc<Cluster>,
@@ -179,6 +226,12 @@ impl JetStreamLog {
 
     /// Reads `tenant`'s events from an ordered consumer until it has nothing pending, or `limit`
     /// events or `max_bytes` were read.
+    ///
+    /// Fenced: a read that ends for want of events must have been served by a server holding the
+    /// stream at least up to this node's tail. The consumer may sit on a follower still catching up
+    /// (the server enables reads there at 90% synchronized); its short answer would end a replay or
+    /// catch-up before events this node's streams have not been sent, and they would be missed.
+    /// Such a read is made again, from the start.
     async fn read(
         &self,
         tenant: &str,
@@ -186,32 +239,70 @@ impl JetStreamLog {
         limit: usize,
         max_bytes: usize,
     ) -> StorageResult<EventPage> {
-        let mut page = EventPage::default();
-        self.scan(
-            subjects::tenant_subjects(tenant),
-            deliver_policy,
-            |event, size| {
-                page.bytes += size;
-                page.events.push(event);
-                if page.events.len() < limit && page.bytes < max_bytes {
-                    ControlFlow::Continue(())
-                } else {
-                    ControlFlow::Break(())
+        let fence = *self.tailed.borrow();
+        let mut failures = 0;
+        for attempt in 1..=FENCE_ATTEMPTS {
+            let mut page = EventPage::default();
+            let read = self
+                .scan(
+                    subjects::tenant_subjects(tenant),
+                    deliver_policy,
+                    fence,
+                    |event, size| {
+                        page.bytes += size;
+                        page.events.push(event);
+                        if page.events.len() < limit && page.bytes < max_bytes {
+                            ControlFlow::Continue(())
+                        } else {
+                            ControlFlow::Break(())
+                        }
+                    },
+                )
+                .await;
+            // A consumer placed on a server that is restarting may not answer: another is placed
+            // afresh, likely elsewhere.
+            let read = match read {
+                Err(StorageError::Unavailable(reason)) if failures < READ_FAILURES_RETRIED => {
+                    failures += 1;
+                    tracing::debug!(reason, failures, "a read failed; reading again");
+                    continue;
                 }
-            },
-        )
-        .await?;
-        Ok(page)
+                read => read?,
+            };
+            match read {
+                Read::Stopped | Read::Drained { reached: None } => return Ok(page),
+                Read::Drained {
+                    reached: Some(sequence),
+                } if sequence >= fence => return Ok(page),
+                Read::Drained {
+                    reached: Some(sequence),
+                } => {
+                    metrics().stale_reads.inc();
+                    tracing::debug!(
+                        sequence,
+                        fence,
+                        attempt,
+                        "a read was served by a server behind this node; reading again"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20) * attempt).await;
+                }
+            }
+        }
+        Err(StorageError::Unavailable(format!(
+            "reads kept coming from a server behind sequence {fence}"
+        )))
     }
 
     /// Hands each event on `filter_subject` from `deliver_policy` on, with its stored size, to
-    /// `each` until it breaks or nothing is pending, through an ordered consumer of its own.
+    /// `each` until it breaks or nothing is pending, through an ordered consumer of its own. With a
+    /// `fence` above 0, a drained read says how far the serving server's stream reached.
     pub(super) async fn scan(
         &self,
         filter_subject: String,
         deliver_policy: DeliverPolicy,
+        fence: u64,
         mut each: impl FnMut(Event, usize) -> ControlFlow<()> + Send,
-    ) -> StorageResult<()> {
+    ) -> StorageResult<Read> {
         let consumer = self
             .cluster
             .events
@@ -224,23 +315,57 @@ impl JetStreamLog {
             .await
             .map_err(StorageError::unavailable)?;
         let mut pending = consumer.cached_info().num_pending;
+        let name = consumer.cached_info().name.clone();
         let mut messages = consumer.messages().await.map_err(StorageError::unavailable)?;
+        // The consumer sequence of the last message handed to `each`.
+        let mut consumed = 0;
         while pending > 0 {
-            let message = match tokio::time::timeout(READ_TIMEOUT, messages.next()).await {
-                Ok(Some(Ok(message))) => message,
-                Ok(Some(Err(error))) => return Err(StorageError::unavailable(error)),
-                Ok(None) | Err(_) => {
-                    return Err(StorageError::Unavailable("reading events timed out".into()));
-                }
-            };
-            let info = message.info().map_err(StorageError::unavailable)?;
-            pending = info.pending;
-            let seq = info.stream_sequence;
-            if each(decode(&message.payload, seq)?, message.payload.len()).is_break() {
-                break;
+            let (event, size, info) = next_event(&mut messages).await?;
+            (pending, consumed) = (info.pending, info.consumer_sequence);
+            if each(event, size).is_break() {
+                return Ok(Read::Stopped);
             }
         }
-        Ok(())
+        if fence == 0 {
+            return Ok(Read::Drained { reached: None });
+        }
+        // The server may have delivered more since (a follower catching up delivers as it goes):
+        // take what it sent up to where it reached, so that the read covers all of it.
+        let reach = self.consumer_reach(&name, fence).await;
+        while consumed < reach.delivered {
+            let (event, size, info) = next_event(&mut messages).await?;
+            consumed = info.consumer_sequence;
+            if each(event, size).is_break() {
+                return Ok(Read::Stopped);
+            }
+        }
+        Ok(Read::Drained {
+            reached: Some(reach.stream_sequence),
+        })
+    }
+
+    /// How far the server holding consumer `name` has looked in the stream (once it finds no
+    /// further message, the consumer's delivered stream sequence is that server's last sequence),
+    /// and how many messages it delivered. Asked a few times, as the server may not have looked
+    /// yet; nothing reached if the consumer is gone.
+    async fn consumer_reach(&self, name: &str, fence: u64) -> Reach {
+        let mut reach = Reach::default();
+        for _ in 0..REACH_CHECKS {
+            match self.cluster.events.consumer_info(name).await {
+                Ok(info) => {
+                    reach = Reach {
+                        stream_sequence: info.delivered.stream_sequence,
+                        delivered: info.delivered.consumer_sequence,
+                    }
+                }
+                Err(_) => return Reach::default(),
+            }
+            if reach.stream_sequence >= fence {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        reach
     }
 
     /// The stream's first and last sequences.

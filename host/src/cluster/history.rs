@@ -61,7 +61,7 @@ impl JetStreamLog {
         };
         let mut bytes = 0;
         let deliver_policy = DeliverPolicy::ByStartSequence { start_sequence };
-        self.scan(subject_for(tenant, filter), deliver_policy, |event, size| {
+        self.scan(subject_for(tenant, filter), deliver_policy, 0, |event, size| {
             if !filter.matches(&event.event) {
                 return ControlFlow::Continue(());
             }
@@ -98,7 +98,7 @@ impl JetStreamLog {
             // This window's newest `wanted` matches, oldest first.
             let mut newest: VecDeque<(Event, usize)> = VecDeque::with_capacity(wanted);
             let deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: from };
-            self.scan(subject.clone(), deliver_policy, |event, size| {
+            self.scan(subject.clone(), deliver_policy, 0, |event, size| {
                 if event.seq >= end {
                     return ControlFlow::Break(());
                 }

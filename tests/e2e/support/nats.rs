@@ -138,6 +138,21 @@ impl NatsCluster {
         self.wait_ready(&format!("restarting n{i}")).await;
     }
 
+    /// Starts killed server `i` again without waiting for it to catch up: reads made meanwhile may
+    /// reach a server still behind. `restart_all` or `wait_until_ready` waits for it.
+    pub fn start_again(&mut self, i: usize) {
+        assert!(
+            self.servers[i].child.is_none(),
+            "start_again({i}): n{i} is running"
+        );
+        self.respawn(i);
+    }
+
+    /// Waits until every server is healthy and current.
+    pub async fn wait_until_ready(&mut self) {
+        self.wait_ready("waiting for the cluster").await;
+    }
+
     /// Restarts every killed server at once (one alone has no quorum) and waits for the cluster.
     pub async fn restart_all(&mut self) {
         let killed: Vec<usize> = (0..SERVERS)
