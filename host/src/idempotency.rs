@@ -51,6 +51,13 @@ impl IdempotencyKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The key a message id is, if it is one (`ik-` and 64 hex digits).
+    pub fn from_message_id(id: &str) -> Option<Self> {
+        let hex = id.strip_prefix("ik-")?;
+        let is_key = hex.len() == 64 && hex.bytes().all(|byte| byte.is_ascii_hexdigit());
+        is_key.then(|| Self(id.to_owned()))
+    }
 }
 
 /// Where an event with a key was committed.
@@ -124,6 +131,9 @@ mod tests {
             assert!(IdempotencyKey::new("t", "a", bad).is_err(), "{bad:?}");
         }
         assert!(IdempotencyKey::new("t", "a", &"k".repeat(255)).is_ok());
+        let key = key("t", "a", "k");
+        assert_eq!(IdempotencyKey::from_message_id(key.as_str()), Some(key));
+        assert_eq!(IdempotencyKey::from_message_id("0190a3c4-uuid"), None);
     }
 
     #[test]

@@ -526,15 +526,35 @@ struct Feed {
 }
 
 impl Feed {
-    fn hand_on(&self, event: &Event) {
-        if let Some(key) = &event.idempotency_key {
-            let at = Committed {
-                tenant: event.tenant_name.clone(),
-                seq: event.seq,
-            };
-            self.recent.record([(key, at)]);
+    /// Hands on the event in `message`, at stream sequence `seq`. Only its subject and headers are
+    /// read unless this node has streams of its tenant: most nodes see most tenants' events and
+    /// serve few of them.
+    fn hand_on(&self, message: &async_nats::jetstream::Message, seq: u64) {
+        let Some(tenant) = subjects::tenant_of(&message.subject) else {
+            tracing::error!(subject = %message.subject, seq, "skipping a message outside the event subjects");
+            return;
+        };
+        let key = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
+            .and_then(|id| IdempotencyKey::from_message_id(id.as_str()));
+        if let Some(key) = key {
+            self.recent.record([(
+                &key,
+                Committed {
+                    tenant: tenant.clone(),
+                    seq,
+                },
+            )]);
         }
-        self.fanout.publish([event]);
+        if !self.fanout.has_streams(&tenant) {
+            return;
+        }
+        match decode(&message.payload, seq) {
+            Ok(event) => self.fanout.publish([&event]),
+            Err(error) => tracing::error!(%error, seq, "skipping an event the tail cannot read"),
+        }
     }
 }
 
@@ -560,11 +580,10 @@ async fn tail(cluster: Arc<Cluster>, feed: Feed, mut after: u64, shutdown: Cance
                     continue;
                 }
                 after = seq;
-                match decode(&message.payload, seq) {
-                    Ok(event) => feed.hand_on(&event),
-                    Err(error) => tracing::error!(%error, seq, "skipping an event the tail cannot read"),
-                }
+                // The position moves first: a stream that joins after this event was handed on
+                // reads it from the store, as its fence is at least this event.
                 feed.position.send_replace(seq);
+                feed.hand_on(&message, seq);
             },
             Err(error) => tracing::warn!(
                 error = format!("{error:#}"),

@@ -25,6 +25,14 @@ pub fn event_subject(tenant: &str, event: &str) -> String {
     format!("{EVENTS_PREFIX}.{}.{}", token(tenant), token(event))
 }
 
+/// The tenant whose event subject `subject` is, if it is one.
+pub fn tenant_of(subject: &str) -> Option<String> {
+    let rest = subject.strip_prefix(EVENTS_PREFIX)?.strip_prefix('.')?;
+    let (tenant, event) = rest.split_once('.')?;
+    (!event.contains('.')).then_some(())?;
+    name(tenant)
+}
+
 /// The subjects of all of `tenant`'s events.
 pub fn tenant_subjects(tenant: &str) -> String {
     format!("{EVENTS_PREFIX}.{}.*", token(tenant))
@@ -43,6 +51,7 @@ mod tests {
             assert!(!subject.contains(['*', '>', ' ']), "{subject}");
             assert_eq!(name(tokens[2]).as_deref(), Some(tenant));
             assert_eq!(name(tokens[3]).as_deref(), Some("x.y"));
+            assert_eq!(tenant_of(&subject).as_deref(), Some(tenant));
         }
     }
 

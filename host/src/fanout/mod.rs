@@ -107,6 +107,11 @@ impl Fanout {
         }
     }
 
+    /// Whether `tenant` has a live stream on this node.
+    pub fn has_streams(&self, tenant: &str) -> bool {
+        self.tenants.lock().expect("fanout lock").contains_key(tenant)
+    }
+
     /// Watches `username` for changes, until the returned guard is dropped.
     pub fn watch_user(self: &Arc<Self>, username: &str) -> UserWatch {
         let mut users = self.users.lock().expect("fanout lock");
