@@ -484,3 +484,44 @@ async fn after_kill_9_of_every_nats_server_under_load_every_acknowledged_insert_
     );
     assert!(log.windows(2).all(|w| w[0].0 < w[1].0), "in order");
 }
+
+/// Users are served from the node's own copy: while the user bucket elects a new leader after its
+/// leader is killed, authenticated requests on a node connected to the other servers go on (each
+/// read from the leader would wait for the election and answer 503).
+#[tokio::test]
+async fn authentication_goes_on_while_the_user_bucket_elects_a_new_leader() {
+    let mut nats = NatsCluster::start().await;
+    let first = node(&nats).await;
+    let leader = nats.stream_leader("KV_broker_users").await;
+    let others: Vec<String> = (0..3).filter(|&i| i != leader).map(|i| nats.url(i)).collect();
+    let reader = TestServer::start_with(&["--nats", &others.join(",")]).await;
+    let jwt = first.signup("steady", "t").await;
+    let verify = || async {
+        let response = reader
+            .http
+            .get(reader.endpoint("/verify"))
+            .bearer_auth(&jwt)
+            .send()
+            .await
+            .unwrap();
+        response.status()
+    };
+    // The control: known to the reader (through its watch) before the fault.
+    wait_until_status(&verify, StatusCode::OK).await;
+    nats.kill(leader);
+    for _ in 0..20 {
+        assert_eq!(verify().await, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_until_status<F: std::future::Future<Output = StatusCode>>(
+    ask: &impl Fn() -> F,
+    wanted: StatusCode,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ask().await != wanted {
+        assert!(tokio::time::Instant::now() < deadline, "never {wanted}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -89,9 +89,17 @@ impl Cluster {
                 }
                 Expect::StreamAt(sequence) => message = message.expected_last_sequence(sequence),
             }
-            let acknowledged = match self.jetstream.send_publish(subject.to_owned(), message).await {
-                Ok(ack) => ack.await,
-                Err(error) => Err(error),
+            // Each attempt ends by the deadline too, so the whole publish does.
+            let attempt = async {
+                match self.jetstream.send_publish(subject.to_owned(), message).await {
+                    Ok(ack) => ack.await,
+                    Err(error) => Err(error),
+                }
+            };
+            let Ok(acknowledged) = tokio::time::timeout_at(deadline, attempt).await else {
+                return Err(StorageError::Unavailable(format!(
+                    "no acknowledgement within {PUBLISH_DEADLINE:?}"
+                )));
             };
             match acknowledged {
                 Ok(ack) if ack.duplicate => return Ok(Published::Repeated(ack.sequence)),

@@ -18,6 +18,7 @@ pub mod events;
 mod history;
 pub mod server_version;
 pub mod subjects;
+pub mod user_copy;
 pub mod users;
 
 use std::time::Duration;

@@ -1,8 +1,9 @@
 //! The user directory on JetStream key-value: one key per user (the base64url of the username).
-//! Reads go to the bucket stream's leader; `create` and every update are publishes conditional on
-//! the user's own key (`cas`), so a username is unique cluster-wide, no concurrent change is lost,
-//! and writes to different users never contend. A watch on the
-//! bucket tells this node's fan-out about changes made on any node.
+//! `create` and every update are publishes conditional on the user's own key (`cas`), so a username
+//! is unique cluster-wide, no concurrent change is lost, and writes to different users never
+//! contend. A watch on the bucket keeps this node's copy of every user (`user_copy`), which
+//! answers reads with no round trip, and tells this node's fan-out about changes made on any node.
+//! While the copy is not current, and for a name it does not hold, reads go to the stream leader.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use uuid::Uuid;
 
+use super::user_copy::{Known, UserCopy};
 use super::{Cluster, bucket_subject, subjects};
 use crate::model::User;
 use crate::storage::{StorageError, StorageResult, storable_name};
@@ -22,16 +24,28 @@ use crate::user_directory::{UserChange, UserChanged, UserDirectory};
 pub struct KvUsers {
     cluster: Arc<Cluster>,
     changed: UserChanged,
+    copy: Arc<UserCopy>,
 }
 
 impl KvUsers {
-    /// The directory, with a watch that calls `changed` for every user changed on any node.
+    /// The directory, with a watch that keeps this node's copy and calls `changed` for every user
+    /// changed on any node.
     pub fn start(cluster: Arc<Cluster>, changed: UserChanged, shutdown: CancellationToken) -> Self {
-        tokio::spawn(watch(cluster.users.clone(), changed.clone(), shutdown));
-        Self { cluster, changed }
+        let copy = Arc::new(UserCopy::default());
+        tokio::spawn(watch(
+            cluster.users.clone(),
+            copy.clone(),
+            changed.clone(),
+            shutdown,
+        ));
+        Self {
+            cluster,
+            changed,
+            copy,
+        }
     }
 
-    /// The user, read from the bucket stream's leader.
+    /// The user, read from the bucket stream's leader (and kept in the copy).
     async fn read(&self, username: &str) -> StorageResult<Option<User>> {
         if !storable_name(username) {
             return Ok(None);
@@ -41,7 +55,12 @@ impl KvUsers {
             .cluster
             .last_message(&self.cluster.users_stream, &subject)
             .await?;
-        user_in(message)
+        let revision = message.as_ref().map(|message| message.sequence);
+        let user = user_in(message)?;
+        if let Some(revision) = revision {
+            self.copy.apply(username, revision, user.clone());
+        }
+        Ok(user)
     }
 }
 
@@ -61,6 +80,21 @@ fn is_deletion(headers: &async_nats::HeaderMap) -> bool {
     headers.get("KV-Operation").is_some_and(|op| op.as_str() != "PUT")
 }
 
+/// The user a watch entry holds; `None` for a deletion, or a record this version cannot read
+/// (logged: reads of it go to the leader, which answers the same, so it stays unknown).
+fn user_of(entry: &kv::Entry) -> Option<User> {
+    if entry.operation != kv::Operation::Put {
+        return None;
+    }
+    match serde_json::from_slice(&entry.value) {
+        Ok(user) => Some(user),
+        Err(error) => {
+            tracing::error!(%error, key = entry.key, "a user record the watch cannot read");
+            None
+        }
+    }
+}
+
 fn encode(user: &User) -> StorageResult<bytes::Bytes> {
     Ok(serde_json::to_vec(user)
         .map_err(StorageError::unavailable)?
@@ -70,10 +104,21 @@ fn encode(user: &User) -> StorageResult<bytes::Bytes> {
 #[async_trait::async_trait]
 impl UserDirectory for KvUsers {
     async fn get(&self, username: &str) -> StorageResult<Option<User>> {
-        self.read(username).await
+        // Cut off from NATS, the copy may miss a revoke made elsewhere: ask the leader (a 503).
+        if self.cluster.client.connection_state() != async_nats::connection::State::Connected {
+            return self.read(username).await;
+        }
+        match self.copy.get(username) {
+            Known::User(user) => Ok(Some(*user)),
+            Known::Gone => Ok(None),
+            Known::Unsure => self.read(username).await,
+        }
     }
 
     async fn list(&self) -> StorageResult<Vec<User>> {
+        if let Some(users) = self.copy.list() {
+            return Ok(users);
+        }
         let mut keys = self
             .cluster
             .users
@@ -110,6 +155,10 @@ impl UserDirectory for KvUsers {
             .cluster
             .publish_if_subject_unchanged(stream, &subject, &id, if_absent)
             .await?;
+        // Visible on this node at once: the caller may log in before the watch delivers it.
+        if let Some((revision, ())) = created {
+            self.copy.apply(&user.username, revision, Some(user.clone()));
+        }
         Ok(created.is_some())
     }
 
@@ -131,9 +180,10 @@ impl UserDirectory for KvUsers {
             .cluster
             .publish_if_subject_unchanged(stream, &subject, &Uuid::new_v4().to_string(), changed)
             .await?;
-        let Some((_, user)) = updated else {
+        let Some((revision, user)) = updated else {
             return Ok(None);
         };
+        self.copy.apply(username, revision, Some(user.clone()));
         // The watch tells every node, this one included; telling this one now means a change is
         // applied to its streams before the caller hears it was made.
         (self.changed)(username);
@@ -168,45 +218,56 @@ impl UserDirectory for KvUsers {
     }
 }
 
-/// Calls `changed` for each user changed on any node, re-opening the watch whenever it fails,
-/// from just after the last change it saw: a change made while the watch was down (a revoke
-/// during a NATS restart) is still seen. A repeat only makes streams re-check.
-async fn watch(users: kv::Store, changed: UserChanged, shutdown: CancellationToken) {
-    // Where the bucket stood when the watch first opened; a change after it is never skipped.
-    let mut last_seen = match users.stream.get_info().await {
-        Ok(info) => Some(info.state.last_sequence),
-        Err(_) => None,
-    };
+/// Keeps `copy` and calls `changed` for each user changed on any node. The watch starts at the
+/// bucket's beginning (each key's latest record: the whole directory) and is re-opened whenever it
+/// fails from just after the last change it saw, so a change made while it was down (a revoke
+/// during a NATS restart) is still seen; the copy answers only once the watch has caught up with
+/// where the bucket stood when it (re-)opened. A repeat only makes streams re-check.
+async fn watch(users: kv::Store, copy: Arc<UserCopy>, changed: UserChanged, shutdown: CancellationToken) {
+    let mut last_seen = 0;
     loop {
-        let opened = match last_seen {
-            Some(revision) => users.watch_all_from_revision(revision + 1).await,
-            None => users.watch_all().await,
+        copy.set_current(false);
+        let followed = tokio::select! {
+            () = shutdown.cancelled() => return,
+            followed = follow(&users, &copy, &changed, &mut last_seen) => followed,
         };
-        match opened {
-            Ok(mut changes) => loop {
-                let next = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    next = changes.next() => next,
-                };
-                match next {
-                    Some(Ok(entry)) => {
-                        last_seen = Some(entry.revision);
-                        if let Some(username) = subjects::name(&entry.key) {
-                            changed(&username);
-                        }
-                    }
-                    Some(Err(error)) => {
-                        tracing::warn!(%error, resume_after = last_seen, "the user watch failed; re-opening it");
-                        break;
-                    }
-                    None => break,
-                }
-            },
-            Err(error) => tracing::warn!(%error, "could not watch users; retrying"),
-        }
+        tracing::warn!(
+            error = followed,
+            resume_after = last_seen,
+            "the user watch failed; re-opening it"
+        );
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Follows the bucket from just after `last_seen` until the watch fails; says why.
+async fn follow(users: &kv::Store, copy: &UserCopy, changed: &UserChanged, last_seen: &mut u64) -> String {
+    let caught_up_at = match users.stream.get_info().await {
+        Ok(info) => info.state.last_sequence,
+        Err(error) => return error.to_string(),
+    };
+    let mut changes = match users.watch_all_from_revision(*last_seen + 1).await {
+        Ok(changes) => changes,
+        Err(error) => return error.to_string(),
+    };
+    copy.set_current(*last_seen >= caught_up_at);
+    loop {
+        match changes.next().await {
+            Some(Ok(entry)) => {
+                *last_seen = entry.revision;
+                if let Some(username) = subjects::name(&entry.key) {
+                    copy.apply(&username, entry.revision, user_of(&entry));
+                    changed(&username);
+                }
+                if *last_seen >= caught_up_at {
+                    copy.set_current(true);
+                }
+            }
+            Some(Err(error)) => return error.to_string(),
+            None => return "the watch ended".to_owned(),
         }
     }
 }
