@@ -16,7 +16,10 @@ pub const PASSWORD: &str = "broker-load password 8d1f";
 /// Where to send requests, and how to create users there.
 #[derive(Clone)]
 pub struct Target {
+    /// The node this target talks to: the first of `nodes`, or the one `for_client` picked.
     pub url: String,
+    /// Every node given with `--url` (several for a cluster): clients take them in turn.
+    pub nodes: Vec<String>,
     pub admin_token: String,
     /// Unique per run, so runs never see each other's users or events.
     pub run_id: String,
@@ -60,6 +63,14 @@ pub fn unix_micros() -> u64 {
 }
 
 impl Target {
+    /// The same target, talking to the node client `client` uses (clients take the nodes in turn).
+    pub fn for_client(&self, client: usize) -> Target {
+        Target {
+            url: self.nodes[client % self.nodes.len()].clone(),
+            ..self.clone()
+        }
+    }
+
     /// A client for this server: one connection pool, trusting the web PKI and `--ca`.
     pub fn client(&self) -> reqwest::ClientBuilder {
         let builder = reqwest::Client::builder().use_rustls_tls();

@@ -168,7 +168,7 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
             true => target.new_client()?,
             false => setup.clone(),
         };
-        let frames = target.subscribe(&http, &reader, &path).await?;
+        let frames = target.for_client(i).subscribe(&http, &reader, &path).await?;
         subscribers.push(tokio::spawn(subscriber(
             frames,
             place,
@@ -191,7 +191,7 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
         .into_iter()
         .enumerate()
         .map(|(p, auth)| {
-            let (target, progress) = (target.clone(), progress.clone());
+            let (target, progress) = (target.for_client(p), progress.clone());
             let http = target.new_client()?;
             Ok(tokio::spawn(async move {
                 let (mut acknowledged, mut errors, mut n) = (vec![0u64; rooms], 0u64, 0u64);

@@ -60,7 +60,8 @@ pub enum Server {
     args_override_self = true
 )]
 pub struct Args {
-    /// Base URL of the server, e.g. http://127.0.0.1:8080
+    /// Base URL of the server, e.g. http://127.0.0.1:8080; for a cluster, several, comma-separated:
+    /// clients (subscribers and publishers alike) take them in turn.
     #[arg(long)]
     pub url: String,
     /// The server's admin token (to create this run's users); for PocketBase, EMAIL:PASSWORD of a
@@ -167,8 +168,16 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let run_id = format!("{:x}", api::unix_micros());
+    let nodes: Vec<String> = args
+        .url
+        .split(',')
+        .map(|url| url.trim().trim_end_matches('/').to_owned())
+        .filter(|url| !url.is_empty())
+        .collect();
+    anyhow::ensure!(!nodes.is_empty(), "--url names no server");
     let target = api::Target {
-        url: args.url.trim_end_matches('/').to_owned(),
+        url: nodes[0].clone(),
+        nodes,
         admin_token: args.admin_token.clone(),
         run_id,
         ca,

@@ -129,12 +129,17 @@ pub async fn inserts(
 ) -> anyhow::Result<Value> {
     let setup = target.new_client()?;
     let auths: Vec<Auth> = target.users(&setup, "writer", args.clients.max(1), basic).await?;
-    let target_for_clients = target.clone();
+    // Each client inserts through its own node (clients take the --url nodes in turn).
+    let targets: std::sync::Arc<Vec<Target>> =
+        std::sync::Arc::new((0..auths.len()).map(|client| target.for_client(client)).collect());
     let totals = run_clients(target, args, progress, move |http, client, n| {
-        let (target, auth) = (target_for_clients.clone(), auths[client].clone());
+        let (targets, auth) = (targets.clone(), auths[client].clone());
         async move {
             let data = json!({"client": client, "n": n});
-            target.insert(&http, &auth, "load", &data).await.unwrap_or(false)
+            targets[client]
+                .insert(&http, &auth, "load", &data)
+                .await
+                .unwrap_or(false)
         }
     })
     .await?;

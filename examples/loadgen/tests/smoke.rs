@@ -373,3 +373,94 @@ fn the_fanout_floor_serves_the_fanout_scenario_exactly() {
     let floor = start_floor();
     assert_exact_fanout(&run_scenario(&floor, &FANOUT_100_SUBSCRIBERS));
 }
+
+/// nats-server as `scripts/test` installs it (`scripts/nats-server`), with JetStream on `dir`.
+fn start_nats(dir: &std::path::Path) -> (Child, String) {
+    let binary =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/.nats-server/2.15.1/bin/nats-server");
+    assert!(
+        binary.exists(),
+        "{} is missing: scripts/test installs it",
+        binary.display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(binary)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, format!("nats://127.0.0.1:{port}"))
+}
+
+/// A Broker node on `nats`, its log in a file: (the node, the log's path).
+fn start_node(nats: &str) -> (Server, PathBuf) {
+    let dir = tempfile::TempDir::new().unwrap();
+    let log_path = dir.path().join("broker.log");
+    let child = Command::new(broker_binary())
+        .args([
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--admin_token",
+            ADMIN_TOKEN,
+            "--ntp_servers=",
+        ])
+        .arg("--db")
+        .arg(dir.path().join("db"))
+        .args(["--nats", nats])
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let url = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(url) = log
+            .lines()
+            .find_map(|line| line.split("broker listening on ").nth(1))
+        {
+            break url.trim().to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node did not start:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let server = Server {
+        child,
+        url,
+        admin_token: ADMIN_TOKEN.to_owned(),
+        _dir: dir,
+    };
+    (server, log_path)
+}
+
+/// With several `--url`s, clients take the nodes in turn: subscribers on both nodes of a cluster
+/// receive every event, published through both, once and in order.
+#[test]
+fn several_urls_spread_the_clients_over_the_nodes_of_a_cluster() {
+    let store = tempfile::TempDir::new().unwrap();
+    let (mut nats, nats_url) = start_nats(store.path());
+    let (mut a, a_log) = start_node(&nats_url);
+    let (b, b_log) = start_node(&nats_url);
+    // broker-load is given both nodes (and watches a's process).
+    a.url = format!("{},{}", a.url, b.url);
+    let result = run_scenario(&a, &FANOUT_100_SUBSCRIBERS);
+    assert_exact_fanout(&result);
+    for log in [a_log, b_log] {
+        let log = std::fs::read_to_string(log).unwrap();
+        for path in ["path=\"/sse\"", "path=\"/insert\""] {
+            assert!(log.contains(path), "no {path} on this node:\n{log}");
+        }
+    }
+    drop((a, b));
+    let _ = nats.kill();
+    let _ = nats.wait();
+}
