@@ -145,7 +145,12 @@ fn counter(scrape: &str, name: &str) -> f64 {
 #[tokio::test]
 async fn an_insert_whose_read_keeps_changing_is_judged_three_times_then_refused_409() {
     let dir = data_dir_with(&[("hostile.wasm", "hostile")]);
-    judged_three_times(&TestServer::start_in(dir, &["--metrics_port", "0"]).await).await;
+    judged_three_times(
+        &TestServer::start_in(dir, &["--metrics_port", "0"]).await,
+        "read-slowly",
+        "counter",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -154,36 +159,56 @@ async fn in_a_cluster_too_an_insert_whose_read_keeps_changing_is_refused_409() {
     let dir = data_dir_with(&[("hostile.wasm", "hostile")]);
     let urls = nats.urls();
     let flags = ["--nats", &urls, "--nats_replicas", "3", "--metrics_port", "0"];
-    judged_three_times(&TestServer::start_in(dir, &flags).await).await;
+    judged_three_times(&TestServer::start_in(dir, &flags).await, "read-slowly", "counter").await;
 }
 
-async fn judged_three_times(server: &TestServer) {
+/// A guest that read two names: a write to the second one in flight makes its read stale too,
+/// on one node and in a cluster (where reads of several names are checked against the whole
+/// stream, `Nats-Expected-Last-Sequence`, which the server enforces with writes in flight).
+#[tokio::test]
+async fn an_insert_whose_guest_read_two_names_is_refused_409_while_the_second_keeps_changing() {
+    let dir = data_dir_with(&[("hostile.wasm", "hostile")]);
+    let server = TestServer::start_in(dir, &["--metrics_port", "0"]).await;
+    judged_three_times(&server, "read-two-slowly", "other").await;
+    let nats = crate::support::nats::NatsCluster::start().await;
+    let dir = data_dir_with(&[("hostile.wasm", "hostile")]);
+    let urls = nats.urls();
+    let flags = ["--nats", &urls, "--metrics_port", "0"];
+    judged_three_times(
+        &TestServer::start_in(dir, &flags).await,
+        "read-two-slowly",
+        "other",
+    )
+    .await;
+}
+
+/// Inserts `judged` (whose guest reads `written`, then waits) while a writer changes `written`
+/// every 10 ms: judged three times, then 409.
+async fn judged_three_times(server: &TestServer, judged: &str, written: &str) {
     let metrics = format!("http://{}/metrics", crate::metrics::metrics_address(server));
     let jwt = server.signup("reader", "hostile").await;
 
     // Control: with nothing else inserted, the slow reader's read holds and it commits.
-    assert_eq!(
-        server.insert(&jwt, "read-slowly", json!(0)).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(server.insert(&jwt, judged, json!(0)).await.0, StatusCode::OK);
 
-    // A writer changes `counter` every 10 ms while the reader's guest waits 100 ms on its read.
+    // A writer changes `written` every 10 ms while the reader's guest waits 100 ms on its read.
     let stop = tokio_util::sync::CancellationToken::new();
     let writer = {
         let (url, jwt, stop) = (server.endpoint("/insert"), jwt.clone(), stop.clone());
+        let written = written.to_owned();
         tokio::spawn(async move {
             let http = reqwest::Client::new();
             let mut n = 0;
             while !stop.is_cancelled() {
                 n += 1;
-                let body = json!({"event": "counter", "data": n});
+                let body = json!({"event": written, "data": n});
                 let sent = http.post(&url).bearer_auth(&jwt).json(&body).send().await;
                 assert_eq!(sent.unwrap().status(), StatusCode::OK);
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
         })
     };
-    let (status, body) = server.insert(&jwt, "read-slowly", json!(1)).await;
+    let (status, body) = server.insert(&jwt, judged, json!(1)).await;
     stop.cancel();
     writer.await.unwrap();
     assert_eq!(status, StatusCode::CONFLICT, "{body}");

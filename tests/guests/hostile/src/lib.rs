@@ -77,6 +77,14 @@ impl Guest for Hostile {
                 std::thread::sleep(std::time::Duration::from_millis(100));
                 Verdict::Accept
             }
+            // The same with reads of two names: the host checks them together at commit (against
+            // the whole stream in a cluster), so a write to either makes the read stale.
+            "read-two-slowly" => {
+                let _ = broker::guest::state::latest("counter");
+                let _ = broker::guest::state::latest("other");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                Verdict::Accept
+            }
             // Text with a newline and an escape sequence, far past the host's bounds.
             "reject-long" => Verdict::Reject(format!("line one\nline two\u{1b}[31m{}", "z".repeat(3000))),
             "log-long" => {
