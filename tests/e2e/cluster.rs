@@ -24,6 +24,17 @@ pub async fn node(nats: &NatsCluster) -> TestServer {
     TestServer::start_with(&["--nats", &nats.urls(), "--nats_replicas", "3"]).await
 }
 
+/// Two nodes on `nats` whose tenant `forms` has the `versioned` guest.
+pub async fn versioned_nodes(nats: &NatsCluster) -> Vec<TestServer> {
+    let flags = ["--nats", &nats.urls(), "--nats_replicas", "3"];
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let dir = crate::support::data_dir_with(&[("forms.wasm", "versioned")]);
+        nodes.push(TestServer::start_in(dir, &flags).await);
+    }
+    nodes
+}
+
 fn ids(events: &[SseEvent]) -> Vec<u64> {
     events.iter().map(|event| event.id).collect()
 }
@@ -305,13 +316,7 @@ async fn a_publish_retried_after_a_lost_acknowledgement_is_stored_once() {
 #[tokio::test]
 async fn a_guest_read_holds_at_commit_across_nodes() {
     let nats = NatsCluster::start().await;
-    let flags = ["--nats", &nats.urls(), "--nats_replicas", "3"];
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        let dir = tempfile::TempDir::new().unwrap();
-        crate::support::install_guest(dir.path(), "forms.wasm", &crate::support::test_guest("versioned"));
-        nodes.push(TestServer::start_in(Arc::new(dir), &flags).await);
-    }
+    let nodes = versioned_nodes(&nats).await;
     let jwt = nodes[0].signup("editor", "forms").await;
     nodes[0].insert_ok(&jwt, "doc", json!({"version": 1})).await;
 
@@ -339,13 +344,7 @@ async fn a_guest_read_holds_at_commit_across_nodes() {
 #[tokio::test]
 async fn versioned_inserts_all_commit_while_another_tenant_floods_the_cluster() {
     let nats = NatsCluster::start().await;
-    let flags = ["--nats", &nats.urls(), "--nats_replicas", "3"];
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        let dir = tempfile::TempDir::new().unwrap();
-        crate::support::install_guest(dir.path(), "forms.wasm", &crate::support::test_guest("versioned"));
-        nodes.push(TestServer::start_in(Arc::new(dir), &flags).await);
-    }
+    let nodes = versioned_nodes(&nats).await;
     let ann = nodes[0].signup("ann", "forms").await;
     let bob = nodes[1].signup("bob", "flood").await;
 

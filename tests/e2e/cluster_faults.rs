@@ -101,6 +101,24 @@ async fn whole_log(server: &TestServer, jwt: &str, at_least: usize) -> Vec<(u64,
     events
 }
 
+/// Asserts that no payload of `log` (id, data) is stored twice, and that each acknowledged payload
+/// is stored exactly once, under the id it was acknowledged with.
+fn assert_each_stored_once(log: &[(u64, Value)], acknowledged: &BTreeMap<u64, Value>) {
+    let mut ids_of: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (id, data) in log {
+        ids_of.entry(data.to_string()).or_default().push(*id);
+    }
+    let repeated: Vec<_> = ids_of.iter().filter(|(_, ids)| ids.len() > 1).collect();
+    assert!(repeated.is_empty(), "stored more than once: {repeated:?}");
+    for (id, data) in acknowledged {
+        assert_eq!(
+            ids_of.get(&data.to_string()),
+            Some(&vec![*id]),
+            "acknowledged {id}: {data}"
+        );
+    }
+}
+
 /// Reads a stream that stayed open through a fault until it has passed `newest`; returns the ids.
 async fn read_through(stream: &mut SseStream, newest: u64) -> Vec<u64> {
     let mut ids = Vec::new();
@@ -193,21 +211,8 @@ async fn inserts_go_on_when_one_of_three_nats_servers_is_killed_and_it_rejoins()
 
     let acknowledged = acknowledged.lock().unwrap().clone();
     let log = whole_log(&a, &jwt, acknowledged.len()).await;
-    // Each acknowledged payload is stored exactly once, under the id it was acknowledged with: a
-    // publish retried across the leader change must not have been stored a second time.
-    let mut times_stored: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for (id, data) in &log {
-        times_stored.entry(data.to_string()).or_default().push(*id);
-    }
-    let repeated: Vec<_> = times_stored.iter().filter(|(_, ids)| ids.len() > 1).collect();
-    assert!(repeated.is_empty(), "stored more than once: {repeated:?}");
-    for (id, data) in &acknowledged {
-        assert_eq!(
-            times_stored.get(&data.to_string()),
-            Some(&vec![*id]),
-            "acknowledged {id}: {data}"
-        );
-    }
+    // A publish retried across the leader change must not have been stored a second time.
+    assert_each_stored_once(&log, &acknowledged);
     // The streams open through the fault delivered every acknowledged id, once each, in order.
     let newest = *acknowledged.keys().last().unwrap();
     for (name, stream) in [("a", &mut on_a), ("b", &mut on_b)] {
@@ -463,19 +468,7 @@ async fn after_kill_9_of_every_nats_server_under_load_every_acknowledged_insert_
         let event = stream.next().await;
         log.push((event.id, event.data));
     }
-    let mut ids_of: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for (id, data) in &log {
-        ids_of.entry(data.to_string()).or_default().push(*id);
-    }
-    let repeated: Vec<_> = ids_of.iter().filter(|(_, ids)| ids.len() > 1).collect();
-    assert!(repeated.is_empty(), "stored more than once: {repeated:?}");
-    for (id, data) in &acknowledged {
-        assert_eq!(
-            ids_of.get(&data.to_string()),
-            Some(&vec![*id]),
-            "acknowledged {id}: {data}"
-        );
-    }
+    assert_each_stored_once(&log, &acknowledged);
     // Every stored payload was sent by a writer (an insert cut off by the kill may be there,
     // acknowledged or not, but once).
     assert!(

@@ -144,11 +144,7 @@ async fn a_retry_is_not_judged_again_by_a_guest_that_reads_state() {
 #[tokio::test]
 async fn in_a_cluster_a_retry_on_another_node_is_not_judged_again() {
     let nats = crate::support::nats::NatsCluster::start().await;
-    let flags = ["--nats", &nats.urls(), "--nats_replicas", "3"];
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        nodes.push(TestServer::start_in(data_dir_with(&[("forms.wasm", "versioned")]), &flags).await);
-    }
+    let nodes = crate::cluster::versioned_nodes(&nats).await;
     let jwt = nodes[0].signup("editor", "forms").await;
     let (status, first) = insert_with_key(&nodes[0], &jwt, "v1", "doc", json!({"version": 1})).await;
     assert_eq!(status, StatusCode::OK, "{first}");

@@ -92,13 +92,7 @@ impl JetStreamLog {
         fanout: Arc<Fanout>,
         shutdown: CancellationToken,
     ) -> StorageResult<Self> {
-        let after = cluster
-            .events
-            .get_info()
-            .await
-            .map_err(StorageError::unavailable)?
-            .state
-            .last_sequence;
+        let (_, after) = stream_bounds(&cluster).await?;
         let recent = Arc::new(RecentKeys::default());
         let (position, tailed) = tokio::sync::watch::channel(after);
         let feed = Feed {
@@ -117,14 +111,7 @@ impl JetStreamLog {
     /// Waits until this node's tail has handed on everything the stream held when asked (so that
     /// what any node committed before is known here), for up to `READ_TIMEOUT`.
     async fn tail_caught_up(&self) -> StorageResult<()> {
-        let last = self
-            .cluster
-            .events
-            .get_info()
-            .await
-            .map_err(StorageError::unavailable)?
-            .state
-            .last_sequence;
+        let (_, last) = self.bounds().await?;
         let mut tailed = self.tailed.clone();
         match tokio::time::timeout(READ_TIMEOUT, tailed.wait_for(|seq| *seq >= last)).await {
             Ok(Ok(_)) => Ok(()),
@@ -370,14 +357,18 @@ impl JetStreamLog {
 
     /// The stream's first and last sequences.
     pub(super) async fn bounds(&self) -> StorageResult<(u64, u64)> {
-        let info = self
-            .cluster
-            .events
-            .get_info()
-            .await
-            .map_err(StorageError::unavailable)?;
-        Ok((info.state.first_sequence, info.state.last_sequence))
+        stream_bounds(&self.cluster).await
     }
+}
+
+/// The event stream's first and last sequences, as its leader has them.
+async fn stream_bounds(cluster: &Cluster) -> StorageResult<(u64, u64)> {
+    let info = cluster
+        .events
+        .get_info()
+        .await
+        .map_err(StorageError::unavailable)?;
+    Ok((info.state.first_sequence, info.state.last_sequence))
 }
 
 #[async_trait::async_trait]
@@ -448,13 +439,7 @@ impl EventLog for JetStreamLog {
 
     async fn newest_seq(&self, _tenant: &str) -> StorageResult<u64> {
         // The stream's last sequence is at or above every tenant's newest.
-        let info = self
-            .cluster
-            .events
-            .get_info()
-            .await
-            .map_err(StorageError::unavailable)?;
-        Ok(info.state.last_sequence)
+        Ok(self.bounds().await?.1)
     }
 
     async fn latest_of(&self, tenant: &str, name: &str) -> StorageResult<Option<Event>> {
