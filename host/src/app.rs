@@ -26,6 +26,8 @@ use crate::history::History;
 use crate::http::redirect::HttpsRedirect;
 use crate::http::state::AppState;
 use crate::insert::Inserts;
+use crate::limits::buckets::Rate;
+use crate::limits::{Limits, Settings};
 use crate::store::writer::EventWriter;
 use crate::store::{LmdbEventLog, LmdbUsers, Store};
 use crate::subscribe::Streams;
@@ -135,6 +137,16 @@ fn connection_limits(config: &Config) -> server::ConnectionLimits {
     }
 }
 
+/// The per-user and per-tenant limits the flags set.
+fn limit_settings(config: &Config) -> Settings {
+    Settings {
+        user_inserts: Rate::new(config.user_insert_rate, config.user_insert_burst),
+        tenant_inserts: Rate::new(config.tenant_insert_rate, config.tenant_insert_burst),
+        user_streams: config.user_streams,
+        tenant_streams: config.tenant_streams,
+    }
+}
+
 /// Runs Broker on `listeners` until `shutdown` is cancelled; returns once pending commits are done.
 /// The binary and the benchmarks both call this.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -178,6 +190,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     }
     let redirect_host = config.domain.clone();
     let limits = connection_limits(&config);
+    let user_limits = Limits::start(
+        limit_settings(&config),
+        Rate::new(config.login_rate, config.login_burst),
+        users.clone(),
+        shutdown.clone(),
+    );
     let passwords = Arc::new(PasswordWorkers::start(
         config.password_workers(),
         config.password_queue,
@@ -194,6 +212,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             JwtKeys::new(&config.jwt_secret, config.jwt_expiry),
             users.clone(),
             passwords,
+            user_limits.clone(),
             clock.clone(),
         ),
         inserts: Inserts::new(
@@ -229,6 +248,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         ),
         admin_tokens: AttemptLimiter::new("admin token", Duration::from_secs(60), config.admin_failures),
         guests,
+        limits: user_limits,
         clock,
         config,
         users,

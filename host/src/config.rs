@@ -119,6 +119,63 @@ pub struct Config {
     #[arg(long = "admin_failures", env = "BROKER_ADMIN_FAILURES", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub admin_failures: u32,
 
+    /// Inserts per second one user may make on this node, sustained (fractions allowed; 0: no
+    /// limit); past it, and
+    /// past `user_insert_burst` at once, 429 with `Retry-After`. `POST /admin/tenant_limits` sets
+    /// other values for one tenant.
+    #[arg(
+        long = "user_insert_rate",
+        env = "BROKER_USER_INSERT_RATE",
+        default_value_t = 200.0
+    )]
+    pub user_insert_rate: f64,
+
+    /// Inserts one user may make at once before `user_insert_rate` applies.
+    #[arg(
+        long = "user_insert_burst",
+        env = "BROKER_USER_INSERT_BURST",
+        default_value_t = 1_000
+    )]
+    pub user_insert_burst: u32,
+
+    /// Inserts per second all users of one tenant may make on this node, sustained (0: no limit).
+    #[arg(
+        long = "tenant_insert_rate",
+        env = "BROKER_TENANT_INSERT_RATE",
+        default_value_t = 5_000.0
+    )]
+    pub tenant_insert_rate: f64,
+
+    /// Inserts one tenant may make at once before `tenant_insert_rate` applies.
+    #[arg(
+        long = "tenant_insert_burst",
+        env = "BROKER_TENANT_INSERT_BURST",
+        default_value_t = 10_000
+    )]
+    pub tenant_insert_burst: u32,
+
+    /// Password checks (logins, and Basic credentials not checked moments ago) per second from one
+    /// client address (an IPv6 /64), sustained (0: no limit): argon2 is the most expensive thing an
+    /// anonymous client can ask for. Behind a proxy every client has the proxy's address: raise it.
+    #[arg(long = "login_rate", env = "BROKER_LOGIN_RATE", default_value_t = 10.0)]
+    pub login_rate: f64,
+
+    /// Password checks one address may ask for at once before `login_rate` applies.
+    #[arg(long = "login_burst", env = "BROKER_LOGIN_BURST", default_value_t = 50)]
+    pub login_burst: u32,
+
+    /// Open streams (`/sse`) one user may hold on this node (0: no limit); past it, 429.
+    #[arg(long = "user_streams", env = "BROKER_USER_STREAMS", default_value_t = 100)]
+    pub user_streams: u32,
+
+    /// Open streams all users of one tenant may hold on this node (0: no limit); past it, 429.
+    #[arg(
+        long = "tenant_streams",
+        env = "BROKER_TENANT_STREAMS",
+        default_value_t = 10_000
+    )]
+    pub tenant_streams: u32,
+
     /// Refuse weak passwords (zxcvbn score below 3).
     #[arg(long = "password_checker", env = "BROKER_PASSWORD_CHECKER", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub password_checker: bool,

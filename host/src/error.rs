@@ -34,6 +34,9 @@ pub enum ApiError {
     /// Too many wrong admin tokens from this client address: wait for the next minute.
     #[error("too many wrong admin tokens from this address; try again later")]
     TooManyAdminFailures,
+    /// Past a per-user, per-tenant or per-address limit: answered 429 with `Retry-After`.
+    #[error(transparent)]
+    Limited(#[from] crate::limits::Limited),
     /// The tenant's guest failed (trap, deadline, memory, bad output): the message names the cause.
     #[error("{0}")]
     Guest(String),
@@ -73,7 +76,9 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) | Self::EventTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::TooManyAttempts | Self::TooManyAdminFailures => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyAttempts | Self::TooManyAdminFailures | Self::Limited(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Guest(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             Self::Unavailable | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -19,6 +19,8 @@
 //! - `store`: LMDB through heed behind both seams, with the single event writer.
 //! - `cluster`: NATS JetStream behind both seams (`--nats`), for several nodes as one service.
 //! - `metrics`: Prometheus metrics (`--metrics_port`); `backup`: `broker backup`.
+//! - `limits`: token buckets and counts per user, tenant and client address, with per-tenant
+//!   overrides.
 //! - `filter`: the `?events=` filter a connection chooses its events with.
 //! - `fanout`: live channels of pre-rendered frames, per tenant and filter, indexed by name and
 //!   prefix; and per-user change watches.
@@ -41,6 +43,7 @@ pub mod history;
 pub mod http;
 pub mod idempotency;
 pub mod insert;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod read_rule;

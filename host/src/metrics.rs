@@ -32,6 +32,12 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// The limit's flag name.
+    pub limit: &'static str,
+}
+
 /// Everything Broker counts.
 pub struct Metrics {
     registry: Registry,
@@ -55,6 +61,8 @@ pub struct Metrics {
     pub guest_failures: Family<KindLabels, Counter>,
     /// Time a password check waited for an argon2 worker.
     pub password_queue_wait_seconds: Histogram,
+    /// Requests refused by a limit (`crate::limits`), by the limit's flag name.
+    pub limited: Family<LimitLabels, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -86,6 +94,7 @@ impl Metrics {
             guest_call_seconds: Histogram::new(seconds_buckets()),
             guest_failures: Family::default(),
             password_queue_wait_seconds: Histogram::new(seconds_buckets()),
+            limited: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -146,6 +155,11 @@ impl Metrics {
             "Time a password check waited for an argon2 worker",
             metrics.password_queue_wait_seconds.clone(),
         );
+        r.register(
+            "limited",
+            "Requests refused by a per-user, per-tenant or per-address limit, by limit",
+            metrics.limited.clone(),
+        );
         Self { registry, ..metrics }
     }
 
@@ -155,6 +169,15 @@ impl Metrics {
 
     pub fn guest_failure(&self, kind: &'static str) {
         self.guest_failures.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    pub fn limited(&self, limit: &'static str) {
+        self.limited.get_or_create(&LimitLabels { limit }).inc();
+    }
+
+    /// Requests refused by `limit` so far.
+    pub fn limited_count(&self, limit: &'static str) -> u64 {
+        self.limited.get_or_create(&LimitLabels { limit }).get()
     }
 
     pub fn request(&self, route: &'static str, status: u16) {

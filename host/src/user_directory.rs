@@ -33,6 +33,13 @@ pub trait UserDirectory: Send + Sync {
 
     /// The value stored under `key`, or `init` stored there first (by whichever caller was first).
     async fn shared_value(&self, key: &str, init: Vec<u8>) -> StorageResult<Vec<u8>>;
+
+    /// The value stored under `key`, if any (read from the leader in a cluster: a value set on
+    /// another node is seen once that set was answered).
+    async fn value(&self, key: &str) -> StorageResult<Option<Vec<u8>>>;
+
+    /// Stores `value` under `key`, replacing what was there (the last write wins).
+    async fn set_value(&self, key: &str, value: Vec<u8>) -> StorageResult<()>;
 }
 
 impl dyn UserDirectory {

@@ -77,7 +77,8 @@ async fn insert_until_stopped(url: String, jwt: String, writer: u64) -> (Vec<(u6
 
 #[tokio::test]
 async fn sigterm_with_inserts_in_flight_commits_every_acknowledged_insert() {
-    let server = TestServer::start().await;
+    // One user's eight writers insert as fast as they go: past `--user_insert_rate`'s burst, off here.
+    let server = TestServer::start_with(&["--user_insert_rate", "0"]).await;
     let jwt = server.signup("busy", "t").await;
     let writers: Vec<_> = (0..8)
         .map(|writer| tokio::spawn(insert_until_stopped(server.url.clone(), jwt.clone(), writer)))
@@ -157,7 +158,8 @@ async fn a_full_database_answers_507_for_inserts_and_user_writes_and_keeps_servi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_inserts_share_commits() {
-    let server = TestServer::start_with(&["--metrics_port", "0"]).await;
+    // One user inserting as fast as it can: `--user_insert_rate` off.
+    let server = TestServer::start_with(&["--metrics_port", "0", "--user_insert_rate", "0"]).await;
     let metrics = format!("http://{}/metrics", crate::metrics::metrics_address(&server));
     let jwt = server.signup("grouped", "t").await;
     let urls = [server.endpoint("")];

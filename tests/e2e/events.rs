@@ -205,8 +205,9 @@ async fn moving_a_user_to_another_tenant_closes_their_stream_on_the_old_one() {
 async fn a_subscriber_that_falls_behind_catches_up_from_the_store() {
     // A live buffer of 4 events makes any burst overflow it, so the stream must recover from LMDB.
     let dir = std::sync::Arc::new(tempfile::TempDir::new().unwrap());
-    let server =
-        TestServer::start_logging(dir, &["--live_buffer", "4"], "info,broker::subscribe=debug").await;
+    // 1,250 inserts by one user at once: past `--user_insert_rate`'s burst, off here.
+    let flags = ["--live_buffer", "4", "--user_insert_rate", "0"];
+    let server = TestServer::start_logging(dir, &flags, "info,broker::subscribe=debug").await;
     let jwt = server.signup("slow", "t").await;
     let mut slow = server.subscribe(&jwt).await;
     // 1,250 events cross the 500-event catch-up page more than twice, and one in a hundred

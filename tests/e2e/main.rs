@@ -30,6 +30,7 @@ mod operations;
 mod passwords;
 mod promises;
 mod protocol;
+mod rate_limits;
 mod read_rules;
 mod safe_defaults;
 mod schemathesis;

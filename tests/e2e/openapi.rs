@@ -215,6 +215,13 @@ async fn valid_request(server: &TestServer, jwt: &str, method: &str, path: &str)
             .post(url)
             .header("x-admin-token", ADMIN_TOKEN)
             .json(&json!({"tenant_name": "docs", "event": "profile", "data": {"name": "Ada"}})),
+        ("get", "/admin/tenant_limits") => http
+            .get(format!("{url}?tenant=docs"))
+            .header("x-admin-token", ADMIN_TOKEN),
+        ("post", "/admin/tenant_limits") => http
+            .post(url)
+            .header("x-admin-token", ADMIN_TOKEN)
+            .json(&json!({"tenant": "docs", "limits": {"tenant_insert_rate": 2500.5, "user_streams": 7}})),
         ("get", "/console") => http.get(url),
         _ => panic!("the document lists {method} {path}, which this test has no request for: add one"),
     }

@@ -1,6 +1,6 @@
 // Drives Broker's admin console in Debian's Chromium with playwright-core, as an operator would:
 // sign in, create a user, watch an event inserted through the API arrive live, revoke the user,
-// and see a guest dropped into the guests directory listed. Used by tests/e2e/console.rs.
+// see a guest dropped into the guests directory listed, and set a tenant's limits. Used by tests/e2e/console.rs.
 //
 //   node console.mjs <broker url> <admin token> <guest .wasm> <guests dir> <screenshot .png>
 //
@@ -141,6 +141,16 @@ try {
   renameSync(join(guestsDir, "acme.wasm.partial"), join(guestsDir, "acme.wasm"));
   await page.locator("#guests tr[data-file='acme.wasm']").waitFor({ timeout: 20_000 });
   await page.locator("#guests tr[data-file='acme.wasm'] >> text=tenant acme").waitFor();
+
+  step("a tenant's limits are shown and an override set");
+  await page.locator("#limits tr[data-limit='user_insert_rate'] >> text=200").first().waitFor();
+  await page.fill("#limits-tenant input[name=tenant]", "acme");
+  await page.click("#limits-tenant button[type=submit]");
+  await page.fill("#limits tr[data-limit='tenant_streams'] input", "7");
+  await page.click("#limits-save");
+  await page.locator("#limits tr[data-limit='tenant_streams'] td:nth-child(4):text-is('7')").waitFor();
+  const limits = await (await fetch(`${base}/admin/tenant_limits?tenant=acme`, { headers: { "x-admin-token": adminToken } })).json();
+  if (limits.tenant.in_force.tenant_streams !== 7) throw new Error(`override not stored: ${JSON.stringify(limits)}`);
 
   step("revoke the user and see it marked");
   await userRow.locator("button:text-is('Revoke')").click();

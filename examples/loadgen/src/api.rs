@@ -64,6 +64,14 @@ pub fn unix_micros() -> u64 {
 
 impl Target {
     /// The same target, talking to the node client `client` uses (clients take the nodes in turn).
+    /// The same server, as another tenant of this run (`suffix` names it).
+    pub fn in_tenant(&self, suffix: &str) -> Target {
+        Target {
+            run_id: format!("{}-{suffix}", self.run_id),
+            ..self.clone()
+        }
+    }
+
     pub fn for_client(&self, client: usize) -> Target {
         Target {
             url: self.nodes[client % self.nodes.len()].clone(),

@@ -195,6 +195,7 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
             let http = target.new_client()?;
             Ok(tokio::spawn(async move {
                 let (mut acknowledged, mut errors, mut n) = (vec![0u64; rooms], 0u64, 0u64);
+                let mut insert_latencies = Latencies::default();
                 let mut picker = RoomPicker(0x9E37_79B9_7F4A_7C15 ^ (p as u64 + 1));
                 // Publishers are spread evenly over one interval: started in step, they would
                 // insert in bursts of `clients` events, and a burst's last delivery waits for the
@@ -220,20 +221,24 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
                     } else {
                         EVENT.to_owned()
                     };
+                    let sent = std::time::Instant::now();
                     if target.insert(&http, &auth, &event, &data).await.unwrap_or(false) {
+                        insert_latencies.record(sent.elapsed());
                         acknowledged[room] += 1;
                     } else {
                         errors += 1;
                         progress.errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                (acknowledged, errors)
+                (acknowledged, errors, insert_latencies)
             }))
         })
         .collect::<anyhow::Result<_>>()?;
     let (mut per_room, mut insert_errors) = (vec![0u64; rooms], 0);
+    let mut insert_latencies = Latencies::default();
     for task in publishing {
-        let (acknowledged, errors) = task.await?;
+        let (acknowledged, errors, latencies) = task.await?;
+        insert_latencies.merge(latencies);
         for (total, room) in per_room.iter_mut().zip(acknowledged) {
             *total += room;
         }
@@ -268,6 +273,7 @@ pub async fn run(target: &Target, args: &Args, progress: &Progress) -> anyhow::R
         "deliveries": unique, "expected_deliveries": expected_total, "per_second": unique as f64 / elapsed,
         "lost": lost, "duplicated": duplicated, "out_of_order": out_of_order,
         "latency": latencies.summary(),
+        "insert_latency": insert_latencies.summary(),
         "server_cpu_us_per_delivery": CpuUse::micros_per(cpu.server_seconds, unique),
         "client_cpu_us_per_delivery": CpuUse::micros_per(cpu.client_seconds, unique),
         "server_cpu_us_per_insert": CpuUse::micros_per(cpu.server_seconds, inserts),

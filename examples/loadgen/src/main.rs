@@ -15,6 +15,7 @@ mod api;
 mod connections;
 mod fanout;
 mod limits;
+mod noisy;
 mod pocketbase;
 mod probe;
 mod procfs;
@@ -39,6 +40,8 @@ pub enum Scenario {
     Basic,
     Fanout,
     Rooms,
+    /// Tenant B's fan-out alone, then beside tenant A flooding inserts with `--clients` clients.
+    Noisy,
     Connections,
     Login,
 }
@@ -118,6 +121,7 @@ impl Args {
         let clients = self.clients.max(1) as u64;
         match self.scenario {
             Scenario::Fanout | Scenario::Rooms => clients + self.subscribers as u64,
+            Scenario::Noisy => clients + self.subscribers as u64 + 4,
             _ => clients,
         }
     }
@@ -187,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
     let reporter = progress.report_every_second(match args.scenario {
         Scenario::Get => "requests",
         Scenario::Insert | Scenario::Basic => "inserts",
-        Scenario::Fanout | Scenario::Rooms => "deliveries",
+        Scenario::Fanout | Scenario::Rooms | Scenario::Noisy => "deliveries",
         Scenario::Connections => "connections",
         Scenario::Login => "logins",
     });
@@ -197,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Basic => requests::inserts(&target, &args, true, &progress).await?,
         Scenario::Login => requests::logins(&target, &args, &progress).await?,
         Scenario::Fanout | Scenario::Rooms => fanout::run(&target, &args, &progress).await?,
+        Scenario::Noisy => noisy::run(&target, &args, &progress).await?,
         Scenario::Connections => connections::run(&target, &args, &progress).await?,
     };
     reporter.abort();

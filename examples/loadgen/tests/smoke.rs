@@ -37,7 +37,26 @@ fn broker_binary() -> PathBuf {
     path
 }
 
+/// The per-user, per-tenant and per-address limits off: the throughput scenarios measure the
+/// machine (as `scripts/perf` runs them).
+const LIMITS_OFF: [&str; 10] = [
+    "--user_insert_rate",
+    "0",
+    "--tenant_insert_rate",
+    "0",
+    "--login_rate",
+    "0",
+    "--user_streams",
+    "0",
+    "--tenant_streams",
+    "0",
+];
+
 fn start_broker() -> Server {
+    start_broker_with(&LIMITS_OFF)
+}
+
+fn start_broker_with(flags: &[&str]) -> Server {
     let dir = tempfile::TempDir::new().unwrap();
     let child = Command::new(broker_binary())
         .args([
@@ -49,6 +68,7 @@ fn start_broker() -> Server {
             ADMIN_TOKEN,
             "--ntp_servers=",
         ])
+        .args(flags)
         .arg("--db")
         .arg(dir.path().join("db"))
         .arg("--guests")
@@ -309,6 +329,42 @@ const FANOUT_100_SUBSCRIBERS: [&str; 8] = [
     "100",
 ];
 
+/// `noisy` with a tenant limit low enough that the flood meets it: A is refused and waits, B loses
+/// nothing in either phase, and the line carries both phases' p99s and their ratios.
+#[test]
+fn the_noisy_scenario_floods_one_tenant_into_its_limit_and_measures_the_other() {
+    let server = start_broker_with(&["--tenant_insert_rate", "50", "--tenant_insert_burst", "50"]);
+    let result = run_scenario(
+        &server,
+        &[
+            "--scenario",
+            "noisy",
+            "--clients",
+            "4",
+            "--subscribers",
+            "3",
+            "--rate",
+            "20",
+        ],
+    );
+    for phase in ["b_alone", "b_noisy"] {
+        assert_eq!(result[phase]["lost_or_failed"], 0, "{result}");
+        for p99 in ["insert_p99_ms", "delivery_p99_ms"] {
+            assert!(number(&result[phase], p99) > 0.0, "{phase} {p99}: {result}");
+        }
+    }
+    assert!(number(&result, "insert_p99_ratio") > 0.0, "{result}");
+    assert!(number(&result, "delivery_p99_ratio") > 0.0, "{result}");
+    let flood = &result["flood"];
+    assert!(
+        number(flood, "refused_per_second") > 0.0,
+        "the flood met no limit: {result}"
+    );
+    // 50/s sustained, plus at most the burst over the phase.
+    let through = number(flood, "accepted_per_second");
+    assert!(through > 0.0 && through < 150.0, "{result}");
+}
+
 #[test]
 fn the_scenarios_pocketbase_serves_run_cleanly_against_it() {
     let server = start_pocketbase();
@@ -415,6 +471,7 @@ fn start_node(nats: &str) -> (Server, PathBuf) {
         .arg("--db")
         .arg(dir.path().join("db"))
         .args(["--nats", nats])
+        .args(LIMITS_OFF)
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();

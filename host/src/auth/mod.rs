@@ -11,6 +11,7 @@ pub mod password_workers;
 pub mod scopes;
 pub mod totp;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -20,6 +21,7 @@ use self::credential_cache::CredentialCache;
 use self::jwt::JwtKeys;
 use self::password_workers::PasswordWorkers;
 use crate::clock::Clock;
+use crate::limits::Limits;
 use crate::model::User;
 use crate::user_directory::UserDirectory;
 
@@ -42,6 +44,8 @@ pub enum AuthError {
     Store(#[from] crate::storage::StorageError),
     #[error(transparent)]
     Password(#[from] password_workers::PasswordJobError),
+    #[error(transparent)]
+    Limited(#[from] crate::limits::Limited),
 }
 
 /// An authenticated caller.
@@ -89,6 +93,8 @@ pub struct Authenticator {
     passwords: Arc<PasswordWorkers>,
     /// Basic credentials argon2 accepted recently, valid for the user revision they were checked on.
     credentials: CredentialCache,
+    /// Password checks per client address.
+    limits: Arc<Limits>,
     clock: Arc<Clock>,
 }
 
@@ -97,6 +103,7 @@ impl Authenticator {
         jwt: JwtKeys,
         users: Arc<dyn UserDirectory>,
         passwords: Arc<PasswordWorkers>,
+        limits: Arc<Limits>,
         clock: Arc<Clock>,
     ) -> Self {
         Self {
@@ -104,12 +111,14 @@ impl Authenticator {
             users,
             passwords,
             credentials: CredentialCache::default(),
+            limits,
             clock,
         }
     }
 
-    /// Authenticates the request's caller.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
+    /// Authenticates the caller of a request from `client` (the address whose password checks
+    /// are counted).
+    pub async fn authenticate(&self, headers: &HeaderMap, client: IpAddr) -> Result<Identity, AuthError> {
         match parse_credentials(headers)? {
             Credentials::Bearer(token) => {
                 let claims = self.jwt.verify(&token).map_err(|_| AuthError::BadToken)?;
@@ -127,7 +136,7 @@ impl Authenticator {
                 })
             }
             Credentials::Basic { username, password } => {
-                let user = self.verify_password(&username, password).await?;
+                let user = self.verify_password(&username, password, client).await?;
                 if user.two_factor {
                     return Err(AuthError::TwoFactorNeedsJwt);
                 }
@@ -143,13 +152,22 @@ impl Authenticator {
     /// Checks a username and password and refuses revoked users. A credential verified moments
     /// ago for the same revision of the user is taken from the cache; anything else costs one
     /// argon2 run on the bounded password workers (unknown users too, so that timing does not
-    /// reveal which names exist).
-    pub async fn verify_password(&self, username: &str, password: String) -> Result<User, AuthError> {
+    /// reveal which names exist), counted against `client`'s `--login_rate`.
+    pub async fn verify_password(
+        &self,
+        username: &str,
+        password: String,
+        client: IpAddr,
+    ) -> Result<User, AuthError> {
         let user = self.users.get(username).await?;
         let cached = user
             .as_ref()
             .is_some_and(|user| self.credentials.accepts(user, &password));
+        if cached {
+            self.limits.remembered_password_check(client)?;
+        }
         let matches = cached || {
+            self.limits.password_check(client)?;
             let hash = user.as_ref().map(|u| u.password_hash.clone());
             let remembered = user.is_some().then(|| password.clone());
             let matches = self.passwords.verify(password, hash).await?;

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use uuid::Uuid;
 
+use super::cas::Expect;
 use super::user_copy::{Known, UserCopy};
 use super::{Cluster, bucket_subject, subjects};
 use crate::model::User;
@@ -215,6 +216,20 @@ impl UserDirectory for KvUsers {
         current()
             .await?
             .ok_or_else(|| StorageError::Unavailable(format!("the shared value {key} is missing")))
+    }
+
+    async fn value(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {
+        let stream = &self.cluster.meta_stream;
+        let subject = bucket_subject(stream, &subjects::token(key));
+        let message = self.cluster.last_message(stream, &subject).await?;
+        Ok(message.map(|message| message.payload.to_vec()))
+    }
+
+    async fn set_value(&self, key: &str, value: Vec<u8>) -> StorageResult<()> {
+        let subject = bucket_subject(&self.cluster.meta_stream, &subjects::token(key));
+        let id = Uuid::new_v4().to_string();
+        let published = self.cluster.publish(&subject, value.into(), &id, Expect::Nothing);
+        published.await.map(drop)
     }
 }
 

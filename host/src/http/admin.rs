@@ -18,6 +18,8 @@ use super::{Body, client_address, json_response, query_value};
 use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::filter::EventFilter;
+use crate::limits::Limits;
+use crate::limits::overrides::TenantLimits;
 use crate::model::User;
 use crate::validate;
 
@@ -109,6 +111,67 @@ pub async fn insert(state: &Arc<AppState>, request: Request<Incoming>) -> Result
     Ok(json_response(
         StatusCode::OK,
         &json!({ "id": event.id, "seq": event.seq }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetTenantLimits {
+    tenant: String,
+    /// The whole override: a limit it leaves out takes the flag's value again. An object (serde
+    /// would also take a struct as an array of its fields).
+    limits: serde_json::Map<String, Value>,
+}
+
+/// `GET /admin/tenant_limits[?tenant=T]`: the flags' limits, the requests each limit refused on
+/// this node, and with a tenant, its override, the limits in force for it and its open streams.
+pub async fn tenant_limits(
+    state: &Arc<AppState>,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    check_admin_header(state, request)?;
+    let refused: serde_json::Map<String, Value> = Limits::refusals()
+        .into_iter()
+        .map(|(limit, count)| (limit.to_owned(), count.into()))
+        .collect();
+    let mut answer = json!({
+        "defaults": state.limits.defaults().as_fields(),
+        "refused": refused,
+    });
+    if let Some(tenant) = request
+        .uri()
+        .query()
+        .and_then(|query| query_value(query, "tenant"))
+    {
+        validate::name("tenant", &tenant).map_err(ApiError::BadRequest)?;
+        answer["tenant"] = json!({
+            "name": tenant,
+            "override": state.limits.override_of(&tenant).await,
+            "in_force": state.limits.of_tenant(&tenant).await.as_fields(),
+            "open_streams": state.limits.open_streams_of(&tenant),
+        });
+    }
+    Ok(json_response(StatusCode::OK, &answer))
+}
+
+/// `POST /admin/tenant_limits`: replaces a tenant's override; every node uses it within
+/// `limits::overrides::REFRESH`.
+pub async fn set_tenant_limits(
+    state: &Arc<AppState>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    check_admin_header(state, &request)?;
+    let body: SetTenantLimits = read_json(state.body_timeout(), request).await?;
+    validate::name("tenant", &body.tenant).map_err(ApiError::BadRequest)?;
+    let limits: TenantLimits = serde_json::from_value(Value::Object(body.limits))
+        .map_err(|error| ApiError::BadRequest(format!("limits: {error}")))?;
+    limits.check().map_err(ApiError::BadRequest)?;
+    tracing::info!(tenant = body.tenant, ?limits, "tenant limits set");
+    state.limits.set_override(&body.tenant, limits).await?;
+    let in_force = state.limits.of_tenant(&body.tenant).await.as_fields();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "tenant": body.tenant, "in_force": in_force }),
     ))
 }
 

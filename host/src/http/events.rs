@@ -52,8 +52,10 @@ pub fn idempotency_key(
 }
 
 pub async fn insert(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let identity = state.auth.authenticate(request.headers()).await?;
+    let identity = super::caller(state, &request).await?;
     let user = &identity.user;
+    // Before the body is read: a refused insert costs the server as little as it can.
+    state.limits.insert(user).await?;
     let key = idempotency_key(request.headers(), &user.tenant_name, &user.username)?;
     let body: Insert = read_json(state.body_timeout(), request).await?;
     validate::event_name(&body.event).map_err(ApiError::BadRequest)?;

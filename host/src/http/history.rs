@@ -24,7 +24,7 @@ impl From<HistoryError> for ApiError {
 }
 
 pub async fn page(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let identity = state.auth.authenticate(request.headers()).await?;
+    let identity = super::caller(state, &request).await?;
     let query = request.uri().query();
     let filter = events_filter(query)?;
     let (start, limit) = page_request(query)?;

@@ -47,6 +47,15 @@ fn client_address<B>(request: &Request<B>) -> IpAddr {
         .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |client| client.0.ip())
 }
 
+/// Who sent `request` (JWT or Basic), or why not.
+async fn caller<B>(state: &AppState, request: &Request<B>) -> Result<crate::auth::Identity, ApiError> {
+    let identity = state
+        .auth
+        .authenticate(request.headers(), client_address(request))
+        .await?;
+    Ok(identity)
+}
+
 /// The username a handler served, carried in the response extensions up to the log line.
 #[derive(Clone)]
 struct LoggedUser(String);
@@ -118,6 +127,10 @@ async fn route(
         Handler::AdminStream => admin::tenant_stream(state, &request).await,
         Handler::AdminHistory => admin::tenant_history(state, &request).await,
         Handler::AdminInsert => admin::insert(state, request).await,
+        Handler::TenantLimits if request.method() == Method::POST => {
+            admin::set_tenant_limits(state, request).await
+        }
+        Handler::TenantLimits => admin::tenant_limits(state, &request).await,
         Handler::Console => console::file(route.path).ok_or(ApiError::NotFound),
     }
 }
@@ -145,6 +158,7 @@ enum Handler {
     AdminStream,
     AdminHistory,
     AdminInsert,
+    TenantLimits,
     Console,
 }
 
@@ -166,10 +180,11 @@ const fn at(path: &'static str, methods: &'static str, handler: Handler) -> Rout
 
 const GET: &str = "GET, OPTIONS";
 const POST: &str = "POST, OPTIONS";
+const GET_POST: &str = "GET, POST, OPTIONS";
 
 /// Every route Broker serves, each written once. Any other path is 404, and its metric label is
 /// `other`.
-static ROUTES: [Route; 24] = [
+static ROUTES: [Route; 25] = [
     at("/", "GET, HEAD, OPTIONS", Handler::Root),
     at("/create_user", POST, Handler::CreateUser),
     at("/list_users", POST, Handler::ListUsers),
@@ -190,6 +205,7 @@ static ROUTES: [Route; 24] = [
     at("/admin/sse", GET, Handler::AdminStream),
     at("/admin/events", GET, Handler::AdminHistory),
     at("/admin/insert", POST, Handler::AdminInsert),
+    at("/admin/tenant_limits", GET_POST, Handler::TenantLimits),
     at("/console", GET, Handler::Console),
     at("/console/", GET, Handler::Console),
     at("/console/app.js", GET, Handler::Console),
@@ -230,7 +246,11 @@ fn error_response(error: &ApiError) -> Response<Body> {
         ApiError::Guest(message) => tracing::warn!(message, "guest failure"),
         _ => {}
     }
-    let mut response = json_response(error.status(), &json!({ "error": error.to_string() }));
+    let mut body = json!({ "error": error.to_string() });
+    if let ApiError::Limited(limited) = error {
+        body["limit"] = limited.limit.name().into();
+    }
+    let mut response = json_response(error.status(), &body);
     if let ApiError::MethodNotAllowed(allow) = error {
         response
             .headers_mut()
@@ -240,6 +260,12 @@ fn error_response(error: &ApiError) -> Response<Body> {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if let ApiError::Limited(limited) = error {
+        let seconds = crate::limits::retry_after_secs(limited.retry_after);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     if matches!(error, ApiError::PayloadTooLarge(_) | ApiError::RequestTimeout) {
         // The rest of the body was never read: the connection cannot carry another request.

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::body::read_json;
 use super::state::AppState;
-use super::{Body, json_response, served_to};
+use super::{Body, client_address, json_response, served_to};
 use crate::auth::{AuthError, totp};
 use crate::error::ApiError;
 use crate::model::User;
@@ -19,6 +19,7 @@ impl From<AuthError> for ApiError {
         match error {
             AuthError::Store(e) => e.into(),
             AuthError::Password(e) => e.into(),
+            AuthError::Limited(limited) => limited.into(),
             other => ApiError::Unauthorized(other.to_string()),
         }
     }
@@ -32,8 +33,12 @@ struct Login {
 }
 
 pub async fn login(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let client = client_address(&request);
     let body: Login = read_json(state.body_timeout(), request).await?;
-    let user = state.auth.verify_password(&body.username, body.password).await?;
+    let user = state
+        .auth
+        .verify_password(&body.username, body.password, client)
+        .await?;
     if user.two_factor {
         accept_login_code(state, &user, body.totp.as_deref()).await?;
     }
@@ -45,7 +50,7 @@ pub async fn login(state: &Arc<AppState>, request: Request<Incoming>) -> Result<
 }
 
 pub async fn verify(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let identity = state.auth.authenticate(request.headers()).await?;
+    let identity = super::caller(state, &request).await?;
     let scopes = identity.user.scope_list();
     let token = state
         .biscuit

@@ -32,12 +32,18 @@ pub async fn subscribe(
     state: &Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let identity = state.auth.authenticate(request.headers()).await?;
+    let identity = super::caller(state, &request).await?;
     let query = request.uri().query();
     let filter = events_filter(query)?;
     let resume_after = last_event_id(request.headers(), query);
+    let permit = state.limits.open_stream(&identity.user).await?;
     // Joined before answering: every insert after the client sees 200 reaches this stream.
     let frames = state.streams.subscribe(&identity, filter, resume_after).await?;
+    // The stream counts against its user and tenant until its body is dropped, however it ends.
+    let frames = frames.map(move |frame| {
+        let _counted = &permit;
+        frame
+    });
     Ok(served_to(event_stream_response(frames), &identity.user.username))
 }
 

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::guests::Guests;
 use crate::history::History;
 use crate::insert::Inserts;
+use crate::limits::Limits;
 use crate::subscribe::Streams;
 use crate::user_directory::UserDirectory;
 
@@ -41,6 +42,8 @@ pub struct AppState {
     pub clock: Arc<Clock>,
     /// Per-tenant guest components, for the admin listing.
     pub guests: Arc<Guests>,
+    /// Rates and counts per user, tenant and client address.
+    pub limits: Arc<Limits>,
 }
 
 impl AppState {

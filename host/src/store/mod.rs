@@ -150,4 +150,18 @@ impl Store {
         wtxn.commit()?;
         Ok(value)
     }
+
+    /// The value stored under `key` in the meta table.
+    pub fn meta_get(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {
+        let rtxn = self.env.read_txn()?;
+        Ok(self.meta.get(&rtxn, key)?.map(<[u8]>::to_vec))
+    }
+
+    /// Stores `value` under `key` in the meta table.
+    pub fn meta_set(&self, key: &str, value: &[u8]) -> StorageResult<()> {
+        let mut wtxn = self.env.write_txn()?;
+        self.meta.put(&mut wtxn, key, value)?;
+        wtxn.commit()?;
+        Ok(())
+    }
 }

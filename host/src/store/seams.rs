@@ -120,4 +120,15 @@ impl UserDirectory for LmdbUsers {
     async fn shared_value(&self, key: &str, init: Vec<u8>) -> StorageResult<Vec<u8>> {
         self.store.meta_get_or_init(key, || init)
     }
+
+    async fn value(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {
+        self.store.meta_get(key)
+    }
+
+    async fn set_value(&self, key: &str, value: Vec<u8>) -> StorageResult<()> {
+        let key = key.to_owned();
+        self.store
+            .write_off_executor(move |store| store.meta_set(&key, &value))
+            .await
+    }
 }

@@ -182,6 +182,14 @@ impl UserDirectory for MemoryUsers {
     async fn shared_value(&self, _key: &str, init: Vec<u8>) -> StorageResult<Vec<u8>> {
         Ok(init)
     }
+
+    async fn value(&self, _key: &str) -> StorageResult<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
+    async fn set_value(&self, _key: &str, _value: Vec<u8>) -> StorageResult<()> {
+        Ok(())
+    }
 }
 
 /// A read rule in memory: names starting with `secret` only for `ann`, with `vip` only for holders

@@ -84,7 +84,11 @@ $("#sign-out").addEventListener("click", () => {
 });
 
 async function refresh() {
-  await Promise.all([loadUsers().catch((e) => showError("#users-error", e)), loadGuests().catch(() => {})]);
+  await Promise.all([
+    loadUsers().catch((e) => showError("#users-error", e)),
+    loadGuests().catch(() => {}),
+    loadLimits().catch((e) => showError("#limits-error", e)),
+  ]);
 }
 
 // ---- users
@@ -296,6 +300,77 @@ async function loadGuests() {
     cell(row, file.reason);
   }
 }
+
+// ---- limits: the flags' values, a tenant's override (editable) and what is in force for it
+
+const LIMITS = [
+  ["user_insert_rate", "inserts/s per user"],
+  ["user_insert_burst", "inserts at once per user"],
+  ["tenant_insert_rate", "inserts/s per tenant"],
+  ["tenant_insert_burst", "inserts at once per tenant"],
+  ["user_streams", "open streams per user"],
+  ["tenant_streams", "open streams per tenant"],
+];
+// Limits with no per-tenant value, shown for their refusals.
+const ADDRESS_LIMITS = [["login_rate", "password checks/s per address"]];
+let limitsTenant = null;
+
+async function loadLimits() {
+  // While an override is being edited, the refresh leaves the table alone.
+  if (document.activeElement && document.activeElement.closest("#limits")) return;
+  const query = limitsTenant ? `?tenant=${encodeURIComponent(limitsTenant)}` : "";
+  const limits = await answer(await admin(`/admin/tenant_limits${query}`));
+  const tenant = limits.tenant;
+  const body = $("#limits tbody");
+  body.replaceChildren();
+  for (const [name, label] of [...LIMITS, ...ADDRESS_LIMITS]) {
+    const row = body.insertRow();
+    row.dataset.limit = name;
+    cell(row, `${label} (${name})`);
+    cell(row, limits.defaults[name] ?? "");
+    const override = row.insertCell();
+    if (tenant && limits.defaults[name] !== undefined) {
+      const input = document.createElement("input");
+      input.name = name;
+      input.type = "number";
+      input.min = "0";
+      input.step = "any";
+      input.placeholder = "default";
+      input.value = tenant.override[name] ?? "";
+      override.append(input);
+    }
+    cell(row, tenant ? tenant.in_force[name] ?? "" : "");
+    cell(row, limits.refused[name] ?? 0);
+  }
+  $("#limits-save").hidden = !tenant;
+  $("#limits-open").textContent = tenant ? `${tenant.open_streams} open streams of ${tenant.name} here` : "";
+}
+
+$("#limits-tenant").addEventListener("submit", (event) => {
+  event.preventDefault();
+  limitsTenant = new FormData(event.target).get("tenant").trim() || null;
+  showError("#limits-error", null);
+  loadLimits().catch((e) => showError("#limits-error", e));
+});
+
+$("#limits-save").addEventListener("click", async () => {
+  const limits = {};
+  for (const input of document.querySelectorAll("#limits input")) {
+    if (input.value !== "") limits[input.name] = Number(input.value);
+  }
+  try {
+    await answer(await admin("/admin/tenant_limits", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ tenant: limitsTenant, limits }),
+    }));
+    showError("#limits-error", null);
+    document.activeElement.blur();
+    await loadLimits();
+  } catch (error) {
+    showError("#limits-error", error);
+  }
+});
 
 // ---- start: a token from earlier in this tab signs in again
 
