@@ -20,6 +20,7 @@ use crate::auth::password_workers::PasswordWorkers;
 use crate::cluster::events::JetStreamLog;
 use crate::cluster::users::KvUsers;
 use crate::config::Config;
+use crate::erasure::Erasure;
 use crate::event_log::EventLog;
 use crate::fanout::Fanout;
 use crate::history::History;
@@ -99,6 +100,11 @@ async fn open_storage(
     let notifier = fanout.clone();
     let changed: UserChanged = Arc::new(move |username: &str| notifier.user_changed(username));
     if let Some(urls) = &config.nats {
+        // JetStream counts bytes per stream, not per tenant: a quota Broker cannot keep is refused.
+        anyhow::ensure!(
+            config.tenant_max_bytes == 0,
+            "--tenant_max_bytes is counted on LMDB only; in cluster mode --nats_max_mb bounds the event stream"
+        );
         let cluster = Arc::new(cluster::Cluster::connect(config, urls).await?);
         let events = JetStreamLog::start(cluster.clone(), fanout.clone(), shutdown.clone())
             .await
@@ -144,6 +150,7 @@ fn limit_settings(config: &Config) -> Settings {
         tenant_inserts: Rate::new(config.tenant_insert_rate, config.tenant_insert_burst),
         user_streams: config.user_streams,
         tenant_streams: config.tenant_streams,
+        tenant_max_bytes: config.tenant_max_bytes,
     }
 }
 
@@ -194,6 +201,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         limit_settings(&config),
         Rate::new(config.login_rate, config.login_burst),
         users.clone(),
+        events.clone(),
         shutdown.clone(),
     );
     let passwords = Arc::new(PasswordWorkers::start(
@@ -201,6 +209,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         config.password_queue,
     ));
     let state = Arc::new(AppState {
+        erasure: Erasure::new(users.clone(), events.clone()),
         accounts: Accounts::new(
             users.clone(),
             passwords.clone(),

@@ -176,6 +176,16 @@ pub struct Config {
     )]
     pub tenant_streams: u32,
 
+    /// Bytes one tenant's stored events may take (0: no limit); past it inserts get 507 naming
+    /// the limit until events are erased. Counted on LMDB only: in cluster mode it must stay 0
+    /// (`nats_max_mb` bounds the stream).
+    #[arg(
+        long = "tenant_max_bytes",
+        env = "BROKER_TENANT_MAX_BYTES",
+        default_value_t = 0
+    )]
+    pub tenant_max_bytes: u64,
+
     /// Refuse weak passwords (zxcvbn score below 3).
     #[arg(long = "password_checker", env = "BROKER_PASSWORD_CHECKER", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub password_checker: bool,

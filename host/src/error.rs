@@ -76,6 +76,9 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) | Self::EventTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::Limited(limited) if limited.limit == crate::limits::Limit::TenantMaxBytes => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
             Self::TooManyAttempts | Self::TooManyAdminFailures | Self::Limited(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }

@@ -41,6 +41,15 @@ pub struct HistoryPage {
     pub more: bool,
 }
 
+/// What an erasure removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Erase {
+    /// Every event this user inserted, in every tenant (a user may have moved).
+    User(String),
+    /// Every event of this tenant.
+    Tenant(String),
+}
+
 #[async_trait::async_trait]
 pub trait EventLog: Send + Sync {
     /// Appends one event and answers once it is durable, with its sequence number: strictly
@@ -83,6 +92,14 @@ pub trait EventLog: Send + Sync {
     /// The event committed with `key` within the idempotency window (`idempotency::WINDOW`), if
     /// this node knows of it: a client's retry is answered with it instead of being judged again.
     async fn committed_with(&self, key: &IdempotencyKey) -> StorageResult<Option<Event>>;
+
+    /// Removes what `which` selects, so that no read answers it again (stream replay, resume,
+    /// history pages, guests' `latest`); answers how many events went. Sequences are never given
+    /// again. Runs in bounded steps beside inserts.
+    async fn erase(&self, which: Erase) -> StorageResult<u64>;
+
+    /// Bytes `tenant`'s stored events take, where this log counts them (`None`: it does not).
+    async fn stored_bytes(&self, tenant: &str) -> StorageResult<Option<u64>>;
 
     /// Completes if the log stopped for good, so that Broker exits rather than refusing every
     /// insert; never completes while it works.

@@ -9,7 +9,7 @@
 //! - `server`: the accept loop and graceful shutdown; `http`: routing, bodies, CORS, the endpoints.
 //! - `tls`: HTTPS with your own certificate or ACME (`--secure`).
 //! - `accounts`: the changes that end a user's credentials (the one place that bumps their
-//!   generation).
+//!   generation); `erasure`: deleting users and tenants and erasing their events.
 //! - `auth`: Bearer JWT and Basic credentials, argon2 passwords, the admin token, biscuit tokens.
 //! - `insert`: the insert path as one library call; `subscribe`: the subscribe path as one call;
 //!   `history`: pages of past events (`GET /events`).
@@ -34,6 +34,7 @@ pub mod backup;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod erasure;
 pub mod error;
 pub mod event_log;
 pub mod fanout;

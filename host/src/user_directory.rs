@@ -31,6 +31,11 @@ pub trait UserDirectory: Send + Sync {
     /// set, so no concurrent change is lost. `None`: unknown user, or declined.
     async fn update_if(&self, username: &str, change: UserChange) -> StorageResult<Option<User>>;
 
+    /// Removes the user's record (in a cluster, every revision of it, old password hashes
+    /// included); answers the record removed, `None` for an unknown user. Every node's streams of
+    /// the user hear of it as of any change.
+    async fn delete(&self, username: &str) -> StorageResult<Option<User>>;
+
     /// The value stored under `key`, or `init` stored there first (by whichever caller was first).
     async fn shared_value(&self, key: &str, init: Vec<u8>) -> StorageResult<Vec<u8>>;
 

@@ -21,7 +21,16 @@ use crate::support::{ADMIN_TOKEN, PASSWORD, TestServer};
 
 /// A Broker node on `nats`, replicating what it creates to all three servers.
 pub async fn node(nats: &NatsCluster) -> TestServer {
-    TestServer::start_with(&["--nats", &nats.urls(), "--nats_replicas", "3"]).await
+    // The fault tests' writers insert as one user as fast as they can: `--user_insert_rate` off.
+    let flags = [
+        "--nats",
+        &nats.urls(),
+        "--nats_replicas",
+        "3",
+        "--user_insert_rate",
+        "0",
+    ];
+    TestServer::start_with(&flags).await
 }
 
 /// Two nodes on `nats` whose tenant `forms` has the `versioned` guest.

@@ -11,6 +11,7 @@ mod cluster_faults;
 mod console;
 mod crash;
 mod durability;
+mod erasure;
 mod events;
 mod filters;
 mod guessing;

@@ -195,6 +195,13 @@ async fn valid_request(server: &TestServer, jwt: &str, method: &str, path: &str)
             let fields = json!({"username": "authenticator", "issuer": "Broker"});
             http.post(url).json(&admin(fields))
         }
+        ("post", "/delete_user") => {
+            let (status, body) = server.create_user("leaving", "docs").await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let fields = json!({"username": "leaving", "erase_events": true});
+            http.post(url).json(&admin(fields))
+        }
+        ("post", "/delete_tenant") => http.post(url).json(&admin(json!({"tenant_name": "closing"}))),
         ("post", "/create_totp") => http.post(url).json(&admin(json!({"username": "forgetful"}))),
         ("post", "/password_reset") => {
             let (status, code) = server

@@ -282,3 +282,78 @@ async fn an_override_set_on_one_node_is_in_force_on_the_other() {
         json!({"user_insert_rate": 100.0, "user_insert_burst": 100})
     );
 }
+
+#[tokio::test]
+async fn a_tenant_past_its_stored_bytes_gets_507_until_events_are_erased() {
+    let server = TestServer::start_with(&["--tenant_max_bytes", "3000"]).await;
+    let ann = server.signup("ann", "full").await;
+    let bob = server.signup("bob", "full").await;
+    let eve = server.signup("eve", "roomy").await;
+    let big = json!({"text": "x".repeat(900)});
+    let mut stored = 0;
+    let refused = loop {
+        let (status, body) = server.insert(&ann, "note", big.clone()).await;
+        if status != StatusCode::OK {
+            break (status, body);
+        }
+        stored += 1;
+        assert!(stored < 10, "3,000 bytes hold about three events of 1 KB");
+    };
+    assert_eq!(stored, 3, "the quota is checked before each insert");
+    assert_eq!(refused.0, StatusCode::INSUFFICIENT_STORAGE, "{}", refused.1);
+    assert_eq!(refused.1["limit"], "tenant_max_bytes");
+    // The whole tenant is full, admin inserts included; another tenant is not.
+    assert_eq!(
+        server.insert(&bob, "note", json!(1)).await.0,
+        StatusCode::INSUFFICIENT_STORAGE
+    );
+    let response = (server.http.post(server.endpoint("/admin/insert")))
+        .header("x-admin-token", ADMIN_TOKEN)
+        .json(&json!({"tenant_name": "full", "event": "note", "data": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(server.insert(&eve, "note", big.clone()).await.0, StatusCode::OK);
+    // Erasing ann's events gives the bytes back.
+    let body = json!({"admin_token": ADMIN_TOKEN, "username": "ann", "erase_events": true});
+    let (status, answer) = server.post("/delete_user", &body).await;
+    assert_eq!(
+        (status, answer["events_erased"].clone()),
+        (StatusCode::OK, json!(3))
+    );
+    assert_eq!(server.insert(&bob, "note", big).await.0, StatusCode::OK);
+    // A larger quota for the tenant takes effect without a restart.
+    let (status, answer) = set_tenant_limits(
+        &server,
+        &json!({"tenant": "full", "limits": {"tenant_max_bytes": 0}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    for n in 0..5 {
+        assert_eq!(
+            server
+                .insert(&bob, "note", json!({"text": "x".repeat(900), "n": n}))
+                .await
+                .0,
+            StatusCode::OK
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_bytes_quota_is_refused_in_cluster_mode_where_nothing_counts_it() {
+    let nats = NatsCluster::start().await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let flags = ["--nats", &nats.urls(), "--tenant_max_bytes", "1000"];
+    let (status, logs) = crate::support::start_refused(dir.path(), &flags).await;
+    assert!(!status.success());
+    assert!(
+        logs.contains("--tenant_max_bytes is counted on LMDB only"),
+        "{logs}"
+    );
+    let node = crate::cluster::node(&nats).await;
+    let (status, answer) =
+        set_tenant_limits(&node, &json!({"tenant": "t", "limits": {"tenant_max_bytes": 5}})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+}

@@ -1,5 +1,6 @@
 //! HS256 JWTs: `iss: "Broker"`, `sub: username`, `aud: scopes joined with ","`, `iat`, `exp`, and
-//! `gen`, the user's credential generation when issued (see `User::credential_generation`).
+//! `generation`, the user's credential generation when issued (see `User::credential_generation`),
+//! and `uid`, the user's id.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,10 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default)]
     pub generation: u64,
+    /// The user's id: a user deleted and created again under the same name is another user, and
+    /// the first one's tokens are not its (tokens from before this claim carry none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<uuid::Uuid>,
 }
 
 /// Signing and checking keys, built once from `--jwt_secret`.
@@ -56,6 +61,7 @@ impl JwtKeys {
             iat: now,
             exp: now + self.expiry_secs,
             generation: user.credential_generation,
+            uid: Some(user.id),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }

@@ -124,7 +124,8 @@ impl Authenticator {
                 let claims = self.jwt.verify(&token).map_err(|_| AuthError::BadToken)?;
                 let user = self.users.get(&claims.sub).await?.ok_or(AuthError::BadToken)?;
                 // A password change, reset, revoke or tenant move since issue ends the token.
-                if claims.generation != user.credential_generation {
+                let another_user = claims.uid.is_some_and(|uid| uid != user.id);
+                if another_user || claims.generation != user.credential_generation {
                     return Err(AuthError::BadToken);
                 }
                 if user.revoked {

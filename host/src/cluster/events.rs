@@ -15,12 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, push};
+use async_nats::jetstream::stream;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::cas::{Expect, Published};
 use super::{Cluster, subjects};
-use crate::event_log::{EventLog, EventPage, HistoryPage, LatestReplay, PageStart};
+use crate::event_log::{Erase, EventLog, EventPage, HistoryPage, LatestReplay, PageStart};
 use crate::fanout::Fanout;
 use crate::filter::EventFilter;
 use crate::idempotency::{Committed, IdempotencyKey, RecentKeys};
@@ -261,6 +262,14 @@ impl JetStreamLog {
                 Read::Drained {
                     reached: Some(sequence),
                 } if sequence >= fence => return Ok(page),
+                // The serving server had everything up to where it looked; beyond that only other
+                // tenants' messages, or none, up to the fence (a newest-per-name read stops at the
+                // tenant's last message, not the stream's): nothing was missed.
+                Read::Drained {
+                    reached: Some(sequence),
+                } if !self.tenant_has_events_in(tenant, sequence + 1, fence).await? => {
+                    return Ok(page);
+                }
                 Read::Drained {
                     reached: Some(sequence),
                 } => {
@@ -329,6 +338,20 @@ impl JetStreamLog {
         Ok(Read::Drained {
             reached: Some(reach.stream_sequence),
         })
+    }
+
+    /// Whether the stream leader holds an event of `tenant` numbered `from` to `to`.
+    async fn tenant_has_events_in(&self, tenant: &str, from: u64, to: u64) -> StorageResult<bool> {
+        let next = (self.cluster.events.raw_message_builder())
+            .sequence(from)
+            .next_by_subject(subjects::tenant_subjects(tenant))
+            .send()
+            .await;
+        match next {
+            Ok(message) => Ok(message.sequence <= to),
+            Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(false),
+            Err(error) => Err(StorageError::unavailable(error)),
+        }
     }
 
     /// How far the server holding consumer `name` has looked in the stream (once it finds no
@@ -460,6 +483,43 @@ impl EventLog for JetStreamLog {
         };
         let event = self.stored_at(at.seq).await?;
         Ok(Some(event).filter(|event| event.idempotency_key.as_ref() == Some(key)))
+    }
+
+    async fn erase(&self, which: Erase) -> StorageResult<u64> {
+        let username = match which {
+            // One purge of the tenant's subjects on every replica.
+            Erase::Tenant(tenant) => {
+                let purge = self
+                    .cluster
+                    .events
+                    .purge()
+                    .filter(subjects::tenant_subjects(&tenant));
+                let purged = purge.await.map_err(StorageError::unavailable)?;
+                return Ok(purged.purged);
+            }
+            Erase::User(username) => username,
+        };
+        // A user's events are spread over the names of every tenant it inserted in: find them by
+        // reading the stream once, then erase each (the server overwrites a deleted message).
+        let mut doomed = Vec::new();
+        let everything = format!("{}.>", subjects::EVENTS_PREFIX);
+        self.scan(everything, DeliverPolicy::All, 0, |event, _| {
+            if event.username == username {
+                doomed.push(event.seq);
+            }
+            ControlFlow::Continue(())
+        })
+        .await?;
+        for sequence in &doomed {
+            let deleted = self.cluster.events.delete_message(*sequence).await;
+            deleted.map_err(StorageError::unavailable)?;
+        }
+        Ok(doomed.len() as u64)
+    }
+
+    async fn stored_bytes(&self, _tenant: &str) -> StorageResult<Option<u64>> {
+        // JetStream counts bytes per stream, not per subject: `--tenant_max_bytes` is LMDB's.
+        Ok(None)
     }
 
     async fn stopped(&self) {

@@ -191,6 +191,20 @@ impl UserDirectory for KvUsers {
         Ok(Some(user))
     }
 
+    async fn delete(&self, username: &str) -> StorageResult<Option<User>> {
+        let Some(user) = self.read(username).await? else {
+            return Ok(None);
+        };
+        // A purge, not a delete: the key's earlier revisions (old password hashes, old data) go
+        // too. A write racing it is either before (and purged) or after (a new user of the name).
+        let purged = self.cluster.users.purge(subjects::token(username)).await;
+        purged.map_err(StorageError::unavailable)?;
+        // The copy learns of the purge from the leader now, not when the watch brings it.
+        self.read(username).await?;
+        (self.changed)(username);
+        Ok(Some(user))
+    }
+
     async fn shared_value(&self, key: &str, init: Vec<u8>) -> StorageResult<Vec<u8>> {
         let stream = &self.cluster.meta_stream;
         let subject = bucket_subject(stream, &subjects::token(key));

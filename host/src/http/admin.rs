@@ -99,6 +99,7 @@ pub async fn insert(state: &Arc<AppState>, request: Request<Incoming>) -> Result
     let body: AdminInsert = read_json(state.body_timeout(), request).await?;
     validate::name("tenant_name", &body.tenant_name).map_err(ApiError::BadRequest)?;
     validate::event_name(&body.event).map_err(ApiError::BadRequest)?;
+    state.limits.storage(&body.tenant_name).await?;
     let key = super::events::idempotency_key(&headers, &body.tenant_name, CONSOLE_USERNAME)?;
     let identity = Identity {
         user: console_user(body.tenant_name),
@@ -166,6 +167,11 @@ pub async fn set_tenant_limits(
     let limits: TenantLimits = serde_json::from_value(Value::Object(body.limits))
         .map_err(|error| ApiError::BadRequest(format!("limits: {error}")))?;
     limits.check().map_err(ApiError::BadRequest)?;
+    if limits.tenant_max_bytes.is_some_and(|max| max > 0) && state.config.nats.is_some() {
+        return Err(ApiError::bad_request(
+            "tenant_max_bytes is counted on LMDB only; in cluster mode --nats_max_mb bounds the stream",
+        ));
+    }
     tracing::info!(tenant = body.tenant, ?limits, "tenant limits set");
     state.limits.set_override(&body.tenant, limits).await?;
     let in_force = state.limits.of_tenant(&body.tenant).await.as_fields();

@@ -56,6 +56,7 @@ pub async fn insert(state: &Arc<AppState>, request: Request<Incoming>) -> Result
     let user = &identity.user;
     // Before the body is read: a refused insert costs the server as little as it can.
     state.limits.insert(user).await?;
+    state.limits.storage(&user.tenant_name).await?;
     let key = idempotency_key(request.headers(), &user.tenant_name, &user.username)?;
     let body: Insert = read_json(state.body_timeout(), request).await?;
     validate::event_name(&body.event).map_err(ApiError::BadRequest)?;

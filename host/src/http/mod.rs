@@ -114,6 +114,8 @@ async fn route(
         Handler::UpdateUser => users::update_user(state, request).await,
         Handler::Revoke => users::set_revoked(state, request, true).await,
         Handler::Unrevoke => users::set_revoked(state, request, false).await,
+        Handler::DeleteUser => users::delete_user(state, request).await,
+        Handler::DeleteTenant => users::delete_tenant(state, request).await,
         Handler::Login => session::login(state, request).await,
         Handler::CreateQr => two_factor::create_qr(state, request).await,
         Handler::CreateTotp => two_factor::create_totp(state, request).await,
@@ -145,6 +147,8 @@ enum Handler {
     UpdateUser,
     Revoke,
     Unrevoke,
+    DeleteUser,
+    DeleteTenant,
     Login,
     CreateQr,
     CreateTotp,
@@ -184,7 +188,7 @@ const GET_POST: &str = "GET, POST, OPTIONS";
 
 /// Every route Broker serves, each written once. Any other path is 404, and its metric label is
 /// `other`.
-static ROUTES: [Route; 25] = [
+static ROUTES: [Route; 27] = [
     at("/", "GET, HEAD, OPTIONS", Handler::Root),
     at("/create_user", POST, Handler::CreateUser),
     at("/list_users", POST, Handler::ListUsers),
@@ -192,6 +196,8 @@ static ROUTES: [Route; 25] = [
     at("/update_user", POST, Handler::UpdateUser),
     at("/revoke_user", POST, Handler::Revoke),
     at("/unrevoke_user", POST, Handler::Unrevoke),
+    at("/delete_user", POST, Handler::DeleteUser),
+    at("/delete_tenant", POST, Handler::DeleteTenant),
     at("/login", POST, Handler::Login),
     at("/create_qr", POST, Handler::CreateQr),
     at("/create_totp", POST, Handler::CreateTotp),
@@ -261,7 +267,9 @@ fn error_response(error: &ApiError) -> Response<Body> {
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
-    if let ApiError::Limited(limited) = error {
+    if let ApiError::Limited(limited) = error
+        && !limited.retry_after.is_zero()
+    {
         let seconds = crate::limits::retry_after_secs(limited.retry_after);
         response
             .headers_mut()

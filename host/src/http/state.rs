@@ -11,6 +11,7 @@ use crate::auth::attempts::AttemptLimiter;
 use crate::auth::biscuit::BiscuitIssuer;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::erasure::Erasure;
 use crate::guests::Guests;
 use crate::history::History;
 use crate::insert::Inserts;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub config: Config,
     /// Every change to a user.
     pub accounts: Accounts,
+    /// Deleting users and tenants, and erasing their events.
+    pub erasure: Erasure,
     /// Who is calling (JWT and Basic), and JWTs for logins.
     pub auth: Authenticator,
     /// The insert path.

@@ -153,3 +153,53 @@ pub async fn update_user(
     state.accounts.update(&body.username, update).await?;
     Ok(ok())
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteUser {
+    admin_token: String,
+    username: String,
+    /// Also erase every event the user inserted.
+    #[serde(default)]
+    erase_events: bool,
+}
+
+/// `POST /delete_user`: the user is gone at once (credentials, streams); with `erase_events`, so
+/// is every event it inserted.
+pub async fn delete_user(
+    state: &Arc<AppState>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let client = client_address(&request);
+    let body: DeleteUser = read_json(state.body_timeout(), request).await?;
+    check_admin(state, client, &body.admin_token)?;
+    let removed = state
+        .erasure
+        .delete_user(&state.accounts, &body.username, body.erase_events)
+        .await?;
+    let answer = json!({"status": "ok", "events_erased": removed.events});
+    Ok(json_response(StatusCode::OK, &answer))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteTenant {
+    admin_token: String,
+    tenant_name: String,
+}
+
+/// `POST /delete_tenant`: every user and event of the tenant, and its limits override.
+pub async fn delete_tenant(
+    state: &Arc<AppState>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let client = client_address(&request);
+    let body: DeleteTenant = read_json(state.body_timeout(), request).await?;
+    check_admin(state, client, &body.admin_token)?;
+    crate::validate::name("tenant_name", &body.tenant_name).map_err(ApiError::BadRequest)?;
+    let tenant = &body.tenant_name;
+    let removed = state.erasure.delete_tenant(&state.accounts, tenant).await?;
+    state.limits.set_override(tenant, Default::default()).await?;
+    let answer = json!({"status": "ok", "users_deleted": removed.users, "events_erased": removed.events});
+    Ok(json_response(StatusCode::OK, &answer))
+}

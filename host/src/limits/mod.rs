@@ -1,6 +1,7 @@
 //! Limits per user, per tenant and per client address, so that no one can take the node from the
 //! others: inserts per user and per tenant, password checks per address (argon2 is the most
-//! expensive thing an anonymous client can ask for), open streams per user and per tenant. Each is
+//! expensive thing an anonymous client can ask for), open streams per user and per tenant, stored
+//! bytes per tenant (counted by the event log as events are inserted and erased). Each is
 //! a flag whose default a normal app never meets, per node; an admin may give a tenant other values
 //! (`overrides`). Past a limit the caller is told which one and when to come back (`Limited`:
 //! 429 with `Retry-After`), before anything is written.
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use self::buckets::{Buckets, Rate};
 use self::open_streams::{Full, OpenStreams, StreamPermit};
 use self::overrides::{Overrides, TenantLimits};
+use crate::event_log::EventLog;
 use crate::metrics::metrics;
 use crate::model::User;
 use crate::storage::StorageResult;
@@ -35,6 +37,8 @@ pub struct Settings {
     /// Open streams per user and per tenant on this node (0: no limit).
     pub user_streams: u32,
     pub tenant_streams: u32,
+    /// Bytes the tenant's stored events may take (0: no limit; LMDB only).
+    pub tenant_max_bytes: u64,
 }
 
 impl Settings {
@@ -47,6 +51,7 @@ impl Settings {
             tenant_insert_burst: Some(self.tenant_inserts.burst),
             user_streams: Some(self.user_streams),
             tenant_streams: Some(self.tenant_streams),
+            tenant_max_bytes: Some(self.tenant_max_bytes),
         }
     }
 
@@ -60,6 +65,7 @@ impl Settings {
         set(&mut self.tenant_inserts.burst, tenant.tenant_insert_burst);
         set(&mut self.user_streams, tenant.user_streams);
         set(&mut self.tenant_streams, tenant.tenant_streams);
+        set(&mut self.tenant_max_bytes, tenant.tenant_max_bytes);
         self
     }
 }
@@ -72,6 +78,7 @@ pub enum Limit {
     LoginRate,
     UserStreams,
     TenantStreams,
+    TenantMaxBytes,
 }
 
 impl Limit {
@@ -82,6 +89,7 @@ impl Limit {
             Self::LoginRate => "login_rate",
             Self::UserStreams => "user_streams",
             Self::TenantStreams => "tenant_streams",
+            Self::TenantMaxBytes => "tenant_max_bytes",
         }
     }
 
@@ -92,16 +100,25 @@ impl Limit {
             Self::LoginRate => "password checks per second from this address",
             Self::UserStreams => "open streams for this user",
             Self::TenantStreams => "open streams for this tenant",
+            Self::TenantMaxBytes => "stored bytes for this tenant",
         }
     }
 }
 
 /// A request refused by a limit, with when to come back.
 #[derive(Debug, thiserror::Error)]
-#[error("too many {}: over the {} limit; retry in {} s", limit.what(), limit.name(), retry_after_secs(*retry_after))]
+#[error("too many {}: over the {} limit{}", limit.what(), limit.name(), come_back(*retry_after))]
 pub struct Limited {
     pub limit: Limit,
+    /// Zero for a limit no wait lifts (stored bytes: something must be erased first).
     pub retry_after: Duration,
+}
+
+fn come_back(wait: Duration) -> String {
+    match wait.is_zero() {
+        true => "; erase events or ask for more".into(),
+        false => format!("; retry in {} s", retry_after_secs(wait)),
+    }
 }
 
 /// Whole seconds for `Retry-After`, at least 1.
@@ -119,6 +136,8 @@ impl Limited {
 /// Every limit, for the HTTP layer and the auth step.
 pub struct Limits {
     defaults: Settings,
+    /// Where the tenants' stored bytes are counted.
+    events: Arc<dyn EventLog>,
     login: Rate,
     overrides: Overrides,
     user_inserts: Buckets,
@@ -147,10 +166,12 @@ impl Limits {
         defaults: Settings,
         login: Rate,
         values: Arc<dyn UserDirectory>,
+        events: Arc<dyn EventLog>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let limits = Arc::new(Self {
             defaults,
+            events,
             login,
             overrides: Overrides::new(values),
             user_inserts: Buckets::new(),
@@ -207,6 +228,21 @@ impl Limits {
             .map_err(|wait| Limited::new(Limit::TenantInsertRate, wait))
     }
 
+    /// Whether `tenant`'s stored events are under its `tenant_max_bytes`, where the log counts
+    /// them. Checked before an insert, so the last one admitted may go past it by its own size.
+    pub async fn storage(&self, tenant: &str) -> Result<(), Limited> {
+        let max = self.of_tenant(tenant).await.tenant_max_bytes;
+        if max == 0 {
+            return Ok(());
+        }
+        match self.events.stored_bytes(tenant).await {
+            Ok(Some(bytes)) if bytes >= max => Err(Limited::new(Limit::TenantMaxBytes, Duration::ZERO)),
+            Ok(_) => Ok(()),
+            // The insert itself will meet the store's trouble and answer it.
+            Err(_) => Ok(()),
+        }
+    }
+
     /// One password check (argon2) asked for from `address`.
     pub fn password_check(&self, address: IpAddr) -> Result<(), Limited> {
         self.logins
@@ -249,6 +285,7 @@ impl Limits {
             Limit::LoginRate,
             Limit::UserStreams,
             Limit::TenantStreams,
+            Limit::TenantMaxBytes,
         ];
         all.iter()
             .map(|limit| (limit.name(), metrics().limited_count(limit.name())))
@@ -272,6 +309,7 @@ mod tests {
             tenant_inserts: Rate::new(100.0, 200),
             user_streams: 5,
             tenant_streams: 50,
+            tenant_max_bytes: 0,
         };
         let tenant = TenantLimits {
             tenant_insert_rate: Some(1_000.0),

@@ -33,6 +33,8 @@ pub struct TenantLimits {
     pub user_streams: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_streams: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_max_bytes: Option<u64>,
 }
 
 impl TenantLimits {

@@ -28,7 +28,7 @@ pub(super) fn event_key(tenant: &str, seq: u64) -> Vec<u8> {
     key
 }
 
-fn latest_key(tenant: &str, event_name: &str) -> Vec<u8> {
+pub(super) fn latest_key(tenant: &str, event_name: &str) -> Vec<u8> {
     let mut key = tenant_prefix(tenant);
     key.extend_from_slice(event_name.as_bytes());
     key
@@ -102,10 +102,13 @@ impl Store {
         }
     }
 
-    fn last_seq(&self, rtxn: &heed::RoTxn, tenant: &str) -> StorageResult<u64> {
+    /// The tenant's highest sequence given: its newest stored event's, or the floor an erasure
+    /// of its newest events left.
+    pub(super) fn last_seq(&self, rtxn: &heed::RoTxn, tenant: &str) -> StorageResult<u64> {
         let prefix = tenant_prefix(tenant);
         let last = self.events.rev_prefix_iter(rtxn, &prefix)?.next().transpose()?;
-        Ok(last.map_or(0, |(_, event)| event.seq))
+        let stored = last.map_or(0, |(_, event)| event.seq);
+        Ok(stored.max(self.book(rtxn, tenant)?.floor))
     }
 
     /// Appends `batch` in one transaction, numbering each event after its tenant's last sequence.
@@ -129,8 +132,14 @@ impl Store {
                 None => self.last_seq(&wtxn, &new.tenant_name)?,
             };
             let event = Event::from_new(new, last + 1);
-            self.events
-                .put(&mut wtxn, &event_key(&event.tenant_name, event.seq), &event)?;
+            // Encoded once: stored as these bytes, and counted in the tenant's book.
+            let record = serde_json::to_vec(&event)
+                .map_err(|e| StorageError::from(heed::Error::Encoding(e.into())))?;
+            let raw = self.events.remap_data_type::<heed::types::Bytes>();
+            raw.put(&mut wtxn, &event_key(&event.tenant_name, event.seq), &record)?;
+            let mut book = self.book(&wtxn, &event.tenant_name)?;
+            book.bytes += record.len() as u64;
+            self.put_book(&mut wtxn, &event.tenant_name, book)?;
             self.latest.put(
                 &mut wtxn,
                 &latest_key(&event.tenant_name, &event.event),

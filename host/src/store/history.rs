@@ -24,6 +24,14 @@ pub(super) fn name_key(tenant: &str, name: &str, seq: u64) -> Vec<u8> {
     name_key_after_prefix(tenant_prefix(tenant), name, seq)
 }
 
+/// The start of every index key of `name` in `tenant`.
+pub(super) fn name_prefix(tenant: &str, name: &str) -> Vec<u8> {
+    let mut key = tenant_prefix(tenant);
+    key.extend_from_slice(name.as_bytes());
+    key.push(0);
+    key
+}
+
 fn name_key_after_prefix(mut key: Vec<u8>, name: &str, seq: u64) -> Vec<u8> {
     key.extend_from_slice(name.as_bytes());
     key.push(0);
@@ -32,7 +40,7 @@ fn name_key_after_prefix(mut key: Vec<u8>, name: &str, seq: u64) -> Vec<u8> {
 }
 
 /// The sequence at the end of an index key.
-fn seq_of(key: &[u8]) -> u64 {
+pub(super) fn seq_of(key: &[u8]) -> u64 {
     let tail: [u8; 8] = key[key.len().saturating_sub(8)..].try_into().unwrap_or_default();
     u64::from_be_bytes(tail)
 }

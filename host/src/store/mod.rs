@@ -3,9 +3,11 @@
 //! (`events.rs`, appended to only through the group-commit `writer`) and the user directory
 //! (`users.rs`).
 
+mod erase;
 mod events;
 mod history;
 mod seams;
+mod tenants;
 mod users;
 pub mod writer;
 
@@ -24,7 +26,8 @@ const EVENTS: &str = "events";
 const LATEST: &str = "latest";
 const META: &str = "meta";
 const NAMES: &str = "names";
-const DATABASES: u32 = 5;
+const TENANTS: &str = "tenants";
+const DATABASES: u32 = 6;
 
 impl From<heed::Error> for StorageError {
     fn from(error: heed::Error) -> Self {
@@ -48,6 +51,8 @@ pub struct Store {
     meta: Database<'static, Str, Bytes>,
     /// (tenant prefix, event name, 0, seq big-endian) → nothing: the index of history pages by name.
     names: Database<'static, Bytes, Unit>,
+    /// tenant prefix → the tenant's sequence floor and stored bytes (`tenants.rs`).
+    tenants: Database<'static, Bytes, SerdeJson<tenants::TenantBook>>,
 }
 
 /// Creates (or opens) one named database in its own committed transaction.
@@ -85,9 +90,11 @@ impl Store {
             latest: create_database(&env, LATEST)?,
             meta: create_database(&env, META)?,
             names: create_database(&env, NAMES)?,
+            tenants: create_database(&env, TENANTS)?,
             env,
         };
         store.index_names_once()?;
+        store.count_books_once()?;
         Ok(store)
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::Store;
 use super::writer::EventWriter;
-use crate::event_log::EventLog;
+use crate::event_log::{Erase, EventLog};
 use crate::event_log::{EventPage, HistoryPage, LatestReplay, PageStart};
 use crate::filter::EventFilter;
 use crate::idempotency::IdempotencyKey;
@@ -72,6 +72,26 @@ impl EventLog for LmdbEventLog {
         Ok(event.filter(|event| event.idempotency_key.as_ref() == Some(key)))
     }
 
+    async fn erase(&self, which: Erase) -> StorageResult<u64> {
+        let which = Arc::new(which);
+        let (mut from, mut erased) = (None, 0);
+        loop {
+            let (store, which) = (self.store.clone(), which.clone());
+            let progress = store
+                .write_off_executor(move |store| store.erase_batch(&which, from))
+                .await?;
+            erased += progress.erased;
+            match progress.next {
+                Some(next) => from = Some(next),
+                None => return Ok(erased),
+            }
+        }
+    }
+
+    async fn stored_bytes(&self, tenant: &str) -> StorageResult<Option<u64>> {
+        self.store.stored_bytes(tenant).map(Some)
+    }
+
     async fn stopped(&self) {
         self.writer.stopped().await;
     }
@@ -115,6 +135,18 @@ impl UserDirectory for LmdbUsers {
             (self.changed)(username);
         }
         Ok(updated)
+    }
+
+    async fn delete(&self, username: &str) -> StorageResult<Option<User>> {
+        let name = username.to_owned();
+        let deleted = self
+            .store
+            .write_off_executor(move |store| store.delete_user(&name))
+            .await?;
+        if deleted.is_some() {
+            (self.changed)(username);
+        }
+        Ok(deleted)
     }
 
     async fn shared_value(&self, key: &str, init: Vec<u8>) -> StorageResult<Vec<u8>> {

@@ -57,4 +57,18 @@ impl Store {
         wtxn.commit()?;
         Ok(Some(user))
     }
+
+    /// Removes the user's record; answers it.
+    pub fn delete_user(&self, username: &str) -> StorageResult<Option<User>> {
+        if !storable_name(username) {
+            return Ok(None);
+        }
+        let mut wtxn = self.env.write_txn()?;
+        let Some(user) = self.users.get(&wtxn, username)? else {
+            return Ok(None);
+        };
+        self.users.delete(&mut wtxn, username)?;
+        wtxn.commit()?;
+        Ok(Some(user))
+    }
 }

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::{Streams, SubscribeError};
 use crate::auth::Identity;
 use crate::clock::Clock;
-use crate::event_log::{EventLog, EventPage, HistoryPage, LatestReplay, PageStart};
+use crate::event_log::{Erase, EventLog, EventPage, HistoryPage, LatestReplay, PageStart};
 use crate::fanout::Fanout;
 use crate::filter::EventFilter;
 use crate::model::{Event, NewEvent, User};
@@ -133,6 +133,14 @@ impl EventLog for MemoryLog {
         Ok(None)
     }
 
+    async fn erase(&self, _which: Erase) -> StorageResult<u64> {
+        Ok(0)
+    }
+
+    async fn stored_bytes(&self, _tenant: &str) -> StorageResult<Option<u64>> {
+        Ok(None)
+    }
+
     async fn stopped(&self) {
         std::future::pending().await
     }
@@ -177,6 +185,12 @@ impl UserDirectory for MemoryUsers {
         };
         self.fanout.user_changed(username);
         Ok(Some(updated))
+    }
+
+    async fn delete(&self, username: &str) -> StorageResult<Option<User>> {
+        let deleted = self.users.lock().unwrap().remove(username);
+        self.fanout.user_changed(username);
+        Ok(deleted)
     }
 
     async fn shared_value(&self, _key: &str, init: Vec<u8>) -> StorageResult<Vec<u8>> {

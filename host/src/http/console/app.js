@@ -310,6 +310,7 @@ const LIMITS = [
   ["tenant_insert_burst", "inserts at once per tenant"],
   ["user_streams", "open streams per user"],
   ["tenant_streams", "open streams per tenant"],
+  ["tenant_max_bytes", "stored bytes per tenant"],
 ];
 // Limits with no per-tenant value, shown for their refusals.
 const ADDRESS_LIMITS = [["login_rate", "password checks/s per address"]];
