@@ -29,6 +29,7 @@ use crate::http::state::AppState;
 use crate::insert::Inserts;
 use crate::limits::buckets::Rate;
 use crate::limits::{Limits, Settings};
+use crate::retention::Retention;
 use crate::store::writer::EventWriter;
 use crate::store::{LmdbEventLog, LmdbUsers, Store};
 use crate::subscribe::Streams;
@@ -101,6 +102,10 @@ async fn open_storage(
     let changed: UserChanged = Arc::new(move |username: &str| notifier.user_changed(username));
     if let Some(urls) = &config.nats {
         // JetStream counts bytes per stream, not per tenant: a quota Broker cannot keep is refused.
+        anyhow::ensure!(
+            config.retain_age.is_none() && config.retain_per_name == 0,
+            "--retain_age and --retain_per_name work on LMDB only for now; in cluster mode --nats_max_mb bounds the event stream"
+        );
         anyhow::ensure!(
             config.tenant_max_bytes == 0,
             "--tenant_max_bytes is counted on LMDB only; in cluster mode --nats_max_mb bounds the event stream"
@@ -181,6 +186,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         Duration::from_secs(config.ntp_interval.max(1)),
         shutdown.clone(),
     ));
+    Retention {
+        age: config.retain_age,
+        per_name: config.retain_per_name,
+        every: Duration::from_secs(config.retention_interval),
+    }
+    .spawn(events.clone(), clock.clone(), shutdown.clone());
     let guests = guests::Guests::start(&config, events.clone(), shutdown.clone())
         .await
         .context("starting the guest engine")?;

@@ -186,6 +186,19 @@ pub struct Config {
     )]
     pub tenant_max_bytes: u64,
 
+    /// Remove events older than this (`30d`, `12h`, `15m`, `90s`; off when unset), except the
+    /// newest event of each name. LMDB only for now.
+    #[arg(long = "retain_age", env = "BROKER_RETAIN_AGE", value_parser = parse_age)]
+    pub retain_age: Option<std::time::Duration>,
+
+    /// Keep only the newest this many events of each name (0: all). LMDB only for now.
+    #[arg(long = "retain_per_name", env = "BROKER_RETAIN_PER_NAME", default_value_t = 0)]
+    pub retain_per_name: u32,
+
+    /// Seconds between retention passes.
+    #[arg(long = "retention_interval", env = "BROKER_RETENTION_INTERVAL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retention_interval: u64,
+
     /// Refuse weak passwords (zxcvbn score below 3).
     #[arg(long = "password_checker", env = "BROKER_PASSWORD_CHECKER", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub password_checker: bool,
@@ -376,6 +389,29 @@ pub const MIN_SECRET_BYTES: usize = 32;
 pub const DEFAULT_ADMIN_TOKEN: &str = "letmein";
 pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// An age such as `30d`, `12h`, `15m`, `90s` or `90` (seconds), above zero.
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().last() {
+        Some((at, unit)) if unit.is_ascii_alphabetic() => (&text[..at], unit),
+        _ => (text, 's'),
+    };
+    let seconds_per = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        _ => return Err(format!("{text:?}: the unit is s, m, h or d")),
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not an age such as 30d"))?;
+    match number.checked_mul(seconds_per) {
+        Some(seconds) if seconds > 0 => Ok(std::time::Duration::from_secs(seconds)),
+        _ => Err(format!("{text:?}: an age above zero and below 500 billion years")),
+    }
+}
 
 impl Config {
     /// Replicas for what Broker creates in JetStream: `--nats_replicas`, else 3 when `--nats`

@@ -50,6 +50,14 @@ pub enum Erase {
     Tenant(String),
 }
 
+/// What retention keeps: events newer than `before_ms` (a timestamp, ms since the epoch) and the
+/// newest `per_name` of each name; always the newest of each name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Keep {
+    pub before_ms: Option<u64>,
+    pub per_name: Option<u32>,
+}
+
 #[async_trait::async_trait]
 pub trait EventLog: Send + Sync {
     /// Appends one event and answers once it is durable, with its sequence number: strictly
@@ -97,6 +105,14 @@ pub trait EventLog: Send + Sync {
     /// history pages, guests' `latest`); answers how many events went. Sequences are never given
     /// again. Runs in bounded steps beside inserts.
     async fn erase(&self, which: Erase) -> StorageResult<u64>;
+
+    /// Removes, in bounded steps beside inserts, every event `keep` does not keep; answers how
+    /// many went. Raises each tenant's horizon to the highest sequence removed.
+    async fn trim(&self, keep: Keep) -> StorageResult<u64>;
+
+    /// The highest sequence of `tenant` retention removed (0: none): a resume from below it
+    /// cannot be exact.
+    async fn horizon(&self, tenant: &str) -> StorageResult<u64>;
 
     /// Bytes `tenant`'s stored events take, where this log counts them (`None`: it does not).
     async fn stored_bytes(&self, tenant: &str) -> StorageResult<Option<u64>>;

@@ -21,6 +21,7 @@
 //! - `metrics`: Prometheus metrics (`--metrics_port`); `backup`: `broker backup`.
 //! - `limits`: token buckets and counts per user, tenant and client address, with per-tenant
 //!   overrides.
+//! - `retention`: trimming old events in the background, never the newest of a name.
 //! - `filter`: the `?events=` filter a connection chooses its events with.
 //! - `fanout`: live channels of pre-rendered frames, per tenant and filter, indexed by name and
 //!   prefix; and per-user change watches.
@@ -48,6 +49,7 @@ pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod read_rule;
+pub mod retention;
 pub mod server;
 pub mod storage;
 pub mod store;

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub password_queue_wait_seconds: Histogram,
     /// Requests refused by a limit (`crate::limits`), by the limit's flag name.
     pub limited: Family<LimitLabels, Counter>,
+    /// Events retention removed.
+    pub retention_removed: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -95,6 +97,7 @@ impl Metrics {
             guest_failures: Family::default(),
             password_queue_wait_seconds: Histogram::new(seconds_buckets()),
             limited: Family::default(),
+            retention_removed: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -159,6 +162,11 @@ impl Metrics {
             "limited",
             "Requests refused by a per-user, per-tenant or per-address limit, by limit",
             metrics.limited.clone(),
+        );
+        r.register(
+            "retention_removed",
+            "Events retention removed (--retain_age, --retain_per_name)",
+            metrics.retention_removed.clone(),
         );
         Self { registry, ..metrics }
     }

@@ -33,6 +33,7 @@ mod promises;
 mod protocol;
 mod rate_limits;
 mod read_rules;
+mod retention;
 mod safe_defaults;
 mod schemathesis;
 mod scopes;

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::cas::{Expect, Published};
 use super::{Cluster, subjects};
-use crate::event_log::{Erase, EventLog, EventPage, HistoryPage, LatestReplay, PageStart};
+use crate::event_log::{Erase, EventLog, EventPage, HistoryPage, Keep, LatestReplay, PageStart};
 use crate::fanout::Fanout;
 use crate::filter::EventFilter;
 use crate::idempotency::{Committed, IdempotencyKey, RecentKeys};
@@ -515,6 +515,15 @@ impl EventLog for JetStreamLog {
             deleted.map_err(StorageError::unavailable)?;
         }
         Ok(doomed.len() as u64)
+    }
+
+    async fn trim(&self, _keep: Keep) -> StorageResult<u64> {
+        // Retention is LMDB's for now: cluster mode refuses its flags at start.
+        Ok(0)
+    }
+
+    async fn horizon(&self, _tenant: &str) -> StorageResult<u64> {
+        Ok(0)
     }
 
     async fn stored_bytes(&self, _tenant: &str) -> StorageResult<Option<u64>> {

@@ -15,6 +15,7 @@ use heed::types::Bytes;
 use super::Store;
 use super::events::{event_key, latest_key, tenant_prefix};
 use super::history::{name_key, name_prefix, seq_of};
+use super::tenants::TenantBook;
 use crate::event_log::Erase;
 use crate::model::Event;
 use crate::storage::{StorageError, StorageResult};
@@ -29,7 +30,45 @@ pub struct Progress {
     pub erased: u64,
 }
 
+/// The books of the tenants a transaction removes events of, written back at its end.
+pub(super) type Books = HashMap<String, TenantBook>;
+
 impl Store {
+    /// Removes one stored event and every index entry of it, and counts it in its tenant's book
+    /// (`books`, loaded on first use): the bytes it took go, the floor keeps its sequence given.
+    pub(super) fn remove_event(
+        &self,
+        wtxn: &mut heed::RwTxn,
+        books: &mut Books,
+        event: &Event,
+        bytes: u64,
+    ) -> StorageResult<()> {
+        let tenant = event.tenant_name.as_str();
+        if !books.contains_key(tenant) {
+            let mut book = self.book(wtxn, tenant)?;
+            // Past this removal the newest stored sequence may fall: keep the highest given.
+            book.floor = book.floor.max(self.last_seq(wtxn, tenant)?);
+            books.insert(tenant.to_owned(), book);
+        }
+        if let Some(book) = books.get_mut(tenant) {
+            book.bytes = book.bytes.saturating_sub(bytes);
+        }
+        self.events.delete(wtxn, &event_key(tenant, event.seq))?;
+        self.names
+            .delete(wtxn, &name_key(tenant, &event.event, event.seq))?;
+        let latest = latest_key(tenant, &event.event);
+        if self.latest.get(wtxn, &latest)? == Some(event.seq) {
+            // The newest of the name is now the one before it, if any is left.
+            let prefix = name_prefix(tenant, &event.event);
+            let before = self.names.rev_prefix_iter(wtxn, &prefix)?.next().transpose()?;
+            match before.map(|(key, ())| seq_of(key)) {
+                Some(seq) => self.latest.put(wtxn, &latest, &seq)?,
+                None => drop(self.latest.delete(wtxn, &latest)?),
+            }
+        }
+        Ok(())
+    }
+
     /// Erases what `which` selects among the next `SCAN_BATCH` stored events from `from` (the
     /// start when `None`), in one transaction.
     pub fn erase_batch(&self, which: &Erase, from: Option<Vec<u8>>) -> StorageResult<Progress> {
@@ -69,29 +108,7 @@ impl Store {
         }
         let mut books = HashMap::new();
         for (event, bytes) in &doomed {
-            let tenant = event.tenant_name.as_str();
-            if !books.contains_key(tenant) {
-                let mut book = self.book(&wtxn, tenant)?;
-                // Past this erasure the newest stored sequence may fall: keep the highest given.
-                book.floor = book.floor.max(self.last_seq(&wtxn, tenant)?);
-                books.insert(tenant.to_owned(), book);
-            }
-            if let Some(book) = books.get_mut(tenant) {
-                book.bytes = book.bytes.saturating_sub(*bytes);
-            }
-            self.events.delete(&mut wtxn, &event_key(tenant, event.seq))?;
-            self.names
-                .delete(&mut wtxn, &name_key(tenant, &event.event, event.seq))?;
-            let latest = latest_key(tenant, &event.event);
-            if self.latest.get(&wtxn, &latest)? == Some(event.seq) {
-                // The newest of the name is now the one before it, if any is left.
-                let prefix = name_prefix(tenant, &event.event);
-                let before = self.names.rev_prefix_iter(&wtxn, &prefix)?.next().transpose()?;
-                match before.map(|(key, ())| seq_of(key)) {
-                    Some(seq) => self.latest.put(&mut wtxn, &latest, &seq)?,
-                    None => drop(self.latest.delete(&mut wtxn, &latest)?),
-                }
-            }
+            self.remove_event(&mut wtxn, &mut books, event, *bytes)?;
         }
         for (tenant, book) in books {
             self.put_book(&mut wtxn, &tenant, book)?;

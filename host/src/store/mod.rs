@@ -6,6 +6,7 @@
 mod erase;
 mod events;
 mod history;
+mod retention;
 mod seams;
 mod tenants;
 mod users;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::Store;
 use super::writer::EventWriter;
-use crate::event_log::{Erase, EventLog};
+use crate::event_log::{Erase, EventLog, Keep};
 use crate::event_log::{EventPage, HistoryPage, LatestReplay, PageStart};
 use crate::filter::EventFilter;
 use crate::idempotency::IdempotencyKey;
@@ -86,6 +86,27 @@ impl EventLog for LmdbEventLog {
                 None => return Ok(erased),
             }
         }
+    }
+
+    async fn trim(&self, keep: Keep) -> StorageResult<u64> {
+        let (mut from, mut removed) = (None, 0);
+        loop {
+            let store = self.store.clone();
+            let progress = store
+                .write_off_executor(move |store| store.trim_batch(&keep, from))
+                .await?;
+            removed += progress.erased;
+            match progress.next {
+                Some(next) => from = Some(next),
+                None => return Ok(removed),
+            }
+            // Between batches the writer takes its turn.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    async fn horizon(&self, tenant: &str) -> StorageResult<u64> {
+        self.store.horizon(tenant)
     }
 
     async fn stored_bytes(&self, tenant: &str) -> StorageResult<Option<u64>> {

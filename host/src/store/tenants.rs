@@ -23,6 +23,9 @@ pub struct TenantBook {
     pub floor: u64,
     /// Bytes of the tenant's stored event records.
     pub bytes: u64,
+    /// The highest sequence retention removed: a resume from below it cannot be exact.
+    #[serde(default)]
+    pub horizon: u64,
 }
 
 impl Store {
@@ -37,6 +40,12 @@ impl Store {
         book: TenantBook,
     ) -> StorageResult<()> {
         Ok(self.tenants.put(wtxn, &tenant_prefix(tenant), &book)?)
+    }
+
+    /// The highest sequence of `tenant` that retention removed (0: none).
+    pub fn horizon(&self, tenant: &str) -> StorageResult<u64> {
+        let rtxn = self.env.read_txn()?;
+        Ok(self.book(&rtxn, tenant)?.horizon)
     }
 
     /// Bytes `tenant`'s stored events take.

@@ -126,9 +126,22 @@ pub(super) struct EventStream {
     pending: VecDeque<Bytes>,
     /// The read rule's answers for this stream's user, by event name.
     answers: ReadAnswers,
+    /// A resume from below the retention horizon: (the client's last id, the horizon), told to
+    /// the client before the replay that takes the resume's place.
+    past_horizon: Option<(u64, u64)>,
     /// Counts the stream in `broker_open_streams` while it lives.
     _open: OpenGuard,
 }
+
+/// The frame that says a resume cannot be exact: its name is reserved (no insert can forge it) and
+/// it has no `id:`, so the client's last id stays its own.
+fn horizon_frame(last_event_id: u64, horizon: u64) -> Bytes {
+    let data = serde_json::json!({"last_event_id": last_event_id, "horizon": horizon});
+    Bytes::from(format!("event:{HORIZON_EVENT}\ndata:{data}\n\n"))
+}
+
+/// The name of the horizon frame, under the prefix reserved for Broker's own frames.
+pub const HORIZON_EVENT: &str = "broker.horizon";
 
 impl EventStream {
     /// Joins `tenant`'s live feed (before anything is read from the store, so that nothing
@@ -157,6 +170,7 @@ impl EventStream {
             cursor: 0,
             pending: VecDeque::new(),
             answers: ReadAnswers::default(),
+            past_horizon: None,
             _open: OpenGuard::new(&metrics().open_streams),
         }
     }
@@ -167,6 +181,14 @@ impl EventStream {
     /// before the stream is first polled is still sent.
     pub(super) async fn settle_resume_point(&mut self) -> Result<(), StorageError> {
         if let Some(Some(after)) = self.start {
+            // Retention removed events after this point: say so, then replay the newest of each
+            // name so that the client can rebuild its state.
+            let horizon = self.streams.events.horizon(&self.tenant).await?;
+            if after < horizon {
+                self.past_horizon = Some((after, horizon));
+                self.start = Some(None);
+                return Ok(());
+            }
             let newest = self.streams.events.newest_seq(&self.tenant).await?;
             self.start = Some(Some(after.min(newest)));
         }
@@ -285,6 +307,9 @@ impl EventStream {
                 self.catching_up = true;
             }
             None => {
+                if let Some((after, horizon)) = self.past_horizon.take() {
+                    self.deliver(horizon_frame(after, horizon));
+                }
                 let replay = events.latest_events(&self.tenant).await;
                 let replay = replay.map_err(End::Store)?;
                 for event in &replay.events {

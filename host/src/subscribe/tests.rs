@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::{Streams, SubscribeError};
 use crate::auth::Identity;
 use crate::clock::Clock;
-use crate::event_log::{Erase, EventLog, EventPage, HistoryPage, LatestReplay, PageStart};
+use crate::event_log::{Erase, EventLog, EventPage, HistoryPage, Keep, LatestReplay, PageStart};
 use crate::fanout::Fanout;
 use crate::filter::EventFilter;
 use crate::model::{Event, NewEvent, User};
@@ -134,6 +134,15 @@ impl EventLog for MemoryLog {
     }
 
     async fn erase(&self, _which: Erase) -> StorageResult<u64> {
+        Ok(0)
+    }
+
+    async fn trim(&self, _keep: Keep) -> StorageResult<u64> {
+        // Retention is LMDB's for now: cluster mode refuses its flags at start.
+        Ok(0)
+    }
+
+    async fn horizon(&self, _tenant: &str) -> StorageResult<u64> {
         Ok(0)
     }
 

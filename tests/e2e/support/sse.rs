@@ -84,19 +84,26 @@ impl SseStream {
     }
 }
 
+/// An event frame: event, id and data lines; Broker's own frames (`broker.…`, such as the
+/// retention horizon) carry no id, and are read with id 0.
 fn parse_frame(frame: &[u8]) -> SseEvent {
     let text = std::str::from_utf8(frame).expect("utf-8 frame");
     let lines: Vec<&str> = text.split('\n').collect();
-    let [event, id, data] = lines[..] else {
-        panic!("frame is not exactly event/id/data lines: {text:?}");
+    let (event, id, data) = match lines[..] {
+        [event, id, data] => (
+            event,
+            id.strip_prefix("id:")
+                .expect("id line")
+                .parse()
+                .expect("numeric id"),
+            data,
+        ),
+        [event, data] if event.starts_with("event:broker.") => (event, 0, data),
+        _ => panic!("frame is not exactly event/id/data lines: {text:?}"),
     };
     SseEvent {
         event: event.strip_prefix("event:").expect("event line").to_owned(),
-        id: id
-            .strip_prefix("id:")
-            .expect("id line")
-            .parse()
-            .expect("numeric id"),
+        id,
         data: serde_json::from_str(data.strip_prefix("data:").expect("data line")).expect("JSON data"),
     }
 }

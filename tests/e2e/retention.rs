@@ -1,0 +1,130 @@
+//! Retention (`--retain_per_name`, `--retain_age`): old events go in the background, the newest of
+//! each name never does, and a resume from below what was removed says so with a reserved
+//! `broker.horizon` frame before the replay of the newest of each name; a resume above it stays exact.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::nats::NatsCluster;
+use crate::support::{TestServer, start_refused, status_and_json};
+
+/// The tenant's stored events, oldest first, as (name, data).
+async fn stored(server: &TestServer, jwt: &str) -> Vec<(String, Value)> {
+    let response = (server.http.get(server.endpoint("/events")))
+        .query(&[("after", "0"), ("limit", "500")])
+        .bearer_auth(jwt)
+        .send()
+        .await
+        .unwrap();
+    let (status, page) = status_and_json(response).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let events = page["events"].as_array().unwrap();
+    events
+        .iter()
+        .map(|event| (event["event"].as_str().unwrap().to_owned(), event["data"].clone()))
+        .collect()
+}
+
+/// Waits until the stored events are `expected` (retention runs every second here).
+async fn wait_for_stored(server: &TestServer, jwt: &str, expected: &[(&str, Value)]) {
+    let expected: Vec<(String, Value)> = expected
+        .iter()
+        .map(|(n, d)| ((*n).to_owned(), d.clone()))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = stored(server, jwt).await;
+        if now == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stored {now:?}, waiting for {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every frame a stream opened with `resume` sends until it is quiet: (name, id, data).
+async fn frames(server: &TestServer, jwt: &str, resume: Option<u64>) -> Vec<(String, u64, Value)> {
+    let mut stream = server.subscribe_from(jwt, resume).await;
+    let mut frames = Vec::new();
+    while let Some(event) = stream.next_within(Duration::from_millis(500)).await {
+        frames.push((event.event, event.id, event.data));
+    }
+    frames
+}
+
+#[tokio::test]
+async fn the_newest_per_name_are_kept_and_a_resume_past_the_horizon_says_so() {
+    let server = TestServer::start_with(&["--retain_per_name", "2", "--retention_interval", "1"]).await;
+    let ann = server.signup("ann", "kept").await;
+    for n in 1..=5 {
+        server.insert_ok(&ann, "a", json!(n)).await;
+    }
+    let b = server.insert_ok(&ann, "b", json!("only")).await;
+    wait_for_stored(
+        &server,
+        &ann,
+        &[("a", json!(4)), ("a", json!(5)), ("b", json!("only"))],
+    )
+    .await;
+
+    // A resume from below the horizon (sequence 3, the highest removed) cannot be exact: the
+    // stream says so first, then replays the newest of each name.
+    let resumed = frames(&server, &ann, Some(1)).await;
+    assert_eq!(
+        resumed,
+        [
+            (
+                "broker.horizon".to_owned(),
+                0,
+                json!({"last_event_id": 1, "horizon": 3})
+            ),
+            ("a".to_owned(), 5, json!(5)),
+            ("b".to_owned(), b, json!("only")),
+        ]
+    );
+    // From the horizon on, a resume is exact; a fresh stream replays as ever.
+    let exact = frames(&server, &ann, Some(3)).await;
+    assert_eq!(exact.iter().map(|f| f.1).collect::<Vec<_>>(), [4, 5, b]);
+    let fresh = frames(&server, &ann, None).await;
+    assert_eq!(fresh.iter().map(|f| f.1).collect::<Vec<_>>(), [5, b]);
+    // No insert can forge the frame.
+    assert_eq!(
+        server.insert(&ann, "broker.horizon", json!({})).await.0,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn events_past_the_age_go_but_never_the_newest_of_a_name() {
+    let server = TestServer::start_with(&["--retain_age", "2s", "--retention_interval", "1"]).await;
+    let ann = server.signup("ann", "aged").await;
+    server.insert_ok(&ann, "x", json!(1)).await;
+    server.insert_ok(&ann, "x", json!(2)).await;
+    server.insert_ok(&ann, "y", json!(1)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.insert_ok(&ann, "x", json!(3)).await;
+    // x 1 and 2 are old and not the newest x; y 1 is old but the newest y.
+    wait_for_stored(&server, &ann, &[("y", json!(1)), ("x", json!(3))]).await;
+    let fresh = frames(&server, &ann, None).await;
+    assert_eq!(
+        fresh.iter().map(|f| f.2.clone()).collect::<Vec<_>>(),
+        [json!(1), json!(3)]
+    );
+}
+
+#[tokio::test]
+async fn cluster_mode_refuses_retention_it_does_not_keep_yet() {
+    let nats = NatsCluster::start().await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let (status, logs) = start_refused(dir.path(), &["--nats", &nats.urls(), "--retain_per_name", "5"]).await;
+    assert!(!status.success());
+    assert!(logs.contains("work on LMDB only"), "{logs}");
+    let (status, logs) = start_refused(dir.path(), &["--retain_age", "3w"]).await;
+    assert!(!status.success());
+    assert!(logs.contains("the unit is s, m, h or d"), "{logs}");
+}
