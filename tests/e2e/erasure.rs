@@ -171,14 +171,25 @@ async fn a_deleted_user_loses_credentials_and_streams_and_its_events_leave_reads
     );
 
     // Her name is free again, and the new ann is not the old one: the old JWT stays refused.
-    let (status, body) = server.create_user("ann", "club").await;
+    // Her remembered password is not the new ann's either (both at revision 0).
+    let new_ann = json!({"username": "ann", "tenant_name": "club", "password": "another passphrase 5x"});
+    let (status, body) = server.create_user_with(new_ann).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         server.insert(&ann, "chat", json!(2)).await.0,
         StatusCode::UNAUTHORIZED
     );
+    assert_eq!(basic(PASSWORD).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(basic("another passphrase 5x").await, StatusCode::OK);
     let (status, body) = delete_user(&server, "nobody", false).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // Erasing again for a name already gone finishes an erasure cut short (nothing left here).
+    let (status, body) = delete_user(&server, "nobody", true).await;
+    assert_eq!(
+        (status, body["events_erased"].clone()),
+        (StatusCode::OK, json!(0)),
+        "{body}"
+    );
     let wrong = json!({"admin_token": "wrong", "username": "ann"});
     assert_eq!(
         server.post("/delete_user", &wrong).await.0,

@@ -55,18 +55,21 @@ impl CredentialCache {
         }
     }
 
-    fn digest(&self, username: &str, password: &str) -> [u8; 32] {
+    /// Bound to the user's id too: a user deleted and created again under the same name (at
+    /// revision 0 again) is another user, and the first one's password is not its.
+    fn digest(&self, user: &User, password: &str) -> [u8; 32] {
         let mut hasher = Sha256::new();
         hasher.update(self.key);
-        hasher.update((username.len() as u64).to_be_bytes());
-        hasher.update(username);
+        hasher.update(user.id.as_bytes());
+        hasher.update((user.username.len() as u64).to_be_bytes());
+        hasher.update(&user.username);
         hasher.update(password);
         hasher.finalize().into()
     }
 
     /// Whether `password` was verified for this very revision of `user` within the TTL.
     pub fn accepts(&self, user: &User, password: &str) -> bool {
-        let digest = self.digest(&user.username, password);
+        let digest = self.digest(user, password);
         let entries = self.entries.lock().expect("credential cache lock");
         entries.get(&user.username).is_some_and(|entry| {
             entry.revision == user.revision
@@ -78,7 +81,7 @@ impl CredentialCache {
     /// Remembers that argon2 accepted `password` for `user` as it is now.
     pub fn remember(&self, user: &User, password: &str) {
         let entry = Entry {
-            digest: self.digest(&user.username, password),
+            digest: self.digest(user, password),
             revision: user.revision,
             verified_at: Instant::now(),
         };

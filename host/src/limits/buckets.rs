@@ -38,8 +38,9 @@ impl Rate {
         if !(self.per_second.is_finite() && self.per_second > 0.0) {
             return None;
         }
-        // One token every this long; at least 1 ns, whatever rate was asked for.
-        let period = Duration::from_secs_f64(1.0 / self.per_second).max(Duration::from_nanos(1));
+        // One token every this long: between 1 ns and a year, whatever rate was asked for.
+        let seconds = (1.0 / self.per_second).clamp(1e-9, 365.0 * 86_400.0);
+        let period = Duration::from_secs_f64(seconds);
         let burst = NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN);
         Some(Quota::with_period(period)?.allow_burst(burst))
     }
@@ -162,6 +163,14 @@ mod tests {
         assert_eq!(buckets.refusing("b"), None);
         // Another rate for the same key is another bucket (a tenant's override).
         buckets.take("a", Rate::new(10.0, 10)).unwrap();
+    }
+
+    #[test]
+    fn extreme_rates_neither_panic_nor_overflow() {
+        let buckets = Buckets::new();
+        for rate in [1e-30, f64::MIN_POSITIVE, 1e30, f64::MAX] {
+            let _ = buckets.take("a", Rate::new(rate, 1));
+        }
     }
 
     #[test]

@@ -63,6 +63,11 @@ impl Store {
                 return Ok(());
             }
         }
+        // A count cut short (a crash before the marker) starts over rather than adding twice; the
+        // books hold nothing else yet, as no erasure ran on a database without them.
+        let mut wtxn = self.env.write_txn()?;
+        self.tenants.clear(&mut wtxn)?;
+        wtxn.commit()?;
         let raw = self.events.remap_data_type::<Bytes>();
         let mut from: Option<Vec<u8>> = None;
         loop {

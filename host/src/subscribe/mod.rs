@@ -107,6 +107,7 @@ impl Streams {
         let user_watch = self.fanout.watch_user(&user.username);
         let mut owner = Owner {
             username: user.username.clone(),
+            id: user.id,
             tenant_name: user.tenant_name.clone(),
             credential_generation: user.credential_generation,
             scopes: None,

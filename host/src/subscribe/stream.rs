@@ -67,6 +67,8 @@ async fn viewer_news(viewer: &mut Option<Viewer>) -> ViewerNews {
 /// Who a stream belongs to: just what is needed to tell whether it may go on.
 pub(super) struct Owner {
     pub(super) username: String,
+    /// The user's id: a user deleted and created again under the name is not this one.
+    pub(super) id: uuid::Uuid,
     pub(super) tenant_name: String,
     pub(super) credential_generation: u64,
     /// The user's current scopes with `--enforce_scopes`; `None` lets every event through.
@@ -89,6 +91,7 @@ impl Owner {
     pub(super) fn still_allowed(&self, current: Option<&User>) -> bool {
         current.is_some_and(|user| {
             !user.revoked
+                && user.id == self.id
                 && user.tenant_name == self.tenant_name
                 && user.credential_generation == self.credential_generation
         })
