@@ -45,18 +45,10 @@ fn assert_limited(answer: &(StatusCode, Option<u64>, Value), limit: &str) {
     );
 }
 
-/// Every stored `counter` payload of the caller's tenant, oldest first.
+/// Every stored payload of the caller's tenant, oldest first.
 async fn stored(server: &TestServer, jwt: &str) -> Vec<Value> {
-    let response = (server.http.get(server.endpoint("/events")))
-        .query(&[("after", "0"), ("limit", "500")])
-        .bearer_auth(jwt)
-        .send()
-        .await
-        .unwrap();
-    let (status, page) = status_and_json(response).await;
-    assert_eq!(status, StatusCode::OK, "{page}");
-    let events = page["events"].as_array().unwrap();
-    events.iter().map(|event| event["data"].clone()).collect()
+    let events = server.stored_events(jwt).await;
+    events.into_iter().map(|event| event["data"].clone()).collect()
 }
 
 async fn set_tenant_limits(server: &TestServer, body: &Value) -> (StatusCode, Value) {

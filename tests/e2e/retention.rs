@@ -8,23 +8,13 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::nats::NatsCluster;
-use crate::support::{TestServer, start_refused, status_and_json};
+use crate::support::{TestServer, start_refused};
 
 /// The tenant's stored events, oldest first, as (name, data).
 async fn stored(server: &TestServer, jwt: &str) -> Vec<(String, Value)> {
-    let response = (server.http.get(server.endpoint("/events")))
-        .query(&[("after", "0"), ("limit", "500")])
-        .bearer_auth(jwt)
-        .send()
-        .await
-        .unwrap();
-    let (status, page) = status_and_json(response).await;
-    assert_eq!(status, StatusCode::OK, "{page}");
-    let events = page["events"].as_array().unwrap();
-    events
-        .iter()
-        .map(|event| (event["event"].as_str().unwrap().to_owned(), event["data"].clone()))
-        .collect()
+    let events = server.stored_events(jwt).await;
+    let named = |event: &Value| (event["event"].as_str().unwrap().to_owned(), event["data"].clone());
+    events.iter().map(named).collect()
 }
 
 /// Waits until the stored events are `expected` (retention runs every second here).

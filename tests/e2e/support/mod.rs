@@ -212,6 +212,19 @@ impl TestServer {
         body["seq"].as_u64().unwrap()
     }
 
+    /// The caller's tenant's stored events, oldest first (one history page of up to 500).
+    pub async fn stored_events(&self, jwt: &str) -> Vec<Value> {
+        let response = (self.http.get(self.endpoint("/events")))
+            .query(&[("after", "0"), ("limit", "500")])
+            .bearer_auth(jwt)
+            .send()
+            .await
+            .unwrap();
+        let (status, page) = status_and_json(response).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        page["events"].as_array().unwrap().clone()
+    }
+
     pub async fn subscribe(&self, jwt: &str) -> SseStream {
         self.subscribe_from(jwt, None).await
     }
