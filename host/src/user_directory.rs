@@ -45,6 +45,16 @@ pub trait UserDirectory: Send + Sync {
 
     /// Stores `value` under `key`, replacing what was there (the last write wins).
     async fn set_value(&self, key: &str, value: Vec<u8>) -> StorageResult<()>;
+
+    /// Stores `value` under `key` only if what is there now is `expected` (`None`: nothing, or an
+    /// empty value); a compare-and-set that contends only with writers of `key`. Answers whether
+    /// it stored.
+    async fn replace_value(
+        &self,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> StorageResult<bool>;
 }
 
 impl dyn UserDirectory {

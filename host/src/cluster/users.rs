@@ -245,6 +245,30 @@ impl UserDirectory for KvUsers {
         let published = self.cluster.publish(&subject, value.into(), &id, Expect::Nothing);
         published.await.map(drop)
     }
+
+    async fn replace_value(
+        &self,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> StorageResult<bool> {
+        let stream = &self.cluster.meta_stream;
+        let subject = bucket_subject(stream, &subjects::token(key));
+        let expected = &expected.filter(|bytes| !bytes.is_empty());
+        let payload = &bytes::Bytes::from(value);
+        let if_expected = |last: Option<StreamMessage>| async move {
+            let current = last
+                .map(|message| message.payload)
+                .filter(|bytes| !bytes.is_empty());
+            Ok((current.as_deref() == expected.as_deref()).then(|| (payload.clone(), ())))
+        };
+        let id = Uuid::new_v4().to_string();
+        let published = self
+            .cluster
+            .publish_if_subject_unchanged(stream, &subject, &id, if_expected)
+            .await?;
+        Ok(published.is_some())
+    }
 }
 
 /// Keeps `copy` and calls `changed` for each user changed on any node. The watch starts at the

@@ -165,6 +165,19 @@ impl Store {
         Ok(self.meta.get(&rtxn, key)?.map(<[u8]>::to_vec))
     }
 
+    /// Stores `value` under `key` in the meta table if what is there is `expected` (`None`: nothing
+    /// or an empty value), in one write transaction; answers whether it stored.
+    pub fn meta_replace(&self, key: &str, expected: Option<&[u8]>, value: &[u8]) -> StorageResult<bool> {
+        let mut wtxn = self.env.write_txn()?;
+        let current = self.meta.get(&wtxn, key)?.filter(|bytes| !bytes.is_empty());
+        if current != expected.filter(|bytes| !bytes.is_empty()) {
+            return Ok(false);
+        }
+        self.meta.put(&mut wtxn, key, value)?;
+        wtxn.commit()?;
+        Ok(true)
+    }
+
     /// Stores `value` under `key` in the meta table.
     pub fn meta_set(&self, key: &str, value: &[u8]) -> StorageResult<()> {
         let mut wtxn = self.env.write_txn()?;

@@ -184,4 +184,16 @@ impl UserDirectory for LmdbUsers {
             .write_off_executor(move |store| store.meta_set(&key, &value))
             .await
     }
+
+    async fn replace_value(
+        &self,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> StorageResult<bool> {
+        let key = key.to_owned();
+        self.store
+            .write_off_executor(move |store| store.meta_replace(&key, expected.as_deref(), &value))
+            .await
+    }
 }

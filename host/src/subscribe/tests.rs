@@ -213,6 +213,15 @@ impl UserDirectory for MemoryUsers {
     async fn set_value(&self, _key: &str, _value: Vec<u8>) -> StorageResult<()> {
         Ok(())
     }
+
+    async fn replace_value(
+        &self,
+        _key: &str,
+        _expected: Option<Vec<u8>>,
+        _value: Vec<u8>,
+    ) -> StorageResult<bool> {
+        Ok(false)
+    }
 }
 
 /// A read rule in memory: names starting with `secret` only for `ann`, with `vip` only for holders
