@@ -35,6 +35,7 @@ use crate::store::{LmdbEventLog, LmdbUsers, Store};
 use crate::subscribe::Streams;
 use crate::tls::TlsTerminator;
 use crate::user_directory::{UserChanged, UserDirectory};
+use crate::webhooks::Webhooks;
 use crate::{clock, cluster, guests, http, server};
 
 /// How long the writer gets to commit what is queued after the server stops.
@@ -159,6 +160,23 @@ fn limit_settings(config: &Config) -> Settings {
     }
 }
 
+/// The webhook flags.
+fn webhook_settings(config: &Config) -> crate::webhooks::Settings {
+    crate::webhooks::Settings {
+        timeout: Duration::from_secs(config.webhook_timeout),
+        concurrency: config.webhook_concurrency as usize,
+        attempts: config.webhook_attempts,
+        backoff: Duration::from_millis(config.webhook_backoff_ms),
+        hosts: config
+            .webhook_hosts
+            .iter()
+            .map(|host| host.trim().to_owned())
+            .filter(|host| !host.is_empty())
+            .collect(),
+        shared_store: config.nats.is_some(),
+    }
+}
+
 /// Runs Broker on `listeners` until `shutdown` is cancelled; returns once pending commits are done.
 /// The binary and the benchmarks both call this.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -192,6 +210,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         every: Duration::from_secs(config.retention_interval),
     }
     .spawn(events.clone(), clock.clone(), shutdown.clone());
+    let webhooks = Webhooks::start(
+        webhook_settings(&config),
+        users.clone(),
+        events.clone(),
+        fanout.clone(),
+        clock.clone(),
+        shutdown.clone(),
+    )
+    .context("starting webhook delivery")?;
     let guests = guests::Guests::start(&config, events.clone(), shutdown.clone())
         .await
         .context("starting the guest engine")?;
@@ -268,6 +295,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         ),
         admin_tokens: AttemptLimiter::new("admin token", Duration::from_secs(60), config.admin_failures),
         guests,
+        webhooks,
         limits: user_limits,
         clock,
         config,

@@ -199,6 +199,33 @@ pub struct Config {
     #[arg(long = "retention_interval", env = "BROKER_RETENTION_INTERVAL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_interval: u64,
 
+    /// Seconds one webhook request may take, connecting included; past it the attempt failed.
+    #[arg(long = "webhook_timeout", env = "BROKER_WEBHOOK_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub webhook_timeout: u64,
+
+    /// Webhook requests in flight at once on this node (each webhook sends one at a time).
+    #[arg(long = "webhook_concurrency", env = "BROKER_WEBHOOK_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub webhook_concurrency: u32,
+
+    /// Failed attempts in a row at one event before its webhook is paused (an admin resumes it).
+    #[arg(long = "webhook_attempts", env = "BROKER_WEBHOOK_ATTEMPTS", default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub webhook_attempts: u32,
+
+    /// Milliseconds to wait after a first failed webhook attempt; doubled after each (at most
+    /// 5 minutes), less up to half at random.
+    #[arg(long = "webhook_backoff_ms", env = "BROKER_WEBHOOK_BACKOFF_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=300_000))]
+    pub webhook_backoff_ms: u64,
+
+    /// Hosts webhook URLs may name, comma-separated (empty: any host, internal addresses
+    /// included; set it where the admin token is not the only guard of the network).
+    #[arg(
+        long = "webhook_hosts",
+        env = "BROKER_WEBHOOK_HOSTS",
+        default_value = "",
+        value_delimiter = ','
+    )]
+    pub webhook_hosts: Vec<String>,
+
     /// Refuse weak passwords (zxcvbn score below 3).
     #[arg(long = "password_checker", env = "BROKER_PASSWORD_CHECKER", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub password_checker: bool,

@@ -22,6 +22,8 @@
 //! - `limits`: token buckets and counts per user, tenant and client address, with per-tenant
 //!   overrides.
 //! - `retention`: trimming old events in the background, never the newest of a name.
+//! - `webhooks`: POSTing committed events to registered URLs, in order, at least once, signed
+//!   (Standard Webhooks), one node at a time per webhook.
 //! - `filter`: the `?events=` filter a connection chooses its events with.
 //! - `fanout`: live channels of pre-rendered frames, per tenant and filter, indexed by name and
 //!   prefix; and per-user change watches.
@@ -57,5 +59,6 @@ pub mod subscribe;
 pub mod tls;
 pub mod user_directory;
 pub mod validate;
+pub mod webhooks;
 
 pub use app::{Listeners, run};

@@ -65,6 +65,12 @@ pub struct Metrics {
     pub limited: Family<LimitLabels, Counter>,
     /// Events retention removed.
     pub retention_removed: Counter,
+    /// Webhook requests by outcome: `delivered` (2xx) or `failed`.
+    pub webhook_attempts: Family<OutcomeLabels, Counter>,
+    /// Webhooks this node paused after failing `--webhook_attempts` times in a row.
+    pub webhook_pauses: Counter,
+    /// Webhooks this node is delivering (holds the lease of).
+    pub webhooks_delivering: Gauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -98,6 +104,9 @@ impl Metrics {
             password_queue_wait_seconds: Histogram::new(seconds_buckets()),
             limited: Family::default(),
             retention_removed: Counter::default(),
+            webhook_attempts: Family::default(),
+            webhook_pauses: Counter::default(),
+            webhooks_delivering: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -167,6 +176,21 @@ impl Metrics {
             "retention_removed",
             "Events retention removed (--retain_age, --retain_per_name)",
             metrics.retention_removed.clone(),
+        );
+        r.register(
+            "webhook_attempts",
+            "Webhook requests by outcome (delivered: answered 2xx)",
+            metrics.webhook_attempts.clone(),
+        );
+        r.register(
+            "webhook_pauses",
+            "Webhooks paused after failing --webhook_attempts times in a row",
+            metrics.webhook_pauses.clone(),
+        );
+        r.register(
+            "webhooks_delivering",
+            "Webhooks this node delivers (holds the lease of)",
+            metrics.webhooks_delivering.clone(),
         );
         Self { registry, ..metrics }
     }

@@ -7,6 +7,7 @@ use std::process::Command;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::support::webhooks::{Receiver, SECRET};
 use crate::support::{ADMIN_TOKEN, TestServer, guests_dir, test_guest};
 
 fn repository() -> PathBuf {
@@ -24,7 +25,11 @@ async fn an_operator_manages_users_events_and_guests_in_the_console() {
         PathBuf::from("/usr/bin/chromium").exists(),
         "Debian's chromium is not installed (scripts/test installs it)"
     );
-    let server = TestServer::start().await;
+    // A webhook the console registers is paused after 2 failures (the receiver answers 500 at
+    // first), 50 ms apart.
+    let server = TestServer::start_with(&["--webhook_attempts", "2", "--webhook_backoff_ms", "50"]).await;
+    let receiver = Receiver::start(SECRET).await;
+    receiver.answer_with(500).await;
     let guests = guests_dir(server.dir.path());
     std::fs::create_dir_all(&guests).unwrap();
     let artifacts = repository().join("target/test-artifacts");
@@ -39,12 +44,15 @@ async fn an_operator_manages_users_events_and_guests_in_the_console() {
             guests,
             screenshot.clone(),
         );
+        let hook = receiver.url();
+        let receiver_base = hook.trim_end_matches("/hook").to_owned();
         move || {
             Command::new("node")
                 .current_dir(node_dir)
                 .arg("console.mjs")
                 .args([url.as_str(), ADMIN_TOKEN])
                 .args([guest, guests, screenshot])
+                .args([receiver_base, SECRET.to_owned()])
                 .output()
                 .expect("node is installed")
         }
@@ -75,6 +83,17 @@ async fn an_operator_manages_users_events_and_guests_in_the_console() {
     assert_eq!(
         (user["revoked"].clone(), user["tenant_name"].clone()),
         (json!(true), json!("acme"))
+    );
+    // The webhook the console registered delivered the news event, signed with the secret typed
+    // into the console (the receiver verifies with PyPI's standardwebhooks), after two refusals.
+    let seen = receiver.seen();
+    let delivered = receiver.delivered();
+    assert_eq!(delivered.len(), 1, "{seen:#?}");
+    assert_eq!(delivered[0]["type"], "news");
+    assert_eq!(
+        seen.len(),
+        3,
+        "two refused attempts, then the delivery: {seen:#?}"
     );
     // The admin token never reached a log line.
     assert!(!server.logs().contains(ADMIN_TOKEN));

@@ -40,3 +40,4 @@ mod scopes;
 mod stateful_guests;
 mod streams;
 mod tls;
+mod webhooks;

@@ -229,9 +229,39 @@ async fn valid_request(server: &TestServer, jwt: &str, method: &str, path: &str)
             .post(url)
             .header("x-admin-token", ADMIN_TOKEN)
             .json(&json!({"tenant": "docs", "limits": {"tenant_insert_rate": 2500.5, "user_streams": 7}})),
+        ("get", "/admin/webhooks") => http
+            .get(format!("{url}?tenant=docs"))
+            .header("x-admin-token", ADMIN_TOKEN),
+        ("post", "/admin/webhooks") => http
+            .post(url)
+            .header("x-admin-token", ADMIN_TOKEN)
+            .json(&documented_webhook()),
+        ("post", "/admin/webhooks/update") => {
+            let id = server
+                .register_webhook("docs", "http://127.0.0.1:9/hook", "order.*")
+                .await;
+            http.post(url)
+                .header("x-admin-token", ADMIN_TOKEN)
+                .json(&json!({"id": id, "events": "profile"}))
+        }
+        ("post", "/admin/webhooks/delete" | "/admin/webhooks/resume") => {
+            let id = server
+                .register_webhook("docs", "http://127.0.0.1:9/hook", "order.*")
+                .await;
+            http.post(url)
+                .header("x-admin-token", ADMIN_TOKEN)
+                .json(&json!({"id": id}))
+        }
         ("get", "/console") => http.get(url),
         _ => panic!("the document lists {method} {path}, which this test has no request for: add one"),
     }
+}
+
+/// A webhook as the document's example registers it (to a port nothing listens on: its
+/// deliveries fail and retry in the background, which no request here depends on).
+fn documented_webhook() -> Value {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    json!({"tenant": "docs", "url": "http://127.0.0.1:9/hook", "events": "order.*", "secret": secret})
 }
 
 /// Whether the operation authenticates with the `X-Admin-Token` header.

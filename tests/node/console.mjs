@@ -1,8 +1,10 @@
 // Drives Broker's admin console in Debian's Chromium with playwright-core, as an operator would:
 // sign in, create a user, watch an event inserted through the API arrive live, revoke the user,
-// see a guest dropped into the guests directory listed, and set a tenant's limits. Used by tests/e2e/console.rs.
+// see a guest dropped into the guests directory listed, set a tenant's limits, and register a
+// webhook, see it paused by a failing receiver and resume it. Used by tests/e2e/console.rs.
 //
-//   node console.mjs <broker url> <admin token> <guest .wasm> <guests dir> <screenshot .png>
+//   node console.mjs <broker url> <admin token> <guest .wasm> <guests dir> <screenshot .png> \
+//     <webhook receiver url> <webhook secret>
 //
 // Prints one line per step; exits non-zero (with the reason) on the first step that fails.
 
@@ -10,7 +12,7 @@ import { copyFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
-const [base, adminToken, guestFile, guestsDir, screenshot] = process.argv.slice(2);
+const [base, adminToken, guestFile, guestsDir, screenshot, receiver, webhookSecret] = process.argv.slice(2);
 const PASSWORD = "correct horse battery staple";
 const STEP_TIMEOUT = 15_000;
 
@@ -152,6 +154,30 @@ try {
   const limits = await (await fetch(`${base}/admin/tenant_limits?tenant=acme`, { headers: { "x-admin-token": adminToken } })).json();
   if (limits.tenant.in_force.tenant_streams !== 7) throw new Error(`override not stored: ${JSON.stringify(limits)}`);
 
+  step("register a webhook; a failing receiver pauses it; resume it once the receiver answers");
+  // The receiver answers 500 until told otherwise (tests/e2e/console.rs), and the server pauses a
+  // webhook after 2 failed attempts.
+  await page.fill("#register-webhook [name=tenant]", "acme");
+  await page.fill("#register-webhook [name=url]", `${receiver}/hook`);
+  await page.fill("#register-webhook [name=events]", "news");
+  await page.fill("#register-webhook [name=secret]", webhookSecret);
+  await page.click("#register-webhook button[type=submit]");
+  const hookRow = page.locator("#webhooks tbody tr");
+  await hookRow.locator("td:text-is('news')").waitFor();
+  if ((await page.content()).includes(webhookSecret)) throw new Error("the webhook secret is shown");
+  const hooked = await fetch(`${base}/insert`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${jwt}` },
+    body: JSON.stringify({ event: "news", data: { title: "for the webhook" } }),
+  });
+  const { seq: hookedSeq } = await hooked.json();
+  await page.locator("#webhooks tr[data-state='paused']").waitFor();
+  await hookRow.locator(".last-error:has-text('500')").waitFor();
+  await fetch(`${receiver}/status/200`, { method: "POST" });
+  await hookRow.locator("button:text-is('Resume')").click();
+  await page.locator(`#webhooks tr[data-state='active'] td.cursor:text-is('${hookedSeq}')`).waitFor();
+  await hookRow.locator("td.delivered:text-is('1')").waitFor();
+
   step("revoke the user and see it marked");
   await userRow.locator("button:text-is('Revoke')").click();
   await userRow.locator(".badge.revoked").waitFor();
@@ -159,6 +185,13 @@ try {
 
   await page.screenshot({ path: screenshot, fullPage: true });
   step("screenshot");
+
+  step("delete the webhook");
+  page.once("dialog", (dialog) => dialog.accept());
+  await hookRow.locator("button:text-is('Delete')").click();
+  await hookRow.waitFor({ state: "detached" });
+  const { webhooks } = await (await fetch(`${base}/admin/webhooks`, { headers: { "x-admin-token": adminToken } })).json();
+  if (webhooks.length) throw new Error(`the webhook is still registered: ${JSON.stringify(webhooks)}`);
   if (pageErrors.length) throw new Error(`errors in the page: ${pageErrors.join("; ")}`);
   const stored = await page.evaluate(() => Object.keys(sessionStorage));
   if (!stored.includes("broker-admin-token")) throw new Error("the token is not in sessionStorage");

@@ -29,7 +29,7 @@ pub const ADMIN_TOKEN_HEADER: &str = "x-admin-token";
 /// colon), so an event's `username` never passes for a user's.
 const CONSOLE_USERNAME: &str = "admin:console";
 
-fn check_admin_header(state: &AppState, request: &Request<Incoming>) -> Result<(), ApiError> {
+pub(super) fn check_admin_header(state: &AppState, request: &Request<Incoming>) -> Result<(), ApiError> {
     let given = request
         .headers()
         .get(ADMIN_TOKEN_HEADER)

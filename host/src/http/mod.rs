@@ -14,6 +14,7 @@ mod sse;
 pub mod state;
 mod two_factor;
 mod users;
+mod webhooks;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -133,6 +134,11 @@ async fn route(
             admin::set_tenant_limits(state, request).await
         }
         Handler::TenantLimits => admin::tenant_limits(state, &request).await,
+        Handler::Webhooks if request.method() == Method::POST => webhooks::register(state, request).await,
+        Handler::Webhooks => webhooks::list(state, &request).await,
+        Handler::UpdateWebhook => webhooks::update(state, request).await,
+        Handler::DeleteWebhook => webhooks::delete(state, request).await,
+        Handler::ResumeWebhook => webhooks::resume(state, request).await,
         Handler::Console => console::file(route.path).ok_or(ApiError::NotFound),
     }
 }
@@ -163,6 +169,10 @@ enum Handler {
     AdminHistory,
     AdminInsert,
     TenantLimits,
+    Webhooks,
+    UpdateWebhook,
+    DeleteWebhook,
+    ResumeWebhook,
     Console,
 }
 
@@ -188,7 +198,7 @@ const GET_POST: &str = "GET, POST, OPTIONS";
 
 /// Every route Broker serves, each written once. Any other path is 404, and its metric label is
 /// `other`.
-static ROUTES: [Route; 27] = [
+static ROUTES: [Route; 31] = [
     at("/", "GET, HEAD, OPTIONS", Handler::Root),
     at("/create_user", POST, Handler::CreateUser),
     at("/list_users", POST, Handler::ListUsers),
@@ -212,6 +222,10 @@ static ROUTES: [Route; 27] = [
     at("/admin/events", GET, Handler::AdminHistory),
     at("/admin/insert", POST, Handler::AdminInsert),
     at("/admin/tenant_limits", GET_POST, Handler::TenantLimits),
+    at("/admin/webhooks", GET_POST, Handler::Webhooks),
+    at("/admin/webhooks/update", POST, Handler::UpdateWebhook),
+    at("/admin/webhooks/delete", POST, Handler::DeleteWebhook),
+    at("/admin/webhooks/resume", POST, Handler::ResumeWebhook),
     at("/console", GET, Handler::Console),
     at("/console/", GET, Handler::Console),
     at("/console/app.js", GET, Handler::Console),

@@ -18,6 +18,7 @@ use crate::insert::Inserts;
 use crate::limits::Limits;
 use crate::subscribe::Streams;
 use crate::user_directory::UserDirectory;
+use crate::webhooks::Webhooks;
 
 pub struct AppState {
     pub config: Config,
@@ -45,6 +46,8 @@ pub struct AppState {
     pub clock: Arc<Clock>,
     /// Per-tenant guest components, for the admin listing.
     pub guests: Arc<Guests>,
+    /// Registered webhooks and their delivery.
+    pub webhooks: Arc<Webhooks>,
     /// Rates and counts per user, tenant and client address.
     pub limits: Arc<Limits>,
 }

@@ -188,7 +188,7 @@ struct DeleteTenant {
     tenant_name: String,
 }
 
-/// `POST /delete_tenant`: every user and event of the tenant, and its limits override.
+/// `POST /delete_tenant`: every user and event of the tenant, its webhooks and its limits override.
 pub async fn delete_tenant(
     state: &Arc<AppState>,
     request: Request<Incoming>,
@@ -198,6 +198,8 @@ pub async fn delete_tenant(
     check_admin(state, client, &body.admin_token)?;
     crate::validate::name("tenant_name", &body.tenant_name).map_err(ApiError::BadRequest)?;
     let tenant = &body.tenant_name;
+    // Webhooks first: none may send the tenant's events while they are erased.
+    state.webhooks.delete_tenant(tenant).await?;
     let removed = state.erasure.delete_tenant(&state.accounts, tenant).await?;
     state.limits.set_override(tenant, Default::default()).await?;
     let answer = json!({"status": "ok", "users_deleted": removed.users, "events_erased": removed.events});

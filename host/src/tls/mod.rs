@@ -81,6 +81,6 @@ impl TlsTerminator {
 
 /// The one crypto provider Broker uses (aws-lc-rs, as jsonwebtoken), named explicitly so that no
 /// process-wide default is needed.
-fn provider() -> Arc<CryptoProvider> {
+pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(aws_lc_rs::default_provider())
 }

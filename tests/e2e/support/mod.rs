@@ -8,6 +8,7 @@ pub mod pebble;
 pub mod prometheus;
 pub mod sse;
 pub mod tls;
+pub mod webhooks;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -88,6 +88,7 @@ async function refresh() {
     loadUsers().catch((e) => showError("#users-error", e)),
     loadGuests().catch(() => {}),
     loadLimits().catch((e) => showError("#limits-error", e)),
+    loadWebhooks().catch((e) => showError("#webhooks-error", e)),
   ]);
 }
 
@@ -370,6 +371,69 @@ $("#limits-save").addEventListener("click", async () => {
     await loadLimits();
   } catch (error) {
     showError("#limits-error", error);
+  }
+});
+
+// ---- webhooks: each with its delivery state; a paused one is resumed here
+
+async function loadWebhooks() {
+  const { webhooks } = await answer(await admin("/admin/webhooks"));
+  const body = $("#webhooks tbody");
+  body.replaceChildren();
+  for (const webhook of webhooks) {
+    const row = body.insertRow();
+    row.dataset.id = webhook.id;
+    row.dataset.state = webhook.state;
+    cell(row, webhook.tenant);
+    cell(row, webhook.url);
+    cell(row, webhook.events || "(all)");
+    const state = row.insertCell();
+    const badge = document.createElement("span");
+    badge.className = `badge ${webhook.state}`;
+    badge.textContent = webhook.failures ? `${webhook.state} (${webhook.failures} failed)` : webhook.state;
+    state.append(badge);
+    cell(row, webhook.cursor).className = "cursor";
+    cell(row, webhook.delivered).className = "delivered";
+    cell(row, webhook.last_error ?? "").className = "last-error";
+    const actions = row.insertCell();
+    if (webhook.state === "paused") {
+      actions.append(button("Resume", () => webhookAct("/admin/webhooks/resume", webhook.id)));
+    }
+    actions.append(button("Delete", () => {
+      if (confirm(`Delete the webhook to ${webhook.url}?`)) webhookAct("/admin/webhooks/delete", webhook.id);
+    }));
+  }
+}
+
+async function webhookAct(path, id) {
+  showError("#webhooks-error", null);
+  try {
+    await answer(await admin(path, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ id }),
+    }));
+    await loadWebhooks();
+  } catch (error) {
+    showError("#webhooks-error", error);
+  }
+}
+
+$("#register-webhook").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const fields = Object.fromEntries(["tenant", "url", "events", "secret"].map((name) => [name, form.get(name).trim()]));
+  showError("#webhooks-error", null);
+  try {
+    await answer(await admin("/admin/webhooks", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(fields),
+    }));
+    event.target.reset();
+    await loadWebhooks();
+  } catch (error) {
+    showError("#webhooks-error", error);
   }
 });
 
