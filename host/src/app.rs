@@ -29,6 +29,7 @@ use crate::http::state::AppState;
 use crate::insert::Inserts;
 use crate::limits::buckets::Rate;
 use crate::limits::{Limits, Settings};
+use crate::presence::Presence;
 use crate::retention::Retention;
 use crate::store::writer::EventWriter;
 use crate::store::{LmdbEventLog, LmdbUsers, Store};
@@ -275,6 +276,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             users.clone(),
             guests.clone(),
             fanout,
+            Presence::start(
+                config.nats.is_some().then(|| users.clone()),
+                clock.clone(),
+                shutdown.clone(),
+            ),
             clock.clone(),
             shutdown.clone(),
             (config.keep_alive > 0).then(|| Duration::from_secs(config.keep_alive)),

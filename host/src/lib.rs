@@ -24,6 +24,7 @@
 //! - `retention`: trimming old events in the background, never the newest of a name.
 //! - `webhooks`: POSTing committed events to registered URLs, in order, at least once, signed
 //!   (Standard Webhooks), one node at a time per webhook.
+//! - `presence`: which users have an open stream, per tenant, coalesced, across nodes.
 //! - `filter`: the `?events=` filter a connection chooses its events with.
 //! - `fanout`: live channels of pre-rendered frames, per tenant and filter, indexed by name and
 //!   prefix; and per-user change watches.
@@ -50,6 +51,7 @@ pub mod insert;
 pub mod limits;
 pub mod metrics;
 pub mod model;
+pub mod presence;
 pub mod read_rule;
 pub mod retention;
 pub mod server;

@@ -29,6 +29,7 @@ mod npm_client;
 mod openapi;
 mod operations;
 mod passwords;
+mod presence;
 mod promises;
 mod protocol;
 mod rate_limits;

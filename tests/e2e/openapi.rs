@@ -169,6 +169,7 @@ async fn valid_request(server: &TestServer, jwt: &str, method: &str, path: &str)
         ("get", "/" | "/openapi.json") => http.get(url),
         ("head", "/") => http.head(url),
         ("get", "/verify" | "/sse") => http.get(url).bearer_auth(jwt),
+        ("get", "/presence") => http.get(url).bearer_auth(jwt),
         ("get", "/events") => http.get(format!("{url}?events=profile&limit=2")).bearer_auth(jwt),
         ("post", "/insert") => http
             .post(url)

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::body::read_json;
 use super::history::{page_json, page_request};
-use super::sse::{event_stream_response, events_filter, last_event_id};
+use super::sse::{event_stream_response, events_filter, last_event_id, with_presence};
 use super::state::AppState;
 use super::users::check_admin;
 use super::{Body, client_address, json_response, query_value};
@@ -67,7 +67,7 @@ pub async fn tenant_stream(
     let resume_after = last_event_id(request.headers(), Some(query));
     let frames = state
         .streams
-        .subscribe_tenant(&tenant, filter, resume_after)
+        .subscribe_tenant(&tenant, filter, resume_after, with_presence(Some(query))?)
         .await?;
     Ok(event_stream_response(frames))
 }

@@ -125,6 +125,7 @@ async fn route(
         Handler::Insert => events::insert(state, request).await,
         Handler::Subscribe => sse::subscribe(state, request).await,
         Handler::History => history::page(state, request).await,
+        Handler::Presence => sse::presence(state, &request).await,
         Handler::OpenApi => Ok(openapi::document()),
         Handler::AdminGuests => admin::guests(state, &request),
         Handler::AdminStream => admin::tenant_stream(state, &request).await,
@@ -162,6 +163,7 @@ enum Handler {
     Verify,
     Insert,
     Subscribe,
+    Presence,
     History,
     OpenApi,
     AdminGuests,
@@ -198,7 +200,7 @@ const GET_POST: &str = "GET, POST, OPTIONS";
 
 /// Every route Broker serves, each written once. Any other path is 404, and its metric label is
 /// `other`.
-static ROUTES: [Route; 31] = [
+static ROUTES: [Route; 32] = [
     at("/", "GET, HEAD, OPTIONS", Handler::Root),
     at("/create_user", POST, Handler::CreateUser),
     at("/list_users", POST, Handler::ListUsers),
@@ -216,6 +218,7 @@ static ROUTES: [Route; 31] = [
     at("/insert", POST, Handler::Insert),
     at("/sse", GET, Handler::Subscribe),
     at("/events", GET, Handler::History),
+    at("/presence", GET, Handler::Presence),
     at("/openapi.json", GET, Handler::OpenApi),
     at("/admin/guests", GET, Handler::AdminGuests),
     at("/admin/sse", GET, Handler::AdminStream),

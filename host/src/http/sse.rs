@@ -22,7 +22,9 @@ impl From<SubscribeError> for ApiError {
     fn from(error: SubscribeError) -> Self {
         match error {
             SubscribeError::UserChanged => ApiError::Unauthorized(error.to_string()),
-            SubscribeError::Forbidden => ApiError::Forbidden(error.to_string()),
+            SubscribeError::Forbidden | SubscribeError::PresenceForbidden => {
+                ApiError::Forbidden(error.to_string())
+            }
             SubscribeError::Store(e) => e.into(),
         }
     }
@@ -36,9 +38,13 @@ pub async fn subscribe(
     let query = request.uri().query();
     let filter = events_filter(query)?;
     let resume_after = last_event_id(request.headers(), query);
+    let presence = with_presence(query)?;
     let permit = state.limits.open_stream(&identity.user).await?;
     // Joined before answering: every insert after the client sees 200 reaches this stream.
-    let frames = state.streams.subscribe(&identity, filter, resume_after).await?;
+    let frames = state
+        .streams
+        .subscribe(&identity, filter, resume_after, presence)
+        .await?;
     // The stream counts against its user and tenant until its body is dropped, however it ends.
     let frames = frames.map(move |frame| {
         let _counted = &permit;
@@ -51,6 +57,30 @@ pub async fn subscribe(
 pub fn events_filter(query: Option<&str>) -> Result<EventFilter, ApiError> {
     let param = query.and_then(|query| query_value(query, "events"));
     EventFilter::from_param(param.as_deref()).map_err(ApiError::BadRequest)
+}
+
+/// `?presence=true`: the stream also carries the tenant's presence; `false` or absent: not.
+pub fn with_presence(query: Option<&str>) -> Result<bool, ApiError> {
+    match query.and_then(|query| query_value(query, "presence")).as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(ApiError::BadRequest("presence must be true or false".into())),
+    }
+}
+
+/// `GET /presence`: the users of the caller's tenant with an open stream, as `?presence=true`
+/// streams first get them.
+pub async fn presence(
+    state: &Arc<AppState>,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let identity = super::caller(state, request).await?;
+    let users = state.streams.present_users(&identity).await?;
+    let body = serde_json::json!({ "users": users });
+    Ok(served_to(
+        super::json_response(hyper::StatusCode::OK, &body),
+        &identity.user.username,
+    ))
 }
 
 /// A `text/event-stream` response writing each frame as one body chunk.

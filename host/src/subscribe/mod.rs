@@ -13,6 +13,10 @@
 //!    the cursor, so `Last-Event-ID` resume stays exact. A scope change applies to the open stream
 //!    at once, and asks the read rule again.
 //! 6. End on disconnect, shutdown, a change that ends the user's access, or credential expiry.
+//! 7. Every user stream counts in its user's presence while it lives; one opened with
+//!    `?presence=true` also gets, after its replay, the tenant's present users and then their
+//!    joins and leaves (`crate::presence`), if the user's scopes and the read rule allow
+//!    `broker.presence`.
 //!
 //! A stream is no task of its own: it is a state machine that hyper polls when the connection can
 //! take more bytes, so an idle subscriber holds its cursor, its two channel handles and little else,
@@ -29,13 +33,17 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio_util::sync::CancellationToken;
 
+use std::collections::BTreeSet;
+
 use self::stream::{EventStream, Owner, Viewer};
 use crate::auth::Identity;
+use crate::auth::scopes::{self, Operation};
 use crate::clock::Clock;
 use crate::event_log::EventLog;
 use crate::fanout::Fanout;
 use crate::filter::EventFilter;
-use crate::read_rule::ReadRule;
+use crate::presence::{PRESENCE_EVENT, Presence};
+use crate::read_rule::{ReadRule, Reader};
 use crate::storage::StorageError;
 use crate::user_directory::UserDirectory;
 
@@ -47,6 +55,9 @@ pub enum SubscribeError {
     /// `--enforce_scopes` and the user holds no `get` scope at all.
     #[error("a scope E:get (or *:get) is needed to receive events")]
     Forbidden,
+    /// Presence asked for, and the user's scopes or the tenant's read rule do not allow it.
+    #[error("presence needs the scope broker.presence:get (or *:get) and the read rule's consent")]
+    PresenceForbidden,
     #[error(transparent)]
     Store(#[from] StorageError),
 }
@@ -59,6 +70,8 @@ pub struct Streams {
     /// The tenants' read rules: a stream carries only the names its user may read.
     rules: Arc<dyn ReadRule>,
     fanout: Arc<Fanout>,
+    /// Who has an open stream: every user stream counts in it.
+    presence: Arc<Presence>,
     clock: Arc<Clock>,
     /// Cancelled when the server stops: ends every open stream.
     shutdown: CancellationToken,
@@ -78,6 +91,7 @@ impl Streams {
         users: Arc<dyn UserDirectory>,
         rules: Arc<dyn ReadRule>,
         fanout: Arc<Fanout>,
+        presence: Arc<Presence>,
         clock: Arc<Clock>,
         shutdown: CancellationToken,
         keep_alive: Option<Duration>,
@@ -88,6 +102,7 @@ impl Streams {
             users,
             rules,
             fanout,
+            presence,
             clock,
             shutdown,
             keep_alive,
@@ -96,12 +111,13 @@ impl Streams {
     }
 
     /// Subscribes `identity` to its tenant's events that `filter` lets through, resuming after
-    /// `resume_after` when given.
+    /// `resume_after` when given, with the tenant's presence when `with_presence`.
     pub async fn subscribe(
         self: &Arc<Self>,
         identity: &Identity,
         filter: EventFilter,
         resume_after: Option<u64>,
+        with_presence: bool,
     ) -> Result<impl Stream<Item = Bytes> + Send + 'static, SubscribeError> {
         let user = &identity.user;
         let user_watch = self.fanout.watch_user(&user.username);
@@ -124,6 +140,14 @@ impl Streams {
         if self.enforce_scopes && !owner.take_scopes(current.as_ref()) {
             return Err(SubscribeError::Forbidden);
         }
+        if with_presence
+            && !self
+                .may_see_presence(&owner.username, &owner.tenant_name, &owner.all_scopes)
+                .await
+        {
+            return Err(SubscribeError::PresenceForbidden);
+        }
+        let joined = self.presence.join(&owner.tenant_name, &owner.username);
         let viewer = Viewer {
             owner,
             watch: user_watch,
@@ -132,8 +156,47 @@ impl Streams {
             ))),
         };
         let mut stream = EventStream::open(self, &user.tenant_name, Some(viewer), filter, resume_after);
+        stream.count_in_presence(joined);
+        if with_presence {
+            stream.watch_presence();
+        }
         stream.settle_resume_point().await?;
         Ok(stream.frames())
+    }
+
+    /// Whether a user with `scopes` may see its tenant's presence: with `--enforce_scopes` a
+    /// `get` scope must cover `broker.presence`, and the tenant's read rule (if any) must allow it.
+    async fn may_see_presence(&self, username: &str, tenant: &str, scopes: &[String]) -> bool {
+        if self.enforce_scopes && !scopes::allows(scopes, PRESENCE_EVENT, Operation::Get) {
+            return false;
+        }
+        if !self.rules.applies(tenant) {
+            return true;
+        }
+        let reader = Reader {
+            username,
+            tenant,
+            scopes,
+        };
+        self.rules.allows(&reader, PRESENCE_EVENT).await
+    }
+
+    /// `GET /presence`: the users of the caller's tenant with an open stream, under the same
+    /// rule as `?presence=true`.
+    pub async fn present_users(&self, identity: &Identity) -> Result<BTreeSet<String>, SubscribeError> {
+        let user = &identity.user;
+        let current = self.users.get(&user.username).await?;
+        let scopes = current
+            .as_ref()
+            .map(|user| user.scope_list().to_vec())
+            .unwrap_or_default();
+        if !self
+            .may_see_presence(&user.username, &user.tenant_name, &scopes)
+            .await
+        {
+            return Err(SubscribeError::PresenceForbidden);
+        }
+        Ok(self.presence.users(&user.tenant_name))
     }
 
     /// Every event of `tenant` for the admin console: the same replay, resume and live delivery as a
@@ -143,8 +206,12 @@ impl Streams {
         tenant: &str,
         filter: EventFilter,
         resume_after: Option<u64>,
+        with_presence: bool,
     ) -> Result<impl Stream<Item = Bytes> + Send + 'static, SubscribeError> {
         let mut stream = EventStream::open(self, tenant, None, filter, resume_after);
+        if with_presence {
+            stream.watch_presence();
+        }
         stream.settle_resume_point().await?;
         Ok(stream.frames())
     }

@@ -17,6 +17,7 @@ use crate::fanout::{Frame, LiveFeed, UserWatch};
 use crate::filter::EventFilter;
 use crate::metrics::{OpenGuard, metrics};
 use crate::model::User;
+use crate::presence::{self, Joined, Users};
 use crate::read_rule::{ReadAnswers, Reader};
 use crate::storage::StorageError;
 
@@ -134,6 +135,26 @@ pub(super) struct EventStream {
     past_horizon: Option<(u64, u64)>,
     /// Counts the stream in `broker_open_streams` while it lives.
     _open: OpenGuard,
+    /// Counts the stream in its user's presence while it lives (none for the admin console).
+    _joined: Option<Joined>,
+    /// `?presence=true`: the tenant's present users as last sent, and their changes to come.
+    presence: Option<PresenceView>,
+}
+
+struct PresenceView {
+    changes: tokio::sync::watch::Receiver<Users>,
+    shown: Users,
+}
+
+/// The next change of the tenant's present users; never without `?presence=true`.
+async fn presence_changed(view: &mut Option<PresenceView>) -> Option<Users> {
+    let Some(view) = view else {
+        return std::future::pending().await;
+    };
+    match view.changes.changed().await {
+        Ok(()) => Some(view.changes.borrow_and_update().clone()),
+        Err(_) => std::future::pending().await,
+    }
 }
 
 /// The frame that says a resume cannot be exact: its name is reserved (no insert can forge it) and
@@ -175,7 +196,22 @@ impl EventStream {
             answers: ReadAnswers::default(),
             past_horizon: None,
             _open: OpenGuard::new(&metrics().open_streams),
+            _joined: None,
+            presence: None,
         }
+    }
+
+    pub(super) fn count_in_presence(&mut self, joined: Joined) {
+        self._joined = Some(joined);
+    }
+
+    /// Sends the tenant's present users after the replay, then their joins and leaves.
+    pub(super) fn watch_presence(&mut self) {
+        let changes = self.streams.presence.watch(&self.tenant);
+        self.presence = Some(PresenceView {
+            changes,
+            shown: Users::default(),
+        });
     }
 
     /// An id above the tenant's newest (a typo, a restored database) means "from now": as a
@@ -291,6 +327,14 @@ impl EventStream {
                 }
                 Err(RecvError::Closed) => Err(End::ShuttingDown),
             },
+            users = presence_changed(&mut self.presence) => {
+                if let (Some(view), Some(users)) = (self.presence.as_mut(), users) {
+                    let frames = presence::change_frames(&view.shown, &users);
+                    view.shown = users;
+                    self.pending.extend(frames);
+                }
+                Ok(())
+            }
             () = keep_alive_tick(&mut self.keep_alive) => {
                 if let (Some(timer), Some(period)) = (self.keep_alive.as_mut(), self.streams.keep_alive) {
                     timer.as_mut().reset(tokio::time::Instant::now() + period);
@@ -322,6 +366,10 @@ impl EventStream {
                 }
                 self.cursor = replay.last_seq;
             }
+        }
+        if let Some(view) = self.presence.as_mut() {
+            view.shown = view.changes.borrow_and_update().clone();
+            self.pending.push_back(presence::snapshot_frame(&view.shown));
         }
         Ok(())
     }
@@ -388,6 +436,17 @@ impl EventStream {
             .map(|user| user.scope_list().to_vec())
             .unwrap_or_default();
         self.answers.forget();
+        if self.presence.is_some() {
+            let streams = self.streams.clone();
+            let owner = &self.viewer.as_ref().expect("a user's stream").owner;
+            if !streams
+                .may_see_presence(&owner.username, &self.tenant, &owner.all_scopes)
+                .await
+            {
+                // No longer allowed: no more presence frames on this stream.
+                self.presence = None;
+            }
+        }
         // New scopes may reach other names: join their channel, then read from the store what
         // was committed since the cursor, so nothing the new scopes allow is missed.
         let filter = live_filter(&self.filter, self.viewer.as_ref());

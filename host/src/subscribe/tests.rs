@@ -276,6 +276,7 @@ fn world(live_buffer: usize, enforce_scopes: bool) -> World {
         users.clone(),
         rule.clone(),
         fanout,
+        crate::presence::Presence::start(None, clock.clone(), shutdown.clone()),
         clock.clone(),
         shutdown.clone(),
         None,
@@ -337,7 +338,7 @@ impl World {
         let filter = EventFilter::parse(filter).unwrap();
         let frames = self
             .streams
-            .subscribe(identity, filter, resume_after)
+            .subscribe(identity, filter, resume_after, false)
             .await
             .unwrap();
         Frames(Box::pin(frames))
@@ -462,7 +463,7 @@ async fn an_event_the_scopes_skip_still_moves_the_cursor() {
     assert!(matches!(
         world
             .streams
-            .subscribe(&none, EventFilter::default(), None)
+            .subscribe(&none, EventFilter::default(), None, false)
             .await
             .err(),
         Some(SubscribeError::Forbidden)
@@ -602,7 +603,7 @@ async fn a_revoke_ends_the_users_stream_and_not_another() {
     assert!(matches!(
         world
             .streams
-            .subscribe(&ann, EventFilter::default(), None)
+            .subscribe(&ann, EventFilter::default(), None, false)
             .await
             .err(),
         Some(SubscribeError::UserChanged)
