@@ -287,6 +287,34 @@ impl SseFrames {
         }
     }
 
+    /// The next frame's event name and data, copied (for scenarios that read few frames), or
+    /// None when the stream ends. A frame without an `event:` line has an empty name.
+    pub async fn next_named(&mut self) -> Option<(String, Vec<u8>)> {
+        loop {
+            if let Some(end) = find_blank_line(&self.buffer, self.scanned) {
+                let frame = &self.buffer[self.start..end + 1];
+                let name = frame
+                    .split(|&b| b == b'\n')
+                    .find_map(|line| line.strip_prefix(b"event:"))
+                    .map(|name| String::from_utf8_lossy(name).trim().to_owned())
+                    .unwrap_or_default();
+                let data = data_line(frame)
+                    .map(|range| frame[range].to_vec())
+                    .unwrap_or_default();
+                self.start = end + 2;
+                self.scanned = self.start;
+                return Some((name, data));
+            }
+            self.scanned = self.buffer.len().saturating_sub(1).max(self.start);
+            self.buffer.drain(..self.start);
+            self.scanned -= self.start;
+            self.start = 0;
+            if !self.body.read_into(&mut self.buffer).await {
+                return None;
+            }
+        }
+    }
+
     /// Consumes complete frames from the buffer until one has data; that data's place in `buffer`.
     fn next_data_range(&mut self) -> Option<std::ops::Range<usize>> {
         loop {

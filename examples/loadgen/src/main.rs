@@ -7,7 +7,9 @@
 //! (subscribers × publishers: delivery rate, end-to-end latency, lost/duplicated/out-of-order
 //! events, judged from sequence numbers carried in the event data), `rooms` (the same with each
 //! stream filtering one of `--rooms` rooms, judged per stream), `connections` (idle SSE
-//! connections and the server's memory per connection), `login` (logins/s: argon2 cost).
+//! connections and the server's memory per connection), `presence` (a crowd connecting with and
+//! without `?presence=true`: convergence, frames per stream, server CPU), `login` (logins/s:
+//! argon2 cost).
 //! With `--pid`, every scenario also reports the server's memory (anonymous vs file-backed) and
 //! CPU, and all report this process's own CPU, so a saturated load generator shows.
 
@@ -17,6 +19,7 @@ mod fanout;
 mod limits;
 mod noisy;
 mod pocketbase;
+mod presence;
 mod probe;
 mod procfs;
 mod raw_sse;
@@ -43,6 +46,8 @@ pub enum Scenario {
     /// Tenant B's fan-out alone, then beside tenant A flooding inserts with `--clients` clients.
     Noisy,
     Connections,
+    /// `--clients` users connect at once with plain streams, then with `?presence=true`.
+    Presence,
     Login,
 }
 
@@ -193,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Insert | Scenario::Basic => "inserts",
         Scenario::Fanout | Scenario::Rooms | Scenario::Noisy => "deliveries",
         Scenario::Connections => "connections",
+        Scenario::Presence => "streams in",
         Scenario::Login => "logins",
     });
     let mut result = match args.scenario {
@@ -203,6 +209,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Fanout | Scenario::Rooms => fanout::run(&target, &args, &progress).await?,
         Scenario::Noisy => noisy::run(&target, &args, &progress).await?,
         Scenario::Connections => connections::run(&target, &args, &progress).await?,
+        Scenario::Presence => presence::run(&target, &args, &progress).await?,
     };
     reporter.abort();
     if let Some(object) = result.as_object_mut() {

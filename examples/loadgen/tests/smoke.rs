@@ -311,11 +311,36 @@ fn every_scenario_runs_cleanly_against_broker() {
     assert_eq!(count("deliveries"), count("inserts") * 10, "{result}");
     assert_eq!(count("deliveries"), count("expected_deliveries"), "{result}");
     assert_plausible_costs(&result);
+    // 30 users connecting at once with presence: every stream sees all 30, in fewer frames than
+    // users (coalesced), and the line carries both crowds' server CPU.
+    let result = run_scenario(
+        &server,
+        &["--scenario", "presence", "--clients", "30", "--seconds", "20"],
+    );
+    assert_eq!(result["all_converged"], true, "{result}");
+    assert_eq!(
+        (count_of(&result, "opened"), count_of(&result, "plain_opened")),
+        (30, 30),
+        "{result}"
+    );
+    assert!(count_of(&result["frames_per_stream"], "max") < 30, "{result}");
+    // 30 users cost the server a few clock ticks: the figures are there, their ratio may not be.
+    let cpu = &result["server_cpu_seconds"];
+    assert!(
+        cpu["plain"].is_number() && cpu["presence"].is_number(),
+        "{result}"
+    );
     // Streams that match nothing receive nothing, while the inserts go on.
     let result = run_scenario(&server, &[&rooms[..], &["--unmatched"]].concat());
     assert_eq!(result["deliveries"], 0, "{result}");
     assert_eq!(result["misrouted"], 0, "{result}");
     assert!(result["inserts"].as_u64().unwrap() > 0, "{result}");
+}
+
+fn count_of(result: &Value, key: &str) -> u64 {
+    result[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} in {result}"))
 }
 
 const FANOUT_100_SUBSCRIBERS: [&str; 8] = [
