@@ -21,6 +21,7 @@ mod guests;
 mod history;
 mod idempotency;
 mod identity;
+mod js_client;
 mod js_guest;
 mod limits;
 mod load;
