@@ -117,7 +117,12 @@ async fn an_unreachable_acme_server_is_retried_without_stopping_broker() {
     assert!(server.logs().contains("Connection refused") || server.logs().contains("ConnectError"));
     // Without a certificate the TLS handshake itself is refused: a client that would accept any
     // certificate at all still cannot connect, and is refused at once rather than left hanging.
-    // The process is alive and stops cleanly.
+    // The process is alive and stops cleanly. The port does take TCP connections: what fails is
+    // the handshake, not a listener that is missing.
+    let address = server.url.trim_start_matches("https://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&address).await;
+    assert!(tcp.is_ok(), "the HTTPS port accepts connections: {tcp:?}");
+    drop(tcp);
     let client = crate::support::http_client()
         .danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(5))

@@ -61,17 +61,24 @@ async fn every_page(
 
 #[tokio::test]
 async fn history_pages_through_a_filter_in_both_directions() {
-    history(&TestServer::start().await).await;
+    let server = TestServer::start().await;
+    history(&server, &server).await;
 }
 
 /// The same on a cluster node: the pages come from JetStream, above the event-log seam.
 #[tokio::test]
 async fn history_pages_work_the_same_in_a_cluster() {
     let nats = crate::support::nats::NatsCluster::start().await;
-    history(&crate::cluster::node(&nats).await).await;
+    // Written through one node, paged through another.
+    let (writer, reader) = (
+        crate::cluster::node(&nats).await,
+        crate::cluster::node(&nats).await,
+    );
+    history(&writer, &reader).await;
 }
 
-async fn history(server: &TestServer) {
+/// Inserts through `server`, reads the pages through `reader` (another node in a cluster).
+async fn history(server: &TestServer, reader: &TestServer) {
     let jwt = server.signup("historian", "chat").await;
     let stranger = server.signup("stranger", "elsewhere").await;
     let mut inserted = Vec::new();
@@ -101,7 +108,7 @@ async fn history(server: &TestServer) {
         .filter(|(name, _)| name.starts_with("room.1."))
         .cloned()
         .collect();
-    let newest_first = every_page(server, &jwt, &[("events", "room.1.*"), ("limit", "25")], "before").await;
+    let newest_first = every_page(reader, &jwt, &[("events", "room.1.*"), ("limit", "25")], "before").await;
     assert_eq!(
         newest_first.iter().map(Vec::len).collect::<Vec<_>>(),
         [25, 25, 10]
@@ -109,7 +116,7 @@ async fn history(server: &TestServer) {
     let newest_first: Vec<(String, u64)> = newest_first.concat();
     assert_eq!(newest_first, rooms_1.iter().rev().cloned().collect::<Vec<_>>());
     let oldest_first = every_page(
-        server,
+        reader,
         &jwt,
         &[("events", "room.1.*,profile"), ("after", "0"), ("limit", "500")],
         "after",
@@ -123,14 +130,14 @@ async fn history(server: &TestServer) {
     assert_eq!(oldest_first, [expected]);
 
     // Without a filter: every event of the tenant; the default limit is 100.
-    let (status, body) = page(server, &jwt, &[]).await;
+    let (status, body) = page(reader, &jwt, &[]).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["events"].as_array().unwrap().len(), 100);
     assert_eq!(body["events"][0]["id"].as_u64(), inserted.last().map(|e| e.1));
     // One exact name, below an id taken from the middle.
     let middle = inserted[60].1.to_string();
     let profiles = every_page(
-        server,
+        reader,
         &jwt,
         &[("events", "profile"), ("before", &middle), ("limit", "500")],
         "before",
@@ -143,13 +150,13 @@ async fn history(server: &TestServer) {
         .cloned()
         .collect();
     assert_eq!(profiles, [expected]);
-    let (_, body) = page(server, &stranger, &[("events", "room.1.*")]).await;
+    let (_, body) = page(reader, &stranger, &[("events", "room.1.*")]).await;
     assert_eq!(
         body["events"].as_array().unwrap().len(),
         1,
         "only the stranger's own: {body}"
     );
-    let (_, body) = page(server, &stranger, &[("limit", "500")]).await;
+    let (_, body) = page(reader, &stranger, &[("limit", "500")]).await;
     assert_eq!(body["events"].as_array().unwrap().len(), 500, "{body}");
     assert!(
         body["events"]
