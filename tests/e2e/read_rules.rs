@@ -158,3 +158,34 @@ async fn a_read_rule_that_fails_denies_and_stalls_nothing() {
         assert!(scraped.lines().any(|l| l == line), "{line} in:\n{scraped}");
     }
 }
+
+#[tokio::test]
+async fn presence_is_shown_only_to_whom_the_read_rule_allows_it() {
+    // The rules guest lets only users with a `vip:get` scope read `broker.presence`.
+    let server = TestServer::start().await;
+    with_guest(&server, "t", &test_guest("rules")).await;
+    let reader = server.signup("reader", "t").await;
+    let (status, body) = server
+        .create_user_with(json!({"username": "vip", "tenant_name": "t", "scopes": ["vip:get"]}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let vip = server.login("vip").await;
+    let presence = |jwt: &str, path: &str| server.http.get(server.endpoint(path)).bearer_auth(jwt).send();
+    assert_eq!(
+        presence(&reader, "/sse?presence=true").await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        presence(&reader, "/presence").await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    // The reader streams without presence, and is seen by the vip.
+    let _reader_stream = server.subscribe(&reader).await;
+    let response = presence(&vip, "/sse?presence=true").await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = crate::support::sse::SseStream::new(response);
+    let snapshot = stream.next().await;
+    assert_eq!(snapshot.event, "broker.presence");
+    let answer: Value = presence(&vip, "/presence").await.unwrap().json().await.unwrap();
+    assert_eq!(answer, json!({"users": ["reader", "vip"]}));
+}

@@ -100,7 +100,15 @@ async fn matching_events_arrive_in_commit_order_signed_the_standard_way() {
 
 #[tokio::test]
 async fn a_failing_receiver_is_retried_in_order_then_paused_until_resumed() {
-    let server = TestServer::start_with(&["--webhook_attempts", "4", "--webhook_backoff_ms", "50"]).await;
+    let flags = [
+        "--webhook_attempts",
+        "4",
+        "--webhook_backoff_ms",
+        "50",
+        "--metrics_port",
+        "0",
+    ];
+    let server = TestServer::start_with(&flags).await;
     let receiver = Receiver::start(SECRET).await;
     receiver.answer_with(503).await;
     let ann = server.signup("ann", "shop").await;
@@ -123,6 +131,21 @@ async fn a_failing_receiver_is_retried_in_order_then_paused_until_resumed() {
     let seen = receiver.seen();
     assert_eq!(seqs(&seen), vec![first; 4], "{seen:#?}");
     assert!(server.logs().contains("webhook paused"), "{}", server.logs());
+    // And in the metrics: four failed attempts, one pause, no webhook delivering now.
+    let address = crate::metrics::metrics_address(&server);
+    let scraped = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "broker_webhook_attempts_total{outcome=\"failed\"} 4",
+        "broker_webhook_pauses_total 1",
+        "broker_webhooks_delivering 0",
+    ] {
+        assert!(scraped.lines().any(|l| l == line), "{line} in:\n{scraped}");
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.seen().len(), 4, "a paused webhook was tried again");
 

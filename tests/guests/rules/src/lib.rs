@@ -25,6 +25,8 @@ impl Guest for Rules {
             "rule.deny" => false,
             // Readable with a `vip:get` scope only: the rule sees the viewer's scopes.
             "rule.vip" => viewer.scopes.iter().any(|scope| scope == "vip:get"),
+            // Who is online: for vips too.
+            "broker.presence" => viewer.scopes.iter().any(|scope| scope == "vip:get"),
             _ => true,
         }
     }
