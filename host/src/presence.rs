@@ -178,7 +178,8 @@ impl Presence {
     }
 
     async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut last_write = tokio::time::Instant::now() - HEARTBEAT;
+        // None: never written (an Instant cannot go below the machine's boot).
+        let mut last_write: Option<tokio::time::Instant> = None;
         loop {
             let timeout = if self.shared.is_some() {
                 SYNC
@@ -195,11 +196,13 @@ impl Presence {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(COALESCE) => {}
             }
+            // Local changes first: a slow store must not hold them back.
+            self.publish();
             if let Some(shared) = &self.shared {
                 let unwritten = std::mem::take(&mut self.inner.lock().unwrap().unwritten);
-                if unwritten || last_write.elapsed() >= HEARTBEAT {
+                if unwritten || last_write.is_none_or(|at| at.elapsed() >= HEARTBEAT) {
                     match self.write_record(&**shared).await {
-                        Ok(()) => last_write = tokio::time::Instant::now(),
+                        Ok(()) => last_write = Some(tokio::time::Instant::now()),
                         Err(error) => {
                             self.inner.lock().unwrap().unwritten = true;
                             tracing::warn!(%error, "could not write this node's presence; trying again");
@@ -209,8 +212,16 @@ impl Presence {
                 if let Err(error) = self.read_records(&**shared).await {
                     tracing::warn!(%error, "could not read the other nodes' presence; trying again");
                 }
+                // Records are dropped as they age even while the store cannot be read: a node
+                // that died during an outage does not stay present.
+                let now = self.clock.now_millis();
+                self.inner
+                    .lock()
+                    .unwrap()
+                    .remote
+                    .retain(|_, record| fresh(record, now));
+                self.publish();
             }
-            self.publish();
         }
         // Stopping: this node's users leave the others' view now, not after EXPIRY.
         if let Some(shared) = &self.shared {
@@ -265,7 +276,7 @@ impl Presence {
     async fn read_records(&self, shared: &dyn UserDirectory) -> StorageResult<()> {
         let nodes = read_index(shared).await?.1;
         let now = self.clock.now_millis();
-        let mut fresh = HashMap::new();
+        let mut current = HashMap::new();
         let mut dead = BTreeSet::new();
         for node in nodes.iter().filter(|node| **node != self.node) {
             let record: NodeRecord = match shared.value(&record_key(node)).await? {
@@ -273,13 +284,13 @@ impl Presence {
                 _ => NodeRecord::default(),
             };
             let age = Duration::from_millis(now.saturating_sub(record.at_ms));
-            if record.at_ms > 0 && age < EXPIRY {
-                fresh.insert(node.clone(), record);
+            if fresh(&record, now) {
+                current.insert(node.clone(), record);
             } else if age > FORGET_NODE {
                 dead.insert(node.clone());
             }
         }
-        self.inner.lock().unwrap().remote = fresh;
+        self.inner.lock().unwrap().remote = current;
         if !dead.is_empty() {
             self.change_index(shared, |nodes| {
                 let before = nodes.len();
@@ -307,6 +318,11 @@ impl Presence {
             }
         }
     }
+}
+
+/// Whether a node's record was written within `EXPIRY` of `now_ms`.
+fn fresh(record: &NodeRecord, now_ms: u64) -> bool {
+    record.at_ms > 0 && Duration::from_millis(now_ms.saturating_sub(record.at_ms)) < EXPIRY
 }
 
 async fn read_index(shared: &dyn UserDirectory) -> StorageResult<(Option<Vec<u8>>, BTreeSet<String>)> {

@@ -165,3 +165,37 @@ async fn requests_are_logged_without_secrets() {
         assert!(!logs.contains(secret), "the log leaks {secret:?}:\n{logs}");
     }
 }
+
+#[tokio::test]
+async fn an_idle_stream_s_connection_is_probed_by_tcp_keepalive() {
+    // A stream with nothing to send never writes: only TCP keepalive finds its client gone.
+    let server = TestServer::start().await;
+    let jwt = server.signup("quiet", "t").await;
+    let _stream = server.subscribe(&jwt).await;
+    let port = server.url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    // /proc/net/tcp: the server's side of the connection (local port = Broker's, established),
+    // and its timer: "02" is the keepalive timer, then the clock ticks (USER_HZ) until its probe.
+    // Once the connections are idle: data just sent shows its retransmit timer ("01") until acked.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let timers: Vec<String> = table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| fields[1].ends_with(&format!(":{port:04X}")) && fields[3] == "01")
+        .map(|fields| fields[5].to_owned())
+        .collect();
+    assert!(
+        !timers.is_empty(),
+        "no established connection on port {port}:\n{table}"
+    );
+    for timer in &timers {
+        let (kind, ticks) = timer.split_once(':').unwrap();
+        assert_eq!(kind, "02", "no keepalive timer on Broker's side: {timers:?}");
+        let seconds = u64::from_str_radix(ticks, 16).unwrap() / 100;
+        assert!(
+            seconds <= 30,
+            "the first probe comes after {seconds} s: {timers:?}"
+        );
+    }
+}

@@ -148,7 +148,16 @@ export class Subscription {
 
   setStatus(status, error) {
     this.status = status;
-    this.options.onStatus?.(status, error);
+    this.call("onStatus", status, error);
+  }
+
+  /** Calls a handler of the caller's; what it throws is reported, never taken as the stream's. */
+  call(handler, ...args) {
+    try {
+      this.options[handler]?.(...args);
+    } catch (error) {
+      console.error(`@broker/client: ${handler} threw`, error);
+    }
   }
 
   url() {
@@ -173,12 +182,11 @@ export class Subscription {
         });
         if (!response.ok) {
           const error = await errorOf(response);
-          if (error.status === 401 && this.options.onUnauthorized) {
-            const jwt = await this.options.onUnauthorized(error);
-            if (jwt) {
-              this.broker.setJwt(jwt);
-              continue;
-            }
+          // A new JWT is tried after the usual wait: one that is refused again cannot spin.
+          const jwt = error.status === 401 ? await this.options.onUnauthorized?.(error) : undefined;
+          if (jwt) {
+            this.broker.setJwt(jwt);
+            throw error;
           }
           // A request Broker will refuse again as it is (credentials, scopes, a bad filter).
           if ([400, 401, 403, 404].includes(error.status)) {
@@ -189,8 +197,11 @@ export class Subscription {
           throw error;
         }
         this.setStatus("open");
-        attempt = 0;
+        this.delivered = false;
         await this.read(response.body);
+        // The backoff starts again only once a connection delivered something: a server that
+        // accepts and then ends every stream is not asked again at once, forever.
+        if (this.delivered) attempt = 0;
         // The server ended the stream (a restart, a credential that expired): come back.
       } catch (error) {
         if (this.closed) return;
@@ -200,11 +211,15 @@ export class Subscription {
       if (this.closed) return;
       if (this.status !== "reconnecting") this.setStatus("reconnecting");
       await new Promise((resolve) => {
-        const timer = setTimeout(resolve, wait ?? backoff(attempt++, initial, max));
-        this.abort.signal.addEventListener("abort", () => {
+        const stop = () => {
           clearTimeout(timer);
           resolve();
-        });
+        };
+        const timer = setTimeout(() => {
+          this.abort.signal.removeEventListener("abort", stop);
+          resolve();
+        }, wait ?? backoff(attempt++, initial, max));
+        this.abort.signal.addEventListener("abort", stop, { once: true });
       });
     }
   }
@@ -219,11 +234,14 @@ export class Subscription {
         parser.feed(value);
       }
     } finally {
-      reader.releaseLock();
+      // Whatever ended the read, this connection's stream ends with it on the server too.
+      await reader.cancel().catch(() => {});
     }
   }
 
   dispatch({ event = "message", id, data }) {
+    if (this.closed) return;
+    this.delivered = true;
     const value = JSON.parse(data);
     switch (event) {
       case PRESENCE_EVENT:
@@ -236,16 +254,18 @@ export class Subscription {
         for (const user of value.users) this.users.delete(user);
         return this.presenceChanged();
       case HORIZON_EVENT:
-        return this.options.onHorizon?.(value);
+        return this.call("onHorizon", value);
     }
+    // Broker's event frames all have ids; a frame without one is not an event to resume after.
+    if (id === undefined) return;
     const seq = Number(id);
     // After a reconnection Broker resumes after the last id: an id at or below it was delivered.
     if (this.lastEventId !== null && seq <= this.lastEventId) return;
     this.lastEventId = seq;
-    this.options.onEvent?.({ id: seq, event, data: value });
+    this.call("onEvent", { id: seq, event, data: value });
   }
 
   presenceChanged() {
-    this.options.onPresence?.([...this.users].sort());
+    this.call("onPresence", [...this.users].sort());
   }
 }

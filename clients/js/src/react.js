@@ -8,6 +8,8 @@ import { useEffect, useState } from "react";
 export function useLatest(broker, name, initial = undefined) {
   const [data, setData] = useState(initial);
   useEffect(() => {
+    // Another name: its own newest, not the last name's.
+    setData(initial);
     const subscription = broker.subscribe({
       events: name,
       onEvent: (event) => {

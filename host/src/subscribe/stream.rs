@@ -314,6 +314,14 @@ impl EventStream {
                 ViewerNews::UserChanged => self.check_user().await,
                 ViewerNews::WatchClosed => Err(End::ShuttingDown),
             },
+            users = presence_changed(&mut self.presence) => {
+                if let (Some(view), Some(users)) = (self.presence.as_mut(), users) {
+                    let frames = presence::change_frames(&view.shown, &users);
+                    view.shown = users;
+                    self.pending.extend(frames);
+                }
+                Ok(())
+            }
             received = self.live.receiver.recv() => match received {
                 Ok(frame) => {
                     self.push_if_new(frame).await;
@@ -327,14 +335,6 @@ impl EventStream {
                 }
                 Err(RecvError::Closed) => Err(End::ShuttingDown),
             },
-            users = presence_changed(&mut self.presence) => {
-                if let (Some(view), Some(users)) = (self.presence.as_mut(), users) {
-                    let frames = presence::change_frames(&view.shown, &users);
-                    view.shown = users;
-                    self.pending.extend(frames);
-                }
-                Ok(())
-            }
             () = keep_alive_tick(&mut self.keep_alive) => {
                 if let (Some(timer), Some(period)) = (self.keep_alive.as_mut(), self.streams.keep_alive) {
                     timer.as_mut().reset(tokio::time::Instant::now() + period);
