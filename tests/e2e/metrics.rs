@@ -24,6 +24,16 @@ pub fn metrics_address(server: &TestServer) -> String {
     url.trim().trim_end_matches("/metrics").to_owned()
 }
 
+/// Asserts that the metrics text has each of `lines`, exactly.
+pub async fn assert_metrics_lines(server: &TestServer, lines: &[&str]) {
+    let address = metrics_address(server);
+    let response = reqwest::get(format!("http://{address}/metrics")).await.unwrap();
+    let scraped = response.text().await.unwrap();
+    for line in lines {
+        assert!(scraped.lines().any(|l| l == *line), "{line} in:\n{scraped}");
+    }
+}
+
 #[tokio::test]
 async fn prometheus_scrapes_what_broker_did_and_the_public_port_has_no_metrics() {
     let dir = TempDir::new().unwrap();

@@ -146,17 +146,9 @@ async fn a_read_rule_that_fails_denies_and_stalls_nothing() {
     assert_eq!(vip_names, ["rule.vip", "open", "after"]);
     // Each failure is in the metrics by kind, as a failing validate would be: two streams (the
     // reader's and the vip's) asked once each.
-    let address = crate::metrics::metrics_address(&server);
-    let scraped = reqwest::get(format!("http://{address}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for kind in ["trap", "timeout", "out_of_memory"] {
-        let line = format!("broker_guest_failures_total{{kind=\"{kind}\"}} 2");
-        assert!(scraped.lines().any(|l| l == line), "{line} in:\n{scraped}");
-    }
+    let lines = ["trap", "timeout", "out_of_memory"]
+        .map(|kind| format!("broker_guest_failures_total{{kind=\"{kind}\"}} 2"));
+    crate::metrics::assert_metrics_lines(&server, &lines.each_ref().map(String::as_str)).await;
 }
 
 #[tokio::test]

@@ -132,20 +132,12 @@ async fn a_failing_receiver_is_retried_in_order_then_paused_until_resumed() {
     assert_eq!(seqs(&seen), vec![first; 4], "{seen:#?}");
     assert!(server.logs().contains("webhook paused"), "{}", server.logs());
     // And in the metrics: four failed attempts, one pause, no webhook delivering now.
-    let address = crate::metrics::metrics_address(&server);
-    let scraped = reqwest::get(format!("http://{address}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for line in [
+    let lines = [
         "broker_webhook_attempts_total{outcome=\"failed\"} 4",
         "broker_webhook_pauses_total 1",
         "broker_webhooks_delivering 0",
-    ] {
-        assert!(scraped.lines().any(|l| l == line), "{line} in:\n{scraped}");
-    }
+    ];
+    crate::metrics::assert_metrics_lines(&server, &lines).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.seen().len(), 4, "a paused webhook was tried again");
 
