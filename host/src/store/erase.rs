@@ -21,7 +21,7 @@ use crate::model::Event;
 use crate::storage::{StorageError, StorageResult};
 
 /// Stored events one transaction looks at.
-const SCAN_BATCH: usize = 5_000;
+const SCAN_BATCH: usize = 1_000;
 
 /// How far an erasure got: where the next batch starts (`None`: done), and events erased so far.
 #[derive(Debug, Default)]

@@ -17,7 +17,7 @@ use crate::model::Event;
 use crate::storage::{StorageError, StorageResult};
 
 /// Names-index entries one transaction looks at.
-const SCAN_BATCH: usize = 2_000;
+const SCAN_BATCH: usize = 200;
 
 /// The tenant prefix (`[len: u16 BE][name]`) at the start of an index key.
 fn tenant_prefix_of(key: &[u8]) -> Option<&[u8]> {

