@@ -171,16 +171,19 @@ async fn many_users_connecting_at_once_arrive_in_a_few_coalesced_frames() {
         jwts.push(server.signup(&format!("user{n:02}"), "crowd").await);
     }
     let mut watcher = Watcher::start(open(&server, &watcher_jwt, "?presence=true").await).await;
+    let started = tokio::time::Instant::now();
     let streams = futures_util::future::join_all(jwts.iter().map(|jwt| open(&server, jwt, ""))).await;
     let mut expected: Vec<String> = (0..40).map(|n| format!("user{n:02}")).collect();
     expected.push("watcher".into());
     let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
     watcher.until(&expected).await;
-    // 40 users joined; changes are published at most every 250 ms, each as one frame.
+    // 40 users joined; changes are published at most every 250 ms, each as one frame: however
+    // slowly the machine opened the streams, no more frames than windows (and fewer than users).
+    let windows = started.elapsed().as_millis() / 250 + 2;
     let changes = watcher.frames.len() - 1;
     assert!(
-        changes < 20,
-        "{changes} frames for 40 joins: {:?}",
+        changes as u128 <= windows && changes < 40,
+        "{changes} frames for 40 joins in {windows} windows: {:?}",
         watcher.frames
     );
     drop(streams);
