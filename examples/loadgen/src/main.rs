@@ -26,6 +26,7 @@ mod raw_sse;
 mod report;
 mod requests;
 mod sequence;
+mod sizes;
 mod stamp;
 mod stats;
 
@@ -106,6 +107,13 @@ pub struct Args {
     /// table of every figure).
     #[arg(long)]
     pub report: Option<std::path::PathBuf>,
+    /// Samples this file's size (the server's `data.mdb`), and with `--pid` the server's RssFile
+    /// and RssAnon, every second of the run: `size_samples` in the result.
+    #[arg(long = "watch-file")]
+    pub watch_file: Option<std::path::PathBuf>,
+    /// With `--watch-file`: draws the samples over time to this SVG.
+    #[arg(long = "size-report")]
+    pub size_report: Option<std::path::PathBuf>,
     /// PEM file of a CA to trust (besides the web PKI) for an `https://` server with a private CA.
     #[arg(long)]
     pub ca: Option<std::path::PathBuf>,
@@ -201,6 +209,10 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Presence => "streams in",
         Scenario::Login => "logins",
     });
+    let sampler = args
+        .watch_file
+        .clone()
+        .map(|file| sizes::Sampler::start(file, args.pid));
     let mut result = match args.scenario {
         Scenario::Get => requests::gets(&target, &args, &progress).await?,
         Scenario::Insert => requests::inserts(&target, &args, false, &progress).await?,
@@ -212,6 +224,9 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Presence => presence::run(&target, &args, &progress).await?,
     };
     reporter.abort();
+    if let (Some(sampler), Some(object)) = (sampler, result.as_object_mut()) {
+        object.insert("size_samples".into(), sampler.finish().await);
+    }
     if let Some(object) = result.as_object_mut() {
         object.insert(
             "target".into(),
@@ -221,6 +236,10 @@ async fn main() -> anyhow::Result<()> {
         object.insert("server_fd_limit".into(), server_fd_limit.into());
     }
     eprintln!("{}", human_summary(&result));
+    if let Some(path) = &args.size_report {
+        sizes::draw(path, &result)?;
+        eprintln!("sizes drawn to {}", path.display());
+    }
     if let Some(path) = &args.report {
         report::write(path, &result)?;
         eprintln!("report written to {}", path.display());

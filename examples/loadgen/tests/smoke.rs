@@ -275,6 +275,32 @@ fn every_scenario_runs_cleanly_against_broker() {
         assert_plausible_costs(&result);
     }
 
+    // --watch-file samples the database file (and the server's memory) each second; --size-report
+    // draws them.
+    let database = server._dir.path().join("db/data.mdb");
+    let sizes = pictures.path().join("sizes.svg");
+    let watch = [
+        "--watch-file",
+        database.to_str().unwrap(),
+        "--size-report",
+        sizes.to_str().unwrap(),
+    ];
+    let args = [
+        &["--scenario", "insert", "--clients", "2", "--seconds", "3"][..],
+        &watch[..],
+    ]
+    .concat();
+    let result = run_scenario(&server, &args);
+    let samples = result["size_samples"].as_array().expect("size samples");
+    assert!(samples.len() >= 3, "{result}");
+    let last = &samples[samples.len() - 1];
+    assert!(
+        last[1].as_u64().unwrap() > 0 && last[2].as_u64().unwrap() > 0,
+        "file bytes and RssFile: {last}"
+    );
+    let svg = std::fs::read_to_string(&sizes).expect("--size-report wrote the picture");
+    assert!(svg.starts_with("<svg") && svg.contains("database file"), "{svg}");
+
     assert_exact_fanout(&run_scenario(&server, &FANOUT_100_SUBSCRIBERS));
 
     // 200 streams over 20 rooms: every insert reaches its room's 10 streams and no other.
