@@ -4,7 +4,8 @@
 //! closes). Changes are coalesced: a tenant's published set changes at most once per `COALESCE`,
 //! and a presence stream turns each change into at most one join and one leave frame, each
 //! listing users. 10,000 users connecting at once cost each watching stream a few frames a
-//! second, not 10,000.
+//! second, not 10,000. A user whose last stream closed leaves after `LEAVE_GRACE` unless a stream
+//! of theirs comes back (a page reload; a tab on another node whose record was not read yet).
 //!
 //! With a store shared by several nodes (cluster mode), each node writes its users to the user
 //! directory's values (`presence/<node>`) when they change and at least every `HEARTBEAT`, and
@@ -38,6 +39,10 @@ pub const SYNC: Duration = Duration::from_secs(1);
 pub const HEARTBEAT: Duration = Duration::from_secs(3);
 /// Cluster: a record older than this is a dead node's.
 pub const EXPIRY: Duration = Duration::from_secs(10);
+/// A user gone from a tenant's set leaves it only after this long, if it has not come back: a
+/// page reload, or a tab closed on one node just after another opened on a node whose record was
+/// not read yet, is not a leave and a join.
+pub const LEAVE_GRACE: Duration = Duration::from_secs(2);
 /// Cluster: a dead node leaves the index after this long.
 const FORGET_NODE: Duration = Duration::from_secs(600);
 
@@ -67,6 +72,8 @@ struct Inner {
     published: HashMap<String, watch::Sender<Users>>,
     /// The local counts changed since this node last wrote its record.
     unwritten: bool,
+    /// Users gone from a watched set, and since when: they leave it only after `LEAVE_GRACE`.
+    absent_since: HashMap<(String, String), tokio::time::Instant>,
 }
 
 impl Inner {
@@ -180,11 +187,13 @@ impl Presence {
     async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         // None: never written (an Instant cannot go below the machine's boot).
         let mut last_write: Option<tokio::time::Instant> = None;
+        // A leave waiting out its grace: publish again soon, even with nothing else new.
+        let mut waiting = false;
         loop {
-            let timeout = if self.shared.is_some() {
-                SYNC
-            } else {
-                Duration::from_secs(3600)
+            let timeout = match (self.shared.is_some(), waiting) {
+                (_, true) => LEAVE_GRACE / 4,
+                (true, false) => SYNC,
+                (false, false) => Duration::from_secs(3600),
             };
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -197,7 +206,7 @@ impl Presence {
                 () = tokio::time::sleep(COALESCE) => {}
             }
             // Local changes first: a slow store must not hold them back.
-            self.publish();
+            waiting = self.publish();
             if let Some(shared) = &self.shared {
                 let unwritten = std::mem::take(&mut self.inner.lock().unwrap().unwritten);
                 if unwritten || last_write.is_none_or(|at| at.elapsed() >= HEARTBEAT) {
@@ -220,7 +229,7 @@ impl Presence {
                     .unwrap()
                     .remote
                     .retain(|_, record| fresh(record, now));
-                self.publish();
+                waiting = self.publish();
             }
         }
         // Stopping: this node's users leave the others' view now, not after EXPIRY.
@@ -231,12 +240,37 @@ impl Presence {
     }
 
     /// Sends each watched tenant's set if it changed; forgets the sets nobody watches.
-    fn publish(&self) {
-        let mut inner = self.inner.lock().unwrap();
+    /// Sends each watched tenant's set if it changed (a user gone is kept in it for
+    /// `LEAVE_GRACE`); forgets the sets nobody watches. Answers whether a leave is still waiting.
+    fn publish(&self) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut guard = self.inner.lock().unwrap();
+        let inner = &mut *guard;
         inner.published.retain(|_, sender| sender.receiver_count() > 0);
+        let published = &inner.published;
+        inner
+            .absent_since
+            .retain(|(tenant, _), _| published.contains_key(tenant));
+        let mut waiting = false;
         let tenants: Vec<String> = inner.published.keys().cloned().collect();
         for tenant in tenants {
-            let users = inner.users(&tenant);
+            let present = inner.users(&tenant);
+            let shown = inner.published[&tenant].borrow().clone();
+            let mut users = present.clone();
+            for user in shown.iter() {
+                let key = (tenant.clone(), user.clone());
+                if present.contains(user) {
+                    inner.absent_since.remove(&key);
+                    continue;
+                }
+                let since = *inner.absent_since.entry(key.clone()).or_insert(now);
+                if now.duration_since(since) < LEAVE_GRACE {
+                    users.insert(user.clone());
+                    waiting = true;
+                } else {
+                    inner.absent_since.remove(&key);
+                }
+            }
             inner.published[&tenant].send_if_modified(|current| {
                 let changed = **current != users;
                 if changed {
@@ -245,6 +279,7 @@ impl Presence {
                 changed
             });
         }
+        waiting
     }
 
     async fn write_record(&self, shared: &dyn UserDirectory) -> StorageResult<()> {
