@@ -218,7 +218,7 @@ impl Presence {
                         }
                     }
                 }
-                if let Err(error) = self.read_records(&**shared).await {
+                if let Err(error) = self.read_records(&**shared, last_write.is_some()).await {
                     tracing::warn!(%error, "could not read the other nodes' presence; trying again");
                 }
                 // Records are dropped as they age even while the store cannot be read: a node
@@ -294,22 +294,14 @@ impl Presence {
                     .collect(),
             }
         };
-        shared.set_value(&record_key(&self.node), encode(&record)).await?;
-        self.change_index(shared, |nodes| {
-            if nodes.contains(&self.node) {
-                false
-            } else {
-                nodes.insert(self.node.clone());
-                true
-            }
-        })
-        .await
+        shared.set_value(&record_key(&self.node), encode(&record)).await
     }
 
-    /// Reads every other node's record; keeps the fresh ones, and drops long-dead nodes from the
-    /// index.
-    async fn read_records(&self, shared: &dyn UserDirectory) -> StorageResult<()> {
+    /// Reads every other node's record; keeps the fresh ones, drops long-dead nodes from the
+    /// index, and lists this node there once `written` (its record is in the store).
+    async fn read_records(&self, shared: &dyn UserDirectory, written: bool) -> StorageResult<()> {
         let nodes = read_index(shared).await?.1;
+        let unlisted = written && !nodes.contains(&self.node);
         let now = self.clock.now_millis();
         let mut current = HashMap::new();
         let mut dead = BTreeSet::new();
@@ -326,11 +318,14 @@ impl Presence {
             }
         }
         self.inner.lock().unwrap().remote = current;
-        if !dead.is_empty() {
+        if unlisted || !dead.is_empty() {
             self.change_index(shared, |nodes| {
-                let before = nodes.len();
+                let before = nodes.clone();
                 nodes.retain(|node| !dead.contains(node));
-                nodes.len() != before
+                if written {
+                    nodes.insert(self.node.clone());
+                }
+                *nodes != before
             })
             .await?;
         }

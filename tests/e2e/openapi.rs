@@ -261,7 +261,7 @@ async fn valid_request(server: &TestServer, jwt: &str, method: &str, path: &str)
 /// A webhook as the document's example registers it (to a port nothing listens on: its
 /// deliveries fail and retry in the background, which no request here depends on).
 fn documented_webhook() -> Value {
-    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let secret = crate::support::webhooks::SECRET;
     json!({"tenant": "docs", "url": "http://127.0.0.1:9/hook", "events": "order.*", "secret": secret})
 }
 
