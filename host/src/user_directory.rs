@@ -22,6 +22,12 @@ pub trait UserDirectory: Send + Sync {
     /// The user named `username`; a name that could never have been stored is simply unknown.
     async fn get(&self, username: &str) -> StorageResult<Option<User>>;
 
+    /// The user as the store holds it now. In a cluster `get` answers from this node's copy,
+    /// which hears of another node's change a few milliseconds late; this reads the leader.
+    async fn get_latest(&self, username: &str) -> StorageResult<Option<User>> {
+        self.get(username).await
+    }
+
     async fn list(&self) -> StorageResult<Vec<User>>;
 
     /// Stores `user` unless its username is taken, atomically; returns whether it was stored.

@@ -160,23 +160,19 @@ impl Authenticator {
         password: String,
         client: IpAddr,
     ) -> Result<User, AuthError> {
-        let user = self.users.get(username).await?;
-        let cached = user
-            .as_ref()
-            .is_some_and(|user| self.credentials.accepts(user, &password));
-        if cached {
-            self.limits.remembered_password_check(client)?;
-        }
-        let matches = cached || {
-            self.limits.password_check(client)?;
-            let hash = user.as_ref().map(|u| u.password_hash.clone());
-            let remembered = user.is_some().then(|| password.clone());
-            let matches = self.passwords.verify(password, hash).await?;
-            if let (true, Some(user), Some(password)) = (matches, &user, remembered) {
-                self.credentials.remember(user, &password);
+        let mut user = self.users.get(username).await?;
+        let mut matches = self.password_matches(user.as_ref(), &password, client).await?;
+        if !matches {
+            // In a cluster this node's copy of the directory may not hold a change made on another
+            // node moments ago (a password reset there, then a login here): a refusal is checked
+            // once more against the store's own record when that holds another password.
+            let latest = self.users.get_latest(username).await?;
+            let hash = |user: &Option<User>| user.as_ref().map(|u| u.password_hash.clone());
+            if hash(&latest) != hash(&user) {
+                matches = self.password_matches(latest.as_ref(), &password, client).await?;
+                user = latest;
             }
-            matches
-        };
+        }
         match user {
             Some(user) if matches => {
                 if user.revoked {
@@ -187,6 +183,27 @@ impl Authenticator {
             }
             _ => Err(AuthError::BadCredentials),
         }
+    }
+
+    /// Whether `password` is `user`'s (never for an unknown user, whose check still costs an
+    /// argon2 run): from the cache, or checked and then remembered.
+    async fn password_matches(
+        &self,
+        user: Option<&User>,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<bool, AuthError> {
+        if user.is_some_and(|user| self.credentials.accepts(user, password)) {
+            self.limits.remembered_password_check(client)?;
+            return Ok(true);
+        }
+        self.limits.password_check(client)?;
+        let hash = user.map(|u| u.password_hash.clone());
+        let matches = self.passwords.verify(password.to_owned(), hash).await?;
+        if let (true, Some(user)) = (matches, user) {
+            self.credentials.remember(user, password);
+        }
+        Ok(matches)
     }
 
     /// A JWT for `user`, issued now.

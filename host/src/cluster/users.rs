@@ -116,6 +116,10 @@ impl UserDirectory for KvUsers {
         }
     }
 
+    async fn get_latest(&self, username: &str) -> StorageResult<Option<User>> {
+        self.read(username).await
+    }
+
     async fn list(&self) -> StorageResult<Vec<User>> {
         if let Some(users) = self.copy.list() {
             return Ok(users);

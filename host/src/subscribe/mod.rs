@@ -160,7 +160,7 @@ impl Streams {
         if with_presence {
             stream.watch_presence();
         }
-        stream.settle_resume_point().await?;
+        stream.settle_start().await?;
         Ok(stream.frames())
     }
 
@@ -212,7 +212,7 @@ impl Streams {
         if with_presence {
             stream.watch_presence();
         }
-        stream.settle_resume_point().await?;
+        stream.settle_start().await?;
         Ok(stream.frames())
     }
 }

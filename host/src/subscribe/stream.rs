@@ -13,6 +13,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::Streams;
 use crate::auth::scopes::{self, Operation};
+use crate::event_log::LatestReplay;
 use crate::fanout::{Frame, LiveFeed, UserWatch};
 use crate::filter::EventFilter;
 use crate::metrics::{OpenGuard, metrics};
@@ -122,6 +123,8 @@ pub(super) struct EventStream {
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     /// The replay still to do: `Some(None)` latest per name, `Some(Some(n))` after `n`.
     start: Option<Option<u64>>,
+    /// The newest of each name, read before the client was answered (see `settle_start`).
+    latest: Option<LatestReplay>,
     /// Reading the store until it has nothing after the cursor (after a lag, or a resume).
     catching_up: bool,
     /// Highest sequence sent or deliberately skipped (covered by the latest-per-name replay).
@@ -190,6 +193,7 @@ impl EventStream {
                 .map(|period| Box::pin(tokio::time::sleep(period))),
             shutdown: Box::pin(streams.shutdown.clone().cancelled_owned()),
             start: Some(resume_after),
+            latest: None,
             catching_up: false,
             cursor: 0,
             pending: VecDeque::new(),
@@ -214,22 +218,28 @@ impl EventStream {
         });
     }
 
-    /// An id above the tenant's newest (a typo, a restored database) means "from now": as a
-    /// filter it would hide every new event below it. "Now" is read here, after joining the live
-    /// feed and before the client is answered, so that an insert committed after the answer but
-    /// before the stream is first polled is still sent.
-    pub(super) async fn settle_resume_point(&mut self) -> Result<(), StorageError> {
+    /// Fixes where the stream starts, after joining the live feed and before the client is
+    /// answered, so that every insert committed after the answer is sent live:
+    /// - a fresh stream reads the newest of each name now. Read later, at the first poll, it
+    ///   would fold an insert made between the answer and that poll into a newer one of its name,
+    ///   and the client that subscribed and then inserted would never see it.
+    /// - an id above the tenant's newest (a typo, a restored database) means "from now": as a
+    ///   filter it would hide every new event below it.
+    /// - an id below the retention horizon is told to the client, then replaced by the newest of
+    ///   each name, so that the client can rebuild its state.
+    pub(super) async fn settle_start(&mut self) -> Result<(), StorageError> {
         if let Some(Some(after)) = self.start {
-            // Retention removed events after this point: say so, then replay the newest of each
-            // name so that the client can rebuild its state.
             let horizon = self.streams.events.horizon(&self.tenant).await?;
             if after < horizon {
                 self.past_horizon = Some((after, horizon));
                 self.start = Some(None);
-                return Ok(());
+            } else {
+                let newest = self.streams.events.newest_seq(&self.tenant).await?;
+                self.start = Some(Some(after.min(newest)));
             }
-            let newest = self.streams.events.newest_seq(&self.tenant).await?;
-            self.start = Some(Some(after.min(newest)));
+        }
+        if self.start == Some(None) {
+            self.latest = Some(self.streams.events.latest_events(&self.tenant).await?);
         }
         Ok(())
     }
@@ -357,8 +367,10 @@ impl EventStream {
                 if let Some((after, horizon)) = self.past_horizon.take() {
                     self.deliver(horizon_frame(after, horizon));
                 }
-                let replay = events.latest_events(&self.tenant).await;
-                let replay = replay.map_err(End::Store)?;
+                let replay = match self.latest.take() {
+                    Some(replay) => replay,
+                    None => events.latest_events(&self.tenant).await.map_err(End::Store)?,
+                };
                 for event in &replay.events {
                     if self.may_receive(|| &event.event) && self.readable(&event.event).await {
                         self.deliver(Frame::render(event).bytes);

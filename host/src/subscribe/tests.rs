@@ -410,6 +410,19 @@ async fn the_replay_is_the_newest_of_each_name_oldest_first_then_live() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn inserts_after_the_answer_are_all_sent_even_of_one_name_before_the_first_poll() {
+    let world = world(16, false);
+    let ann = world.add_user("ann", &[]).await;
+    world.insert("a", json!(1)).await;
+    // The client has its answer (the stream is open) and inserts before its body is first read:
+    // each insert is news to it, not folded into the newest "a" of a replay read later.
+    let mut frames = world.open(&ann, None).await;
+    world.insert("a", json!(2)).await;
+    world.insert("a", json!(3)).await;
+    assert_eq!(frames.ids(3).await, [1, 2, 3]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_resume_sends_everything_after_the_id_then_live_without_a_repeat() {
     let world = world(16, false);
     let ann = world.add_user("ann", &[]).await;

@@ -55,7 +55,7 @@ impl NatsCluster {
             .build()
             .expect("http client");
 
-        let ports = distinct_free_ports(3 * SERVERS);
+        let ports: Vec<u16> = (0..3 * SERVERS).map(|_| free_port()).collect();
         let (client, rest) = ports.split_at(SERVERS);
         let (cluster, monitor) = rest.split_at(SERVERS);
         let mut servers = Vec::with_capacity(SERVERS);
@@ -381,16 +381,4 @@ pub fn nats_server_binary(version: &str) -> PathBuf {
         binary.display()
     );
     binary
-}
-
-/// `count` ports that were free a moment ago; `free_port` can hand out the same one twice.
-fn distinct_free_ports(count: usize) -> Vec<u16> {
-    let mut ports = Vec::with_capacity(count);
-    while ports.len() < count {
-        let port = free_port();
-        if !ports.contains(&port) {
-            ports.push(port);
-        }
-    }
-    ports
 }

@@ -25,13 +25,24 @@ pub struct Pebble {
     pub issuing_root: String,
 }
 
-/// A port that was free a moment ago.
+/// A loopback port that was free a moment ago, for a server a test starts on it. Taken below
+/// Linux's ephemeral range (32768 and up), where the kernel never picks the local port of an
+/// outgoing connection: one picked there could be taken by such a connection (nats-server's
+/// routes dialling each other) before the server binds it. Never the same port twice in a run.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const FIRST: u16 = 20_000;
+    const COUNT: u16 = 12_000;
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    // Each run starts elsewhere in the range, so runs side by side rarely meet.
+    static START: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| (std::process::id() % u32::from(COUNT)) as u16);
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = FIRST + (start + n % COUNT) % COUNT;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl Pebble {
