@@ -105,10 +105,6 @@ async fn open_storage(
     if let Some(urls) = &config.nats {
         // JetStream counts bytes per stream, not per tenant: a quota Broker cannot keep is refused.
         anyhow::ensure!(
-            config.retain_age.is_none() && config.retain_per_name == 0,
-            "--retain_age and --retain_per_name work on LMDB only for now; in cluster mode --nats_max_mb bounds the event stream"
-        );
-        anyhow::ensure!(
             config.tenant_max_bytes == 0,
             "--tenant_max_bytes is counted on LMDB only; in cluster mode --nats_max_mb bounds the event stream"
         );

@@ -187,11 +187,11 @@ pub struct Config {
     pub tenant_max_bytes: u64,
 
     /// Remove events older than this (`30d`, `12h`, `15m`, `90s`; off when unset), except the
-    /// newest event of each name. LMDB only for now.
+    /// newest event of each name.
     #[arg(long = "retain_age", env = "BROKER_RETAIN_AGE", value_parser = parse_age)]
     pub retain_age: Option<std::time::Duration>,
 
-    /// Keep only the newest this many events of each name (0: all). LMDB only for now.
+    /// Keep only the newest this many events of each name (0: all).
     #[arg(long = "retain_per_name", env = "BROKER_RETAIN_PER_NAME", default_value_t = 0)]
     pub retain_per_name: u32,
 

@@ -51,11 +51,14 @@ pub enum Erase {
 }
 
 /// What retention keeps: events newer than `before_ms` (a timestamp, ms since the epoch) and the
-/// newest `per_name` of each name; always the newest of each name.
+/// newest `per_name` of each name; always the newest of each name; and events committed with an
+/// idempotency key at or after `keyed_since_ms`, while a retry may still ask for them (removed, a
+/// retried insert would be stored again).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Keep {
     pub before_ms: Option<u64>,
     pub per_name: Option<u32>,
+    pub keyed_since_ms: Option<u64>,
 }
 
 #[async_trait::async_trait]

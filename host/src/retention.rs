@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::event_log::{EventLog, Keep};
+use crate::idempotency;
 use crate::metrics::metrics;
 
 pub struct Retention {
@@ -35,12 +36,14 @@ impl Retention {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(self.every) => {}
                 }
+                let ago = |period: Duration| {
+                    let ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX);
+                    clock.now_millis().saturating_sub(ms)
+                };
                 let keep = Keep {
-                    before_ms: self.age.map(|age| {
-                        let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
-                        clock.now_millis().saturating_sub(age_ms)
-                    }),
+                    before_ms: self.age.map(ago),
                     per_name: (self.per_name > 0).then_some(self.per_name),
+                    keyed_since_ms: Some(ago(idempotency::WINDOW)),
                 };
                 match events.trim(keep).await {
                     Ok(0) => {}

@@ -322,6 +322,55 @@ async fn a_publish_retried_after_a_lost_acknowledgement_is_stored_once() {
     shutdown.cancel();
 }
 
+/// The README's bound on compare-and-set: a conditional publish that keeps losing to other writers
+/// of what it checks gives up after 40 attempts with "unavailable" (a 503 with Retry-After), rather
+/// than retrying forever. Here every attempt is overtaken: the writer the condition is read for
+/// publishes on the subject itself before its own conditional publish, for one key and for the
+/// whole stream.
+#[tokio::test]
+async fn a_compare_and_set_that_keeps_losing_gives_up_after_40_attempts() {
+    use broker::cluster::subjects::event_subject;
+    use broker::storage::StorageError;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    let nats = NatsCluster::start().await;
+    let config = Config::parse_from(["broker", "--nats", &nats.urls(), "--nats_replicas", "3"]);
+    let cluster = Arc::new(Cluster::connect(&config, &nats.urls()).await.unwrap());
+    let subject = event_subject("contended", "doc");
+    let attempts = AtomicU32::new(0);
+    let (attempts, subject, jetstream) = (&attempts, &subject, &cluster.jetstream);
+    // Publishes on the subject (another writer, winning), then offers its own payload.
+    let overtake = move || async move {
+        let n = attempts.fetch_add(1, Ordering::SeqCst);
+        let other = jetstream.publish(subject.clone(), format!("other {n}").into());
+        other.await.unwrap().await.unwrap();
+        Ok(Some((bytes::Bytes::from("mine"), ())))
+    };
+    let one_key = cluster
+        .publish_if_subject_unchanged(&cluster.events, subject, "key-cas", |_| overtake())
+        .await;
+    assert!(
+        matches!(&one_key, Err(StorageError::Unavailable(why)) if why.contains("after 40 attempts")),
+        "{one_key:?}"
+    );
+    assert_eq!(attempts.swap(0, Ordering::SeqCst), 40);
+    let whole_stream = cluster
+        .publish_if_stream_unchanged(&cluster.events, subject, "stream-cas", overtake)
+        .await;
+    assert!(
+        matches!(&whole_stream, Err(StorageError::Unavailable(why)) if why.contains("after 40 attempts")),
+        "{whole_stream:?}"
+    );
+    assert_eq!(attempts.load(Ordering::SeqCst), 40);
+    // Nothing of the losing writer was stored: every message on the subject is the other writer's.
+    let last = cluster
+        .last_message(&cluster.events, subject)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&last.payload[..], b"other 39");
+}
+
 #[tokio::test]
 async fn a_guest_read_holds_at_commit_across_nodes() {
     let nats = NatsCluster::start().await;

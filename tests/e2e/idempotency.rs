@@ -152,3 +152,52 @@ async fn in_a_cluster_a_retry_on_another_node_is_not_judged_again() {
     assert_eq!((status, &retried), (StatusCode::OK, &first));
     assert_eq!(stored(&nodes[1], &jwt).await.len(), 1);
 }
+
+/// Retention leaves an event sent with a key while a retry may still ask for it (the idempotency
+/// window, 120 s); removed, the retry would be stored again, or in a cluster answered with a
+/// sequence no longer there. A plain event beyond the newest of its name goes meanwhile.
+async fn retention_keeps_a_keyed_event_within_the_window(writer: &TestServer, retrier: &TestServer) {
+    let ann = writer.signup("ann", "kept-keys").await;
+    let (status, original) = insert_with_key(writer, &ann, "order-1", "a", json!({"n": 1})).await;
+    assert_eq!(status, StatusCode::OK, "{original}");
+    writer.insert_ok(&ann, "b", json!({"n": 2})).await;
+    writer.insert_ok(&ann, "b", json!({"n": 3})).await;
+    writer.insert_ok(&ann, "a", json!({"n": 4})).await;
+    let kept = [
+        ("a".to_owned(), json!({"n": 1})),
+        ("b".to_owned(), json!({"n": 3})),
+        ("a".to_owned(), json!({"n": 4})),
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while stored(retrier, &ann).await != kept {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stored {:?}",
+            stored(retrier, &ann).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (status, retried) = insert_with_key(retrier, &ann, "order-1", "a", json!({"n": 1})).await;
+    assert_eq!((status, &retried), (StatusCode::OK, &original));
+    assert_eq!(stored(retrier, &ann).await, kept, "the retry stored nothing");
+}
+
+const KEEP_ONE: [&str; 4] = ["--retain_per_name", "1", "--retention_interval", "1"];
+
+#[tokio::test]
+async fn retention_keeps_a_keyed_event_while_its_retry_may_come() {
+    let server = TestServer::start_with(&KEEP_ONE).await;
+    retention_keeps_a_keyed_event_within_the_window(&server, &server).await;
+}
+
+#[tokio::test]
+async fn in_a_cluster_retention_keeps_a_keyed_event_while_its_retry_may_come() {
+    let nats = crate::support::nats::NatsCluster::start().await;
+    let urls = nats.urls();
+    let flags = [&["--nats", urls.as_str(), "--nats_replicas", "3"][..], &KEEP_ONE].concat();
+    let (first, second) = (
+        TestServer::start_with(&flags).await,
+        TestServer::start_with(&flags).await,
+    );
+    retention_keeps_a_keyed_event_within_the_window(&first, &second).await;
+}

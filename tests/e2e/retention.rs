@@ -47,16 +47,42 @@ async fn frames(server: &TestServer, jwt: &str, resume: Option<u64>) -> Vec<(Str
     frames
 }
 
+const PER_NAME: [&str; 4] = ["--retain_per_name", "2", "--retention_interval", "1"];
+const BY_AGE: [&str; 4] = ["--retain_age", "2s", "--retention_interval", "1"];
+
+/// Two nodes of a cluster on `nats` with `flags`.
+async fn cluster_nodes(nats: &NatsCluster, flags: &[&str]) -> (TestServer, TestServer) {
+    let urls = nats.urls();
+    let flags = [&["--nats", urls.as_str(), "--nats_replicas", "3"][..], flags].concat();
+    (
+        TestServer::start_with(&flags).await,
+        TestServer::start_with(&flags).await,
+    )
+}
+
 #[tokio::test]
 async fn the_newest_per_name_are_kept_and_a_resume_past_the_horizon_says_so() {
-    let server = TestServer::start_with(&["--retain_per_name", "2", "--retention_interval", "1"]).await;
-    let ann = server.signup("ann", "kept").await;
+    let server = TestServer::start_with(&PER_NAME).await;
+    newest_per_name_are_kept(&server, &server).await;
+}
+
+#[tokio::test]
+async fn in_a_cluster_the_newest_per_name_are_kept_and_every_node_knows_the_horizon() {
+    let nats = NatsCluster::start().await;
+    let (a, b) = cluster_nodes(&nats, &PER_NAME).await;
+    newest_per_name_are_kept(&a, &b).await;
+}
+
+/// Inserts through `writer` into a tenant of its own (sequences 1 to 6 on a fresh store) and
+/// reads through `reader`.
+async fn newest_per_name_are_kept(writer: &TestServer, reader: &TestServer) {
+    let ann = writer.signup("ann", "kept").await;
     for n in 1..=5 {
-        server.insert_ok(&ann, "a", json!(n)).await;
+        writer.insert_ok(&ann, "a", json!(n)).await;
     }
-    let b = server.insert_ok(&ann, "b", json!("only")).await;
+    let b = writer.insert_ok(&ann, "b", json!("only")).await;
     wait_for_stored(
-        &server,
+        reader,
         &ann,
         &[("a", json!(4)), ("a", json!(5)), ("b", json!("only"))],
     )
@@ -64,7 +90,7 @@ async fn the_newest_per_name_are_kept_and_a_resume_past_the_horizon_says_so() {
 
     // A resume from below the horizon (sequence 3, the highest removed) cannot be exact: the
     // stream says so first, then replays the newest of each name.
-    let resumed = frames(&server, &ann, Some(1)).await;
+    let resumed = frames(reader, &ann, Some(1)).await;
     assert_eq!(
         resumed,
         [
@@ -78,42 +104,53 @@ async fn the_newest_per_name_are_kept_and_a_resume_past_the_horizon_says_so() {
         ]
     );
     // From the horizon on, a resume is exact; a fresh stream replays as ever.
-    let exact = frames(&server, &ann, Some(3)).await;
+    let exact = frames(reader, &ann, Some(3)).await;
     assert_eq!(exact.iter().map(|f| f.1).collect::<Vec<_>>(), [4, 5, b]);
-    let fresh = frames(&server, &ann, None).await;
+    let fresh = frames(reader, &ann, None).await;
     assert_eq!(fresh.iter().map(|f| f.1).collect::<Vec<_>>(), [5, b]);
     // No insert can forge the frame.
     assert_eq!(
-        server.insert(&ann, "broker.horizon", json!({})).await.0,
+        writer.insert(&ann, "broker.horizon", json!({})).await.0,
         StatusCode::BAD_REQUEST
     );
 }
 
 #[tokio::test]
 async fn events_past_the_age_go_but_never_the_newest_of_a_name() {
-    let server = TestServer::start_with(&["--retain_age", "2s", "--retention_interval", "1"]).await;
+    let server = TestServer::start_with(&BY_AGE).await;
+    old_events_go_but_never_the_newest_of_a_name(&server).await;
+}
+
+#[tokio::test]
+async fn in_a_cluster_events_past_the_age_go_but_never_the_newest_of_a_name() {
+    let nats = NatsCluster::start().await;
+    let (a, _b) = cluster_nodes(&nats, &BY_AGE).await;
+    old_events_go_but_never_the_newest_of_a_name(&a).await;
+}
+
+async fn old_events_go_but_never_the_newest_of_a_name(server: &TestServer) {
     let ann = server.signup("ann", "aged").await;
     server.insert_ok(&ann, "x", json!(1)).await;
     server.insert_ok(&ann, "x", json!(2)).await;
     server.insert_ok(&ann, "y", json!(1)).await;
+    server.insert_ok(&ann, "z", json!("z1")).await;
+    server.insert_ok(&ann, "z", json!("z2")).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     server.insert_ok(&ann, "x", json!(3)).await;
-    // x 1 and 2 are old and not the newest x; y 1 is old but the newest y.
-    wait_for_stored(&server, &ann, &[("y", json!(1)), ("x", json!(3))]).await;
-    let fresh = frames(&server, &ann, None).await;
+    // x 1 and 2 are old and not the newest x; y 1 is old but the newest y; both z are old, and
+    // z2 is the newest z.
+    let kept = [("y", json!(1)), ("z", json!("z2")), ("x", json!(3))];
+    wait_for_stored(server, &ann, &kept).await;
+    let fresh = frames(server, &ann, None).await;
     assert_eq!(
         fresh.iter().map(|f| f.2.clone()).collect::<Vec<_>>(),
-        [json!(1), json!(3)]
+        [json!(1), json!("z2"), json!(3)]
     );
 }
 
 #[tokio::test]
-async fn cluster_mode_refuses_retention_it_does_not_keep_yet() {
-    let nats = NatsCluster::start().await;
+async fn a_retention_age_without_a_unit_refuses_to_start() {
     let dir = tempfile::TempDir::new().unwrap();
-    let (status, logs) = start_refused(dir.path(), &["--nats", &nats.urls(), "--retain_per_name", "5"]).await;
-    assert!(!status.success());
-    assert!(logs.contains("work on LMDB only"), "{logs}");
     let (status, logs) = start_refused(dir.path(), &["--retain_age", "3w"]).await;
     assert!(!status.success());
     assert!(logs.contains("the unit is s, m, h or d"), "{logs}");

@@ -109,6 +109,10 @@ impl JetStreamLog {
         })
     }
 
+    pub(super) fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
     /// Waits until this node's tail has handed on everything the stream held when asked (so that
     /// what any node committed before is known here), for up to `READ_TIMEOUT`.
     async fn tail_caught_up(&self) -> StorageResult<()> {
@@ -517,13 +521,12 @@ impl EventLog for JetStreamLog {
         Ok(doomed.len() as u64)
     }
 
-    async fn trim(&self, _keep: Keep) -> StorageResult<u64> {
-        // Retention is LMDB's for now: cluster mode refuses its flags at start.
-        Ok(0)
+    async fn trim(&self, keep: Keep) -> StorageResult<u64> {
+        self.trim_stream(keep).await
     }
 
-    async fn horizon(&self, _tenant: &str) -> StorageResult<u64> {
-        Ok(0)
+    async fn horizon(&self, tenant: &str) -> StorageResult<u64> {
+        self.stored_horizon(tenant).await
     }
 
     async fn stored_bytes(&self, _tenant: &str) -> StorageResult<Option<u64>> {

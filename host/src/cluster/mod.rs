@@ -16,6 +16,7 @@
 pub mod cas;
 pub mod events;
 mod history;
+mod retention;
 pub mod server_version;
 pub mod subjects;
 pub mod user_copy;

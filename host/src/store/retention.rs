@@ -79,7 +79,9 @@ impl Store {
                 .map_err(|e| StorageError::from(heed::Error::Decoding(e.into())))?;
             let too_many = seq < oldest_kept;
             let too_old = keep.before_ms.is_some_and(|before| event.timestamp < before);
-            if too_many || too_old {
+            let retry_may_ask = event.idempotency_key.is_some()
+                && keep.keyed_since_ms.is_some_and(|since| event.timestamp >= since);
+            if (too_many || too_old) && !retry_may_ask {
                 doomed.push((event, record.len() as u64));
             }
         }

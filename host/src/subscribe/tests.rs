@@ -138,7 +138,7 @@ impl EventLog for MemoryLog {
     }
 
     async fn trim(&self, _keep: Keep) -> StorageResult<u64> {
-        // Retention is LMDB's for now: cluster mode refuses its flags at start.
+        // This log keeps everything.
         Ok(0)
     }
 
