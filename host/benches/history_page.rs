@@ -32,6 +32,7 @@ fn new_event(tenant: &str, n: u64, names: u64) -> NewEvent {
         timestamp: 1_700_000_000_000,
         reads: Vec::new(),
         idempotency_key: None,
+        tenant_max_bytes: 0,
     }
 }
 

@@ -118,6 +118,10 @@ impl From<crate::storage::StorageError> for ApiError {
         use crate::storage::StorageError;
         match error {
             StorageError::Full => Self::StorageFull,
+            StorageError::TenantFull => Self::Limited(crate::limits::Limited::new(
+                crate::limits::Limit::TenantMaxBytes,
+                std::time::Duration::ZERO,
+            )),
             StorageError::TooLarge(limit) => Self::EventTooLarge(limit),
             StorageError::WriterStopped => Self::Unavailable,
             StorageError::BadKey => Self::BadRequest(error.to_string()),

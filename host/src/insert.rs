@@ -73,13 +73,15 @@ impl Inserts {
     /// 3. the writer hands it to the tenant's live subscribers, in commit order.
     ///
     /// With an idempotency `key` that an event was committed with within the window, that event
-    /// is the answer and nothing is stored (before 0: a retry is not judged again).
+    /// is the answer and nothing is stored (before 0: a retry is not judged again). `max_bytes`:
+    /// the tenant's `tenant_max_bytes` (0: none), checked at the commit.
     pub async fn insert(
         &self,
         identity: &Identity,
         event: String,
         data: Value,
         key: Option<IdempotencyKey>,
+        max_bytes: u64,
     ) -> Result<Arc<Event>, InsertError> {
         if let Some(key) = &key
             && let Some(stored) = self.events.committed_with(key).await?
@@ -87,7 +89,7 @@ impl Inserts {
             metrics().insert("repeated");
             return Ok(Arc::new(stored));
         }
-        let inserted = self.judge_and_commit(identity, event, data, key).await;
+        let inserted = self.judge_and_commit(identity, event, data, key, max_bytes).await;
         metrics().insert(match &inserted {
             Ok(_) => "accepted",
             Err(InsertError::Forbidden(_)) => "refused_by_scope",
@@ -104,6 +106,7 @@ impl Inserts {
         event: String,
         data: Value,
         key: Option<IdempotencyKey>,
+        max_bytes: u64,
     ) -> Result<Arc<Event>, InsertError> {
         let user = &identity.user;
         if self.enforce_scopes && !scopes::allows(user.scope_list(), &event, Operation::Post) {
@@ -131,6 +134,7 @@ impl Inserts {
                 timestamp,
                 reads,
                 idempotency_key: key.clone(),
+                tenant_max_bytes: max_bytes,
             };
             match self.events.append(new).await {
                 Err(StorageError::StaleRead) => {

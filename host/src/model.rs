@@ -97,6 +97,9 @@ pub struct NewEvent {
     pub reads: Vec<LatestRead>,
     /// The client's `Idempotency-Key`, scoped: a second insert with it stores nothing new.
     pub idempotency_key: Option<IdempotencyKey>,
+    /// The tenant's `tenant_max_bytes` (0: none), checked again where the log counts bytes, at
+    /// commit: checked only before, racing inserts would all pass it.
+    pub tenant_max_bytes: u64,
 }
 
 /// A guest's read of the tenant's newest event of `name`: it saw sequence `seq` (0: none yet).

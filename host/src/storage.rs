@@ -17,6 +17,9 @@ pub fn storable_name(username: &str) -> bool {
 pub enum StorageError {
     #[error("the database is full (raise --db_max_mb)")]
     Full,
+    /// The tenant's stored events reached its `tenant_max_bytes`: nothing was stored.
+    #[error("the tenant's stored events reached tenant_max_bytes")]
+    TenantFull,
     /// One record is larger than the store takes (a cluster's `max_payload`): the limit, in bytes.
     #[error("the event is larger than the {0} bytes the event log takes")]
     TooLarge(usize),

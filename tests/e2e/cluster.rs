@@ -309,6 +309,7 @@ async fn a_publish_retried_after_a_lost_acknowledgement_is_stored_once() {
             timestamp: 0,
             reads: Vec::new(),
             idempotency_key: None,
+            tenant_max_bytes: 0,
         },
         0,
     );

@@ -349,3 +349,23 @@ async fn a_bytes_quota_is_refused_in_cluster_mode_where_nothing_counts_it() {
         set_tenant_limits(&node, &json!({"tenant": "t", "limits": {"tenant_max_bytes": 5}})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
 }
+
+#[tokio::test]
+async fn racing_inserts_pass_a_tenants_stored_bytes_by_one_event_at_most() {
+    // 3,000 bytes hold three of these events (as above). Fifty at once all find the tenant empty
+    // before their commit: the quota holds only if it is checked again at the commit.
+    let server = TestServer::start_with(&["--tenant_max_bytes", "3000"]).await;
+    let ann = server.signup("ann", "full").await;
+    let bodies = (0..50).map(|n| json!({"event": "note", "data": {"text": "x".repeat(900), "n": n}}));
+    let answers = crate::support::insert_all_at_once(std::slice::from_ref(&server.url), &ann, bodies).await;
+    let stored = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::OK)
+        .count();
+    assert_eq!(stored, 3, "{answers:?}");
+    for (status, body) in answers.iter().filter(|(status, _)| *status != StatusCode::OK) {
+        assert_eq!(*status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+        assert_eq!(body["limit"], "tenant_max_bytes", "{body}");
+    }
+    assert_eq!(server.stored_events(&ann).await.len(), 3);
+}

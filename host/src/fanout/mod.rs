@@ -241,6 +241,7 @@ mod tests {
             timestamp: 0,
             reads: Vec::new(),
             idempotency_key: None,
+            tenant_max_bytes: 0,
         };
         Event::from_new(new, seq)
     }
@@ -294,6 +295,7 @@ mod tests {
                 timestamp: 0,
                 reads: Vec::new(),
                 idempotency_key: None,
+                tenant_max_bytes: 0,
             },
             7,
         );

@@ -99,7 +99,7 @@ pub async fn insert(state: &Arc<AppState>, request: Request<Incoming>) -> Result
     let body: AdminInsert = read_json(state.body_timeout(), request).await?;
     validate::name("tenant_name", &body.tenant_name).map_err(ApiError::BadRequest)?;
     validate::event_name(&body.event).map_err(ApiError::BadRequest)?;
-    state.limits.storage(&body.tenant_name).await?;
+    let max_bytes = state.limits.storage(&body.tenant_name).await?;
     let key = super::events::idempotency_key(&headers, &body.tenant_name, CONSOLE_USERNAME)?;
     let identity = Identity {
         user: console_user(body.tenant_name),
@@ -107,7 +107,7 @@ pub async fn insert(state: &Arc<AppState>, request: Request<Incoming>) -> Result
     };
     let event = state
         .inserts
-        .insert(&identity, body.event, body.data, key)
+        .insert(&identity, body.event, body.data, key, max_bytes)
         .await?;
     Ok(json_response(
         StatusCode::OK,

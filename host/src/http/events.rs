@@ -56,13 +56,13 @@ pub async fn insert(state: &Arc<AppState>, request: Request<Incoming>) -> Result
     let user = &identity.user;
     // Before the body is read: a refused insert costs the server as little as it can.
     state.limits.insert(user).await?;
-    state.limits.storage(&user.tenant_name).await?;
+    let max_bytes = state.limits.storage(&user.tenant_name).await?;
     let key = idempotency_key(request.headers(), &user.tenant_name, &user.username)?;
     let body: Insert = read_json(state.body_timeout(), request).await?;
     validate::event_name(&body.event).map_err(ApiError::BadRequest)?;
     let event = state
         .inserts
-        .insert(&identity, body.event, body.data, key)
+        .insert(&identity, body.event, body.data, key, max_bytes)
         .await?;
     let answer = json!({ "id": event.id, "seq": event.seq });
     Ok(served_to(

@@ -127,7 +127,8 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 }
 
 impl Limited {
-    fn new(limit: Limit, retry_after: Duration) -> Self {
+    /// A refusal by `limit`, counted in `broker_limited_total`.
+    pub fn new(limit: Limit, retry_after: Duration) -> Self {
         metrics().limited(limit.name());
         Self { limit, retry_after }
     }
@@ -229,17 +230,18 @@ impl Limits {
     }
 
     /// Whether `tenant`'s stored events are under its `tenant_max_bytes`, where the log counts
-    /// them. Checked before an insert, so the last one admitted may go past it by its own size.
-    pub async fn storage(&self, tenant: &str) -> Result<(), Limited> {
+    /// them; answers the limit (0: none), which the insert carries to its commit to be checked
+    /// again there (this early check only spares a refused insert its body and guest).
+    pub async fn storage(&self, tenant: &str) -> Result<u64, Limited> {
         let max = self.of_tenant(tenant).await.tenant_max_bytes;
         if max == 0 {
-            return Ok(());
+            return Ok(0);
         }
         match self.events.stored_bytes(tenant).await {
             Ok(Some(bytes)) if bytes >= max => Err(Limited::new(Limit::TenantMaxBytes, Duration::ZERO)),
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(max),
             // The insert itself will meet the store's trouble and answer it.
-            Err(_) => Ok(()),
+            Err(_) => Ok(max),
         }
     }
 

@@ -147,6 +147,7 @@ mod tests {
             timestamp: 0,
             reads: Vec::new(),
             idempotency_key: None,
+            tenant_max_bytes: 0,
         }
     }
 

@@ -131,13 +131,18 @@ impl Store {
                 Some(seq) => *seq,
                 None => self.last_seq(&wtxn, &new.tenant_name)?,
             };
+            let max_bytes = new.tenant_max_bytes;
+            let mut book = self.book(&wtxn, &new.tenant_name)?;
+            if max_bytes > 0 && book.bytes >= max_bytes {
+                stored.push(Err(StorageError::TenantFull));
+                continue;
+            }
             let event = Event::from_new(new, last + 1);
             // Encoded once: stored as these bytes, and counted in the tenant's book.
             let record = serde_json::to_vec(&event)
                 .map_err(|e| StorageError::from(heed::Error::Encoding(e.into())))?;
             let raw = self.events.remap_data_type::<heed::types::Bytes>();
             raw.put(&mut wtxn, &event_key(&event.tenant_name, event.seq), &record)?;
-            let mut book = self.book(&wtxn, &event.tenant_name)?;
             book.bytes += record.len() as u64;
             self.put_book(&mut wtxn, &event.tenant_name, book)?;
             self.latest.put(

@@ -266,6 +266,7 @@ mod tests {
                 timestamp: 0,
                 reads: Vec::new(),
                 idempotency_key: None,
+                tenant_max_bytes: 0,
             })
             .collect();
         store.append_batch(batch, &mut Default::default()).unwrap();

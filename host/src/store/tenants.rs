@@ -124,6 +124,7 @@ mod tests {
             timestamp: 0,
             reads: Vec::new(),
             idempotency_key: None,
+            tenant_max_bytes: 0,
         });
         store.append_batch(events.collect(), &mut HashMap::new()).unwrap();
         let kept = [store.stored_bytes("a").unwrap(), store.stored_bytes("b").unwrap()];

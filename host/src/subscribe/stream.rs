@@ -388,12 +388,22 @@ impl EventStream {
 
     /// Reads one page of stored events after the cursor; the catch-up ends with a short page.
     async fn catch_up_page(&mut self) -> Result<(), End> {
-        let page = self
-            .streams
-            .events
+        let events = &self.streams.events;
+        let page = events
             .events_after(&self.tenant, self.cursor, STORE_PAGE, STORE_PAGE_BYTES)
             .await
             .map_err(End::Store)?;
+        // Retention may have removed events after the cursor since the stream began (a long
+        // catch-up, a lag): the page would skip them without a word. Read after the page, the
+        // horizon covers whatever the page missed. As at a resume from below the horizon, the
+        // client is told, then gets the newest of each name.
+        let horizon = events.horizon(&self.tenant).await.map_err(End::Store)?;
+        if horizon > self.cursor {
+            self.deliver(horizon_frame(self.cursor, horizon));
+            self.catching_up = false;
+            self.start = Some(None);
+            return Ok(());
+        }
         self.catching_up = page.events.len() == STORE_PAGE || page.bytes >= STORE_PAGE_BYTES;
         for event in &page.events {
             if event.seq > self.cursor {

@@ -31,6 +31,8 @@ const TENANT: &str = "t";
 struct MemoryLog {
     events: Mutex<Vec<Arc<Event>>>,
     fanout: Arc<Fanout>,
+    /// The highest sequence `trim` removed, per tenant.
+    horizons: Mutex<HashMap<String, u64>>,
 }
 
 impl MemoryLog {
@@ -47,7 +49,8 @@ impl MemoryLog {
 #[async_trait::async_trait]
 impl EventLog for MemoryLog {
     async fn append(&self, event: NewEvent) -> StorageResult<Arc<Event>> {
-        let seq = self.of(&event.tenant_name).len() as u64 + 1;
+        let newest = self.of(&event.tenant_name).last().map_or(0, |e| e.seq);
+        let seq = newest + 1;
         let event = Arc::new(Event::from_new(event, seq));
         self.events.lock().unwrap().push(event.clone());
         self.fanout.publish([&*event]);
@@ -137,13 +140,34 @@ impl EventLog for MemoryLog {
         Ok(0)
     }
 
-    async fn trim(&self, _keep: Keep) -> StorageResult<u64> {
-        // This log keeps everything.
-        Ok(0)
+    /// Keeps the newest `keep.per_name` of each name (the only rule these tests use).
+    async fn trim(&self, keep: Keep) -> StorageResult<u64> {
+        let Some(newest) = keep.per_name else {
+            return Ok(0);
+        };
+        let mut events = self.events.lock().unwrap();
+        let mut seen: HashMap<(String, String), u32> = HashMap::new();
+        let mut removed = Vec::new();
+        for event in events.iter().rev() {
+            let count = seen
+                .entry((event.tenant_name.clone(), event.event.clone()))
+                .or_default();
+            *count += 1;
+            if *count > newest {
+                removed.push((event.tenant_name.clone(), event.seq));
+            }
+        }
+        events.retain(|event| !removed.contains(&(event.tenant_name.clone(), event.seq)));
+        let mut horizons = self.horizons.lock().unwrap();
+        for (tenant, seq) in &removed {
+            let horizon = horizons.entry(tenant.clone()).or_default();
+            *horizon = (*horizon).max(*seq);
+        }
+        Ok(removed.len() as u64)
     }
 
-    async fn horizon(&self, _tenant: &str) -> StorageResult<u64> {
-        Ok(0)
+    async fn horizon(&self, tenant: &str) -> StorageResult<u64> {
+        Ok(self.horizons.lock().unwrap().get(tenant).copied().unwrap_or(0))
     }
 
     async fn stored_bytes(&self, _tenant: &str) -> StorageResult<Option<u64>> {
@@ -263,6 +287,7 @@ fn world(live_buffer: usize, enforce_scopes: bool) -> World {
     let log = Arc::new(MemoryLog {
         events: Mutex::default(),
         fanout: fanout.clone(),
+        horizons: Mutex::default(),
     });
     let users = Arc::new(MemoryUsers {
         users: Mutex::default(),
@@ -326,6 +351,7 @@ impl World {
             timestamp: 0,
             reads: Vec::new(),
             idempotency_key: None,
+            tenant_max_bytes: 0,
         };
         self.log.append(new).await.unwrap().seq
     }
@@ -454,6 +480,36 @@ async fn a_stream_that_falls_behind_catches_up_from_the_log_with_no_gap() {
     assert_eq!(frames.ids(10).await, (1..=10).collect::<Vec<_>>());
     world.insert("e", json!(11)).await;
     assert_eq!(frames.next().await.1, 11, "live again after the catch-up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_catch_up_past_events_retention_removed_says_so_then_replays() {
+    // A live buffer of 2: ten inserts while the stream is not read overflow it, and retention
+    // removes all but the newest "a" before the stream catches up.
+    let world = world(2, false);
+    let ann = world.add_user("ann", &[]).await;
+    world.insert("b", json!(0)).await;
+    let mut frames = world.open(&ann, None).await;
+    assert_eq!(frames.next().await, ("b".to_owned(), 1));
+    for n in 1..=10 {
+        world.insert("a", json!(n)).await;
+    }
+    let keep = Keep {
+        per_name: Some(1),
+        ..Keep::default()
+    };
+    assert_eq!(world.log.trim(keep).await.unwrap(), 9);
+    let told = tokio::time::timeout(Duration::from_secs(60), frames.0.next()).await;
+    let told = told.unwrap().unwrap();
+    assert_eq!(
+        std::str::from_utf8(&told).unwrap(),
+        "event:broker.horizon\ndata:{\"horizon\":10,\"last_event_id\":1}\n\n",
+        "ids 2 to 10 are gone: the client is told before anything else"
+    );
+    assert_eq!(frames.next().await, ("b".to_owned(), 1));
+    assert_eq!(frames.next().await, ("a".to_owned(), 11));
+    world.insert("a", json!(11)).await;
+    assert_eq!(frames.next().await.1, 12, "live again");
 }
 
 #[tokio::test(start_paused = true)]
