@@ -331,3 +331,36 @@ async fn in_a_cluster_a_deletion_on_one_node_ends_streams_and_erases_events_on_e
     assert_eq!(a.insert(&eve, "note", json!(1)).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(history(&a, "club").await.len(), 2);
 }
+
+/// An insert already in its guest when its user is deleted with `erase_events` commits before the
+/// erasure reads the log, so it is erased too: the erasure waits for the user's inserts under way
+/// (here one the hostile guest holds for 200 ms). Another user's event stays.
+#[tokio::test]
+async fn an_insert_under_way_when_its_user_is_erased_is_erased_too() {
+    let dir = crate::support::data_dir_with(&[("hostile.wasm", "hostile")]);
+    let server = TestServer::start_in(dir, &[]).await;
+    let doomed = server.signup("doomed", "hostile").await;
+    let keeper = server.signup("keeper", "hostile").await;
+    server.insert_ok(&keeper, "kept", json!("stays")).await;
+    let (inserted, erased) = tokio::join!(
+        server.insert(&doomed, "count-slowly", json!("under way")),
+        async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            delete_user(&server, "doomed", true).await
+        }
+    );
+    assert_eq!(erased.0, StatusCode::OK, "{erased:?}");
+    assert_eq!(inserted.0, StatusCode::OK, "{inserted:?}");
+    assert_eq!(erased.1["events_erased"], json!(1), "{erased:?}");
+    let left: Vec<Value> = history(&server, "hostile")
+        .await
+        .iter()
+        .map(|event| event["event"].clone())
+        .collect();
+    assert_eq!(left, [json!("kept")]);
+    // Once the user is gone, an insert with its still-unexpired JWT is refused.
+    assert_eq!(
+        server.insert(&doomed, "count", json!(1)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -60,6 +60,11 @@ pub async fn insert(state: &Arc<AppState>, request: Request<Incoming>) -> Result
     let key = idempotency_key(request.headers(), &user.tenant_name, &user.username)?;
     let body: Insert = read_json(state.body_timeout(), request).await?;
     validate::event_name(&body.event).map_err(ApiError::BadRequest)?;
+    // Counted until answered, for an erasure of the user's events that begins meanwhile; refused
+    // if the user went since it was authenticated.
+    let Some(_under_way) = state.erasure.insert_begins(user).await? else {
+        return Err(ApiError::unauthorized("the user no longer exists"));
+    };
     let event = state
         .inserts
         .insert(&identity, body.event, body.data, key, max_bytes)
