@@ -504,16 +504,41 @@ impl EventLog for JetStreamLog {
             Erase::User(username) => username,
         };
         // A user's events are spread over the names of every tenant it inserted in: find them by
-        // reading the stream once, then erase each (the server overwrites a deleted message).
-        let mut doomed = Vec::new();
+        // reading the stream once, then erase each (the server overwrites a deleted message). The
+        // read must reach the stream's last sequence as the leader has it now: one served by a
+        // follower behind it would miss the newest of them, and is made again.
+        let (_, fence) = self.bounds().await?;
         let everything = format!("{}.>", subjects::EVENTS_PREFIX);
-        self.scan(everything, DeliverPolicy::All, 0, |event, _| {
-            if event.username == username {
-                doomed.push(event.seq);
+        let mut doomed = Vec::new();
+        for attempt in 1..=FENCE_ATTEMPTS {
+            doomed.clear();
+            let read = self.scan(everything.clone(), DeliverPolicy::All, fence, |event, _| {
+                if event.username == username {
+                    doomed.push(event.seq);
+                }
+                ControlFlow::Continue(())
+            });
+            match read.await? {
+                Read::Drained {
+                    reached: Some(reached),
+                } if reached < fence => {
+                    metrics().stale_reads.inc();
+                    tracing::debug!(
+                        reached,
+                        fence,
+                        attempt,
+                        "an erasure's read was served by a server behind; reading again"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20) * attempt).await;
+                }
+                _ => break,
             }
-            ControlFlow::Continue(())
-        })
-        .await?;
+            if attempt == FENCE_ATTEMPTS {
+                return Err(StorageError::Unavailable(format!(
+                    "an erasure's reads kept coming from a server behind sequence {fence}"
+                )));
+            }
+        }
         for sequence in &doomed {
             let deleted = self.cluster.events.delete_message(*sequence).await;
             deleted.map_err(StorageError::unavailable)?;
