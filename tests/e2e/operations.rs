@@ -47,38 +47,40 @@ async fn a_backup_taken_during_inserts_holds_every_insert_acknowledged_before_it
         server.insert_ok(&jwt, "bulk", json!(bulk)).await;
     }
 
-    // Inserts go on, before, during and after the backup.
+    // Inserts go on, before, during and after the backup, from four writers.
     let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
     let stop = tokio_util::sync::CancellationToken::new();
-    let writer = {
-        let (url, jwt, acknowledged, stop) = (
-            server.endpoint("/insert"),
-            jwt.clone(),
-            acknowledged.clone(),
-            stop.clone(),
-        );
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            for i in 0.. {
-                if stop.is_cancelled() {
-                    break;
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, jwt, acknowledged, stop) = (
+                server.endpoint("/insert"),
+                jwt.clone(),
+                acknowledged.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                for i in 0.. {
+                    if stop.is_cancelled() {
+                        break;
+                    }
+                    let body = json!({"event": "tick", "data": i});
+                    let response = http
+                        .post(&url)
+                        .bearer_auth(&jwt)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    let answer: Value = response.json().await.unwrap();
+                    acknowledged
+                        .lock()
+                        .unwrap()
+                        .insert(answer["seq"].as_u64().unwrap());
                 }
-                let body = json!({"event": "tick", "data": i});
-                let response = http
-                    .post(&url)
-                    .bearer_auth(&jwt)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                let answer: Value = response.json().await.unwrap();
-                acknowledged
-                    .lock()
-                    .unwrap()
-                    .insert(answer["seq"].as_u64().unwrap());
-            }
+            })
         })
-    };
+        .collect();
     while acknowledged.lock().unwrap().len() < 50 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -106,9 +108,12 @@ async fn a_backup_taken_during_inserts_holds_every_insert_acknowledged_before_it
         "{}",
         String::from_utf8_lossy(&backup.stderr)
     );
-    let at_end = acknowledged.lock().unwrap().len();
+    let by_the_end: BTreeSet<u64> = acknowledged.lock().unwrap().clone();
+    let at_end = by_the_end.len();
     stop.cancel();
-    writer.await.unwrap();
+    for writer in writers {
+        writer.await.unwrap();
+    }
     assert!(
         at_end > at_start,
         "inserts went on while the backup ran ({at_start} at its start, {at_end} at its end)"
@@ -129,6 +134,14 @@ async fn a_backup_taken_during_inserts_holds_every_insert_acknowledged_before_it
     assert!(
         missing.is_empty(),
         "acknowledged before the backup, missing from it: {missing:?}"
+    );
+    // Inserts committed after the copy's snapshot and before the backup exited: the copy did not
+    // hold the writer back while it ran (one that held the write lock lets none through).
+    let newest_copied = seen.last().copied().unwrap_or(0);
+    let during = by_the_end.iter().filter(|seq| **seq > newest_copied).count();
+    assert!(
+        during >= 3,
+        "{during} inserts committed while the copy ran (newest copied {newest_copied})"
     );
     // The newest of each name, what a new subscriber and a stateful guest read first, is there too.
     let replay: Vec<String> = restored
