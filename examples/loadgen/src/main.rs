@@ -9,7 +9,8 @@
 //! stream filtering one of `--rooms` rooms, judged per stream), `connections` (idle SSE
 //! connections and the server's memory per connection), `presence` (a crowd connecting with and
 //! without `?presence=true`: convergence, frames per stream, server CPU), `login` (logins/s:
-//! argon2 cost).
+//! argon2 cost), `noisy` (one tenant's flood felt by another) and `versioned` (compare-and-set
+//! beside another tenant's flood, on the `versioned` guest).
 //! With `--pid`, every scenario also reports the server's memory (anonymous vs file-backed) and
 //! CPU, and all report this process's own CPU, so a saturated load generator shows.
 
@@ -29,6 +30,7 @@ mod sequence;
 mod sizes;
 mod stamp;
 mod stats;
+mod versioned;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +51,9 @@ pub enum Scenario {
     Connections,
     /// `--clients` users connect at once with plain streams, then with `?presence=true`.
     Presence,
+    /// Tenant A's `--clients` writers advance versions (the `versioned` guest) alone, then beside
+    /// tenant B doing the same as fast as it can: A's success rate and p99 in both.
+    Versioned,
     Login,
 }
 
@@ -135,6 +140,7 @@ impl Args {
         match self.scenario {
             Scenario::Fanout | Scenario::Rooms => clients + self.subscribers as u64,
             Scenario::Noisy => clients + self.subscribers as u64 + 4,
+            Scenario::Versioned => clients + 32,
             _ => clients,
         }
     }
@@ -203,7 +209,7 @@ async fn main() -> anyhow::Result<()> {
     let progress = Progress::default();
     let reporter = progress.report_every_second(match args.scenario {
         Scenario::Get => "requests",
-        Scenario::Insert | Scenario::Basic => "inserts",
+        Scenario::Insert | Scenario::Basic | Scenario::Versioned => "inserts",
         Scenario::Fanout | Scenario::Rooms | Scenario::Noisy => "deliveries",
         Scenario::Connections => "connections",
         Scenario::Presence => "streams in",
@@ -222,6 +228,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Noisy => noisy::run(&target, &args, &progress).await?,
         Scenario::Connections => connections::run(&target, &args, &progress).await?,
         Scenario::Presence => presence::run(&target, &args, &progress).await?,
+        Scenario::Versioned => versioned::run(&target, &args, &progress).await?,
     };
     reporter.abort();
     if let (Some(sampler), Some(object)) = (sampler, result.as_object_mut()) {

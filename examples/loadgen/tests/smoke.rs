@@ -57,7 +57,24 @@ fn start_broker() -> Server {
 }
 
 fn start_broker_with(flags: &[&str]) -> Server {
-    let dir = tempfile::TempDir::new().unwrap();
+    start_broker_in(tempfile::TempDir::new().unwrap(), flags)
+}
+
+/// The `versioned` example guest as built with the broker (its build script compiles the guests).
+fn versioned_guest() -> PathBuf {
+    let build = broker_binary().with_file_name("build");
+    let mut built: Vec<PathBuf> = std::fs::read_dir(&build)
+        .unwrap()
+        .filter_map(|entry| {
+            let guest = entry.ok()?.path().join("out/guests/versioned.wasm");
+            guest.exists().then_some(guest)
+        })
+        .collect();
+    built.sort_by_key(|guest| std::fs::metadata(guest).and_then(|m| m.modified()).ok());
+    built.pop().expect("the versioned guest, built with the broker")
+}
+
+fn start_broker_in(dir: tempfile::TempDir, flags: &[&str]) -> Server {
     let child = Command::new(broker_binary())
         .args([
             "--port",
@@ -571,4 +588,29 @@ fn several_urls_spread_the_clients_over_the_nodes_of_a_cluster() {
     drop((a, b));
     let _ = nats.kill();
     let _ = nats.wait();
+}
+
+#[test]
+fn the_versioned_scenario_advances_every_version_alone_and_beside_a_flood() {
+    let dir = tempfile::TempDir::new().unwrap();
+    std::fs::create_dir(dir.path().join("guests")).unwrap();
+    std::fs::copy(versioned_guest(), dir.path().join("guests/default.wasm")).unwrap();
+    let server = start_broker_in(dir, &LIMITS_OFF);
+    let result = run_scenario(&server, &["--scenario", "versioned", "--clients", "4"]);
+    for phase in ["a_alone", "a_beside_flood"] {
+        let line = &result[phase];
+        assert!(number(line, "accepted") > 0.0, "{phase}: {result}");
+        assert_eq!(
+            line["accepted"], line["sent"],
+            "{phase}: every version taken: {result}"
+        );
+        assert_eq!(line["refused"], serde_json::json!({}), "{phase}: {result}");
+        assert!(number(&line["latency"], "p99_ms") > 0.0, "{phase}: {result}");
+    }
+    assert_eq!(number(&result, "success_rate_ratio"), 1.0, "{result}");
+    assert!(number(&result, "p99_ratio") > 0.0, "{result}");
+    assert!(
+        number(&result["flood"], "accepted_per_second") > 0.0,
+        "B flooded: {result}"
+    );
 }
