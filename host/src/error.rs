@@ -10,6 +10,10 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// Unauthorized, asking for Basic credentials (`WWW-Authenticate`): for a client that sent none
+    /// and cannot send a header of its own, a browser's `EventSource`.
+    #[error("{0}")]
+    BasicChallenge(String),
     /// Authenticated, but its scopes do not allow this.
     #[error("{0}")]
     Forbidden(String),
@@ -69,7 +73,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::BasicChallenge(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN_TOKEN, SseStream, TestServer};
+use crate::support::{ADMIN_TOKEN, PASSWORD, SseStream, TestServer};
 
 const ROOM_FILTER: &str = "room.42.*,profile";
 
@@ -261,6 +261,70 @@ async fn the_npm_broker_client_and_an_eventsource_use_a_filter_in_the_url() {
     assert_eq!(
         next(),
         json!({"event": "room.42.msg", "id": "11", "data": "live again"})
+    );
+    let mut child = child;
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A browser's own EventSource (Chromium's) with the filter in its URL. It cannot send an
+/// Authorization header: /sse asks for Basic credentials (`WWW-Authenticate`), and the browser
+/// sends the ones it was given for Broker's origin, as after its user typed them into its prompt.
+#[tokio::test]
+async fn a_browsers_own_eventsource_logs_in_with_basic_and_uses_a_filter() {
+    let server = TestServer::start().await;
+    let jwt = server.signup("browsing", "chat").await;
+    server.insert_ok(&jwt, "room.1.msg", json!("first")).await;
+    server.insert_ok(&jwt, "room.2.msg", json!("elsewhere")).await;
+    let note = server.insert_ok(&jwt, "room.1.note", json!("pinned")).await;
+    server.insert_ok(&jwt, "profile", json!({"name": "Ada"})).await;
+    // Without credentials the answer asks for them.
+    let response = server.http.get(server.endpoint("/sse")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        r#"Basic realm="broker", charset="UTF-8""#
+    );
+    // With a bearer token that is wrong, it does not: the client chose its scheme.
+    let response = server
+        .http
+        .get(server.endpoint("/sse"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response.headers().get("www-authenticate").is_none());
+
+    let names = "room.1.msg,room.2.msg,room.1.note,profile";
+    let args = [
+        "browser-eventsource.mjs",
+        &server.url,
+        "browsing",
+        PASSWORD,
+        "room.1.*",
+        names,
+        "3",
+    ];
+    let (child, lines) = node_client(&args);
+    let next = || {
+        lines
+            .recv_timeout(Duration::from_secs(40))
+            .expect("the browser printed an event")
+    };
+    // The replay: the newest of each room 1 name, oldest first.
+    assert_eq!(next(), json!({"event": "room.1.msg", "id": "1", "data": "first"}));
+    assert_eq!(
+        next(),
+        json!({"event": "room.1.note", "id": note.to_string(), "data": "pinned"})
+    );
+    server.insert_ok(&jwt, "room.2.msg", json!("not for us")).await;
+    let live = server.insert_ok(&jwt, "room.1.msg", json!("live")).await;
+    assert_eq!(
+        next(),
+        json!({"event": "room.1.msg", "id": live.to_string(), "data": "live"})
     );
     let mut child = child;
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())

@@ -279,6 +279,12 @@ fn error_response(error: &ApiError) -> Response<Body> {
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static(allow));
     }
+    if matches!(error, ApiError::BasicChallenge(_)) {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Basic realm="broker", charset="UTF-8""#),
+        );
+    }
     if matches!(error, ApiError::Overloaded(_)) {
         response
             .headers_mut()

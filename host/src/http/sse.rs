@@ -34,7 +34,14 @@ pub async fn subscribe(
     state: &Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let identity = super::caller(state, &request).await?;
+    let identity = match super::caller(state, &request).await {
+        // A browser's own EventSource cannot send an Authorization header: asked, the browser
+        // sends the Basic credentials it has (or asks its user for) for this origin.
+        Err(ApiError::Unauthorized(message)) if !request.headers().contains_key(header::AUTHORIZATION) => {
+            return Err(ApiError::BasicChallenge(message));
+        }
+        identity => identity?,
+    };
     let query = request.uri().query();
     let filter = events_filter(query)?;
     let resume_after = last_event_id(request.headers(), query);
