@@ -418,6 +418,57 @@ async fn open_and_check(reader: &TestServer, jwt: &str, acknowledged: &Acknowled
         missed.is_empty(),
         "round {round}, resumed after {after} ({reopened} opens): missed {missed:?}"
     );
+    check_history_pages(reader, jwt, &ids, round).await;
+}
+
+/// History pages through `reader` hold every acknowledged id they span: the newest 100 up to the
+/// newest acknowledged, and the 100 after the 60th newest. (A page may hold more: an insert
+/// committed whose answer had not come yet.)
+async fn check_history_pages(reader: &TestServer, jwt: &str, ids: &[u64], round: usize) {
+    let newest = *ids.last().unwrap();
+    let after = ids[ids.len().saturating_sub(60)];
+    for query in [format!("before={}", newest + 1), format!("after={after}")] {
+        let page = loop_page(reader, jwt, &query).await;
+        let got: BTreeSet<u64> = page.iter().copied().collect();
+        let (low, high) = (*got.first().unwrap(), *got.last().unwrap());
+        assert!(
+            high >= newest,
+            "round {round}, {query}: the page ends at {high}, before {newest}"
+        );
+        let missed: Vec<&u64> = (ids.iter())
+            .filter(|&&id| id >= low && id <= newest && !got.contains(&id))
+            .collect();
+        assert!(
+            missed.is_empty(),
+            "round {round}, {query}: the page skipped {missed:?}"
+        );
+    }
+}
+
+/// The ids of one page of 100 of `/events?<query>`, retried while storage is briefly out of reach.
+async fn loop_page(reader: &TestServer, jwt: &str, query: &str) -> Vec<u64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = (reader
+            .http
+            .get(reader.endpoint(&format!("/events?{query}&limit=100"))))
+        .bearer_auth(jwt)
+        .send()
+        .await
+        .unwrap();
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{query}: 503 for a minute"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        assert_eq!(response.status(), StatusCode::OK, "{query}");
+        let page: serde_json::Value = response.json().await.unwrap();
+        let events = page["events"].as_array().unwrap();
+        return events.iter().map(|event| event["id"].as_u64().unwrap()).collect();
+    }
 }
 
 /// Streams open and resume while one of three servers is down, and while it restarts and catches

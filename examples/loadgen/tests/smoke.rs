@@ -463,21 +463,25 @@ fn the_scenarios_pocketbase_serves_run_cleanly_against_it() {
     assert!(result["ok"].as_u64().unwrap() > 0, "{result}");
     assert_eq!(result["target"], "pocketbase", "{result}");
     assert_plausible_costs(&result);
-    assert_exact_fanout(&run_scenario(
-        &server,
-        &[&pocketbase[..], &FANOUT_100_SUBSCRIBERS[..]].concat(),
-    ));
+    // PocketBase sends each record's realtime message from a goroutine of its own and promises no
+    // order: a fresh-clone CI run saw 47 of 10,200 out of order. What it does promise is checked,
+    // and the scenario's order count is a number.
+    let result = run_scenario(&server, &[&pocketbase[..], &FANOUT_100_SUBSCRIBERS[..]].concat());
+    assert!(result["out_of_order"].is_u64(), "{result}");
+    assert_fanout_complete(&result);
 }
 
 /// Every acknowledged insert reached each of the 100 subscribers once, in order.
 fn assert_exact_fanout(result: &Value) {
+    assert_eq!(result["out_of_order"].as_u64(), Some(0), "{result}");
+    assert_fanout_complete(result);
+}
+
+/// Every acknowledged insert reached each of the 100 subscribers once, in any order.
+fn assert_fanout_complete(result: &Value) {
     assert_eq!(
-        (
-            result["lost"].as_u64(),
-            result["duplicated"].as_u64(),
-            result["out_of_order"].as_u64()
-        ),
-        (Some(0), Some(0), Some(0)),
+        (result["lost"].as_u64(), result["duplicated"].as_u64()),
+        (Some(0), Some(0)),
         "{result}"
     );
     assert_eq!(result["errors"], 0, "{result}");

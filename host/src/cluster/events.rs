@@ -32,7 +32,7 @@ use crate::storage::{StorageError, StorageResult};
 /// Longest wait for the next message of a replay or catch-up read.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Times a replay or catch-up read is made again while the server answering it is behind the fence.
-const FENCE_ATTEMPTS: u32 = 10;
+pub(super) const FENCE_ATTEMPTS: u32 = 10;
 /// Failed replay or catch-up reads made again before the failure is answered.
 const READ_FAILURES_RETRIED: u32 = 2;
 /// Times a drained read's consumer is asked how far its server looked.
@@ -344,8 +344,13 @@ impl JetStreamLog {
         })
     }
 
+    /// The stream sequence this node's tail has handed on: what any read here must reach.
+    pub(super) fn tail_position(&self) -> u64 {
+        *self.tailed.borrow()
+    }
+
     /// Whether the stream leader holds an event of `tenant` numbered `from` to `to`.
-    async fn tenant_has_events_in(&self, tenant: &str, from: u64, to: u64) -> StorageResult<bool> {
+    pub(super) async fn tenant_has_events_in(&self, tenant: &str, from: u64, to: u64) -> StorageResult<bool> {
         let next = (self.cluster.events.raw_message_builder())
             .sequence(from)
             .next_by_subject(subjects::tenant_subjects(tenant))

@@ -6,18 +6,32 @@
 //! JetStream reads forward only. Newest first, a page is read from windows of sequences ending at
 //! the `before` id, each four times as wide as the last, until enough events matched or the stream
 //! begins; each window keeps only the newest matches it still needs, so memory stays one page.
+//!
+//! A read may be served by a server behind the others (a follower catching up). Read short, a page
+//! would skip events: oldest first it would end before the newest this node has seen, newest first
+//! a window would miss its newest events and the next page would start below them. So each read is
+//! fenced (`reached_far_enough`): it must reach the sequence it is about, or the tenant must have
+//! nothing between where it reached and there, else it is made again.
 
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
+use std::time::Duration;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 
-use super::events::JetStreamLog;
+use super::events::{FENCE_ATTEMPTS, JetStreamLog, Read};
 use super::subjects;
 use crate::event_log::{HistoryPage, PageStart};
 use crate::filter::EventFilter;
+use crate::metrics::metrics;
 use crate::model::Event;
-use crate::storage::StorageResult;
+use crate::storage::{StorageError, StorageResult};
+
+fn read_kept_short(fence: u64) -> StorageError {
+    StorageError::Unavailable(format!(
+        "history reads kept coming from a server behind sequence {fence}"
+    ))
+}
 
 /// The first window newest first, in stream sequences, at least.
 const FIRST_WINDOW: u64 = 256;
@@ -55,27 +69,69 @@ impl JetStreamLog {
         limit: usize,
         max_bytes: usize,
     ) -> StorageResult<HistoryPage> {
-        let mut page = HistoryPage::default();
         let Some(start_sequence) = after.checked_add(1) else {
-            return Ok(page);
+            return Ok(HistoryPage::default());
         };
-        let mut bytes = 0;
-        let deliver_policy = DeliverPolicy::ByStartSequence { start_sequence };
-        self.scan(subject_for(tenant, filter), deliver_policy, 0, |event, size| {
-            if !filter.matches(&event.event) {
-                return ControlFlow::Continue(());
+        // As far as this node has seen: a page that ends must have looked that far.
+        let fence = self.tail_position();
+        for attempt in 1..=FENCE_ATTEMPTS {
+            let (mut page, mut bytes) = (HistoryPage::default(), 0);
+            let deliver_policy = DeliverPolicy::ByStartSequence { start_sequence };
+            let read = self.scan(
+                subject_for(tenant, filter),
+                deliver_policy,
+                fence,
+                |event, size| {
+                    if !filter.matches(&event.event) {
+                        return ControlFlow::Continue(());
+                    }
+                    if page.events.len() >= limit || bytes >= max_bytes {
+                        // One more match than the page holds: there is a next page.
+                        page.more = true;
+                        return ControlFlow::Break(());
+                    }
+                    bytes += size;
+                    page.events.push(event);
+                    ControlFlow::Continue(())
+                },
+            );
+            if self
+                .reached_far_enough(tenant, read.await?, fence, attempt)
+                .await?
+            {
+                return Ok(page);
             }
-            if page.events.len() >= limit || bytes >= max_bytes {
-                // One more match than the page holds: there is a next page.
-                page.more = true;
-                return ControlFlow::Break(());
-            }
-            bytes += size;
-            page.events.push(event);
-            ControlFlow::Continue(())
-        })
-        .await?;
-        Ok(page)
+        }
+        Err(read_kept_short(fence))
+    }
+
+    /// Whether a read that ended as `read` covered the tenant's events up to `fence`; if not, waits
+    /// a little before it is made again (attempt `attempt`).
+    async fn reached_far_enough(
+        &self,
+        tenant: &str,
+        read: Read,
+        fence: u64,
+        attempt: u32,
+    ) -> StorageResult<bool> {
+        let reached = match read {
+            Read::Stopped | Read::Drained { reached: None } => return Ok(true),
+            Read::Drained {
+                reached: Some(reached),
+            } => reached,
+        };
+        if reached >= fence || !self.tenant_has_events_in(tenant, reached + 1, fence).await? {
+            return Ok(true);
+        }
+        metrics().stale_reads.inc();
+        tracing::debug!(
+            reached,
+            fence,
+            attempt,
+            "a history read was served by a server behind; reading again"
+        );
+        tokio::time::sleep(Duration::from_millis(20) * attempt).await;
+        Ok(false)
     }
 
     async fn newest_first(
@@ -95,22 +151,36 @@ impl JetStreamLog {
         while found.len() <= limit && end > first.max(1) {
             let from = end.saturating_sub(window).max(first.max(1));
             let wanted = limit + 1 - found.len();
-            // This window's newest `wanted` matches, oldest first.
-            let mut newest: VecDeque<(Event, usize)> = VecDeque::with_capacity(wanted);
-            let deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: from };
-            self.scan(subject.clone(), deliver_policy, 0, |event, size| {
-                if event.seq >= end {
-                    return ControlFlow::Break(());
-                }
-                if filter.matches(&event.event) {
-                    if newest.len() == wanted {
-                        newest.pop_front();
+            // This window's newest `wanted` matches, oldest first; the window's read must reach its
+            // last sequence (the leader has it: `end` is at most its last sequence + 1).
+            let fence = end - 1;
+            let mut attempt = 0;
+            let newest = loop {
+                attempt += 1;
+                let mut newest: VecDeque<(Event, usize)> = VecDeque::with_capacity(wanted);
+                let deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: from };
+                let read = self.scan(subject.clone(), deliver_policy, fence, |event, size| {
+                    if event.seq >= end {
+                        return ControlFlow::Break(());
                     }
-                    newest.push_back((event, size));
+                    if filter.matches(&event.event) {
+                        if newest.len() == wanted {
+                            newest.pop_front();
+                        }
+                        newest.push_back((event, size));
+                    }
+                    ControlFlow::Continue(())
+                });
+                if self
+                    .reached_far_enough(tenant, read.await?, fence, attempt)
+                    .await?
+                {
+                    break newest;
                 }
-                ControlFlow::Continue(())
-            })
-            .await?;
+                if attempt == FENCE_ATTEMPTS {
+                    return Err(read_kept_short(fence));
+                }
+            };
             for older in newest.into_iter().rev() {
                 found.push_front(older);
             }
