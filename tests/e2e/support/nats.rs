@@ -286,21 +286,36 @@ impl NatsCluster {
     }
 
     /// The index of the server leading the replicated stream `stream` (from a running server's
-    /// `/jsz?streams=true`), so that a test can kill exactly the leader.
+    /// `/jsz?streams=true`), so that a test can kill exactly the leader. Asked again for up to
+    /// `READY_TIMEOUT` while no server reports one (an election under way, a server that has not
+    /// heard of the stream yet).
     pub async fn stream_leader(&self, stream: &str) -> usize {
-        let i = (0..SERVERS)
-            .find(|&i| self.servers[i].child.is_some())
-            .expect("a running nats-server");
-        let (_, body) = self.get(i, "/jsz?streams=true").await.unwrap();
-        let jsz: Value = serde_json::from_str(&body).unwrap();
-        let accounts = jsz["account_details"].as_array().cloned().unwrap_or_default();
-        let leader = accounts
-            .iter()
-            .flat_map(|account| account["stream_detail"].as_array().cloned().unwrap_or_default())
-            .find(|detail| detail["name"] == stream)
-            .and_then(|detail| detail["cluster"]["leader"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| panic!("no leader of {stream} in n{i}'s /jsz: {body}"));
-        leader[1..].parse().unwrap()
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            let running = (0..SERVERS).filter(|&i| self.servers[i].child.is_some());
+            let mut last = String::new();
+            for i in running {
+                let Ok((_, body)) = self.get(i, "/jsz?streams=true").await else {
+                    continue;
+                };
+                let jsz: Value = serde_json::from_str(&body).unwrap_or_default();
+                let accounts = jsz["account_details"].as_array().cloned().unwrap_or_default();
+                let leader = accounts
+                    .iter()
+                    .flat_map(|account| account["stream_detail"].as_array().cloned().unwrap_or_default())
+                    .find(|detail| detail["name"] == stream)
+                    .and_then(|detail| detail["cluster"]["leader"].as_str().map(str::to_owned));
+                if let Some(leader) = leader {
+                    return leader[1..].parse().unwrap();
+                }
+                last = format!("n{i}'s /jsz: {body}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no leader of {stream} within {READY_TIMEOUT:?}; last {last}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The `meta_cluster` object of server `i`'s `/jsz`.
