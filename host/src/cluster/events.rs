@@ -231,7 +231,7 @@ impl JetStreamLog {
         limit: usize,
         max_bytes: usize,
     ) -> StorageResult<EventPage> {
-        let fence = *self.tailed.borrow();
+        let fence = self.tail_position();
         let mut failures = 0;
         for attempt in 1..=FENCE_ATTEMPTS {
             let mut page = EventPage::default();
@@ -261,36 +261,52 @@ impl JetStreamLog {
                 }
                 read => read?,
             };
-            match read {
-                Read::Stopped | Read::Drained { reached: None } => return Ok(page),
-                Read::Drained {
-                    reached: Some(sequence),
-                } if sequence >= fence => return Ok(page),
-                // The serving server had everything up to where it looked; beyond that only other
-                // tenants' messages, or none, up to the fence (a newest-per-name read stops at the
-                // tenant's last message, not the stream's): nothing was missed.
-                Read::Drained {
-                    reached: Some(sequence),
-                } if !self.tenant_has_events_in(tenant, sequence + 1, fence).await? => {
-                    return Ok(page);
-                }
-                Read::Drained {
-                    reached: Some(sequence),
-                } => {
-                    metrics().stale_reads.inc();
-                    tracing::debug!(
-                        sequence,
-                        fence,
-                        attempt,
-                        "a read was served by a server behind this node; reading again"
-                    );
-                    tokio::time::sleep(Duration::from_millis(20) * attempt).await;
-                }
+            if self
+                .reached_far_enough(Some(tenant), read, fence, attempt)
+                .await?
+            {
+                return Ok(page);
             }
         }
-        Err(StorageError::Unavailable(format!(
-            "reads kept coming from a server behind sequence {fence}"
-        )))
+        Err(kept_behind(fence))
+    }
+
+    /// Whether a read that ended as `read` covered what it is about up to `fence`: `tenant`'s
+    /// events, or with `None` the whole stream. If not, counts a stale read and waits a little
+    /// (longer each `attempt`) before the caller makes it again.
+    pub(super) async fn reached_far_enough(
+        &self,
+        tenant: Option<&str>,
+        read: Read,
+        fence: u64,
+        attempt: u32,
+    ) -> StorageResult<bool> {
+        let reached = match read {
+            Read::Stopped | Read::Drained { reached: None } => return Ok(true),
+            Read::Drained {
+                reached: Some(reached),
+            } => reached,
+        };
+        if reached >= fence {
+            return Ok(true);
+        }
+        // The serving server had everything up to where it looked; beyond that only other
+        // tenants' messages, or none, up to the fence (a newest-per-name read stops at the
+        // tenant's last message, not the stream's): nothing was missed.
+        if let Some(tenant) = tenant
+            && !self.tenant_has_events_in(tenant, reached + 1, fence).await?
+        {
+            return Ok(true);
+        }
+        metrics().stale_reads.inc();
+        tracing::debug!(
+            reached,
+            fence,
+            attempt,
+            "a read was served by a server behind this node; reading again"
+        );
+        tokio::time::sleep(Duration::from_millis(20) * attempt).await;
+        Ok(false)
     }
 
     /// Hands each event on `filter_subject` from `deliver_policy` on, with its stored size, to
@@ -350,7 +366,7 @@ impl JetStreamLog {
     }
 
     /// Whether the stream leader holds an event of `tenant` numbered `from` to `to`.
-    pub(super) async fn tenant_has_events_in(&self, tenant: &str, from: u64, to: u64) -> StorageResult<bool> {
+    async fn tenant_has_events_in(&self, tenant: &str, from: u64, to: u64) -> StorageResult<bool> {
         let next = (self.cluster.events.raw_message_builder())
             .sequence(from)
             .next_by_subject(subjects::tenant_subjects(tenant))
@@ -391,6 +407,11 @@ impl JetStreamLog {
     pub(super) async fn bounds(&self) -> StorageResult<(u64, u64)> {
         stream_bounds(&self.cluster).await
     }
+}
+
+/// The answer to a read that kept being served by a server behind `fence`.
+pub(super) fn kept_behind(fence: u64) -> StorageError {
+    StorageError::Unavailable(format!("reads kept coming from a server behind sequence {fence}"))
 }
 
 /// The event stream's first and last sequences, as its leader has them.
@@ -514,36 +535,23 @@ impl EventLog for JetStreamLog {
         // follower behind it would miss the newest of them, and is made again.
         let (_, fence) = self.bounds().await?;
         let everything = format!("{}.>", subjects::EVENTS_PREFIX);
-        let mut doomed = Vec::new();
-        for attempt in 1..=FENCE_ATTEMPTS {
-            doomed.clear();
+        let mut attempt = 0;
+        let doomed = loop {
+            attempt += 1;
+            let mut doomed = Vec::new();
             let read = self.scan(everything.clone(), DeliverPolicy::All, fence, |event, _| {
                 if event.username == username {
                     doomed.push(event.seq);
                 }
                 ControlFlow::Continue(())
             });
-            match read.await? {
-                Read::Drained {
-                    reached: Some(reached),
-                } if reached < fence => {
-                    metrics().stale_reads.inc();
-                    tracing::debug!(
-                        reached,
-                        fence,
-                        attempt,
-                        "an erasure's read was served by a server behind; reading again"
-                    );
-                    tokio::time::sleep(Duration::from_millis(20) * attempt).await;
-                }
-                _ => break,
+            if self.reached_far_enough(None, read.await?, fence, attempt).await? {
+                break doomed;
             }
             if attempt == FENCE_ATTEMPTS {
-                return Err(StorageError::Unavailable(format!(
-                    "an erasure's reads kept coming from a server behind sequence {fence}"
-                )));
+                return Err(kept_behind(fence));
             }
-        }
+        };
         for sequence in &doomed {
             let deleted = self.cluster.events.delete_message(*sequence).await;
             deleted.map_err(StorageError::unavailable)?;

@@ -10,28 +10,20 @@
 //! A read may be served by a server behind the others (a follower catching up). Read short, a page
 //! would skip events: oldest first it would end before the newest this node has seen, newest first
 //! a window would miss its newest events and the next page would start below them. So each read is
-//! fenced (`reached_far_enough`): it must reach the sequence it is about, or the tenant must have
-//! nothing between where it reached and there, else it is made again.
+//! fenced (`JetStreamLog::reached_far_enough`): it must reach the sequence it is about, or the
+//! tenant must have nothing between where it reached and there, else it is made again.
 
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
-use std::time::Duration;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 
-use super::events::{FENCE_ATTEMPTS, JetStreamLog, Read};
+use super::events::{FENCE_ATTEMPTS, JetStreamLog, kept_behind};
 use super::subjects;
 use crate::event_log::{HistoryPage, PageStart};
 use crate::filter::EventFilter;
-use crate::metrics::metrics;
 use crate::model::Event;
-use crate::storage::{StorageError, StorageResult};
-
-fn read_kept_short(fence: u64) -> StorageError {
-    StorageError::Unavailable(format!(
-        "history reads kept coming from a server behind sequence {fence}"
-    ))
-}
+use crate::storage::StorageResult;
 
 /// The first window newest first, in stream sequences, at least.
 const FIRST_WINDOW: u64 = 256;
@@ -96,42 +88,13 @@ impl JetStreamLog {
                 },
             );
             if self
-                .reached_far_enough(tenant, read.await?, fence, attempt)
+                .reached_far_enough(Some(tenant), read.await?, fence, attempt)
                 .await?
             {
                 return Ok(page);
             }
         }
-        Err(read_kept_short(fence))
-    }
-
-    /// Whether a read that ended as `read` covered the tenant's events up to `fence`; if not, waits
-    /// a little before it is made again (attempt `attempt`).
-    async fn reached_far_enough(
-        &self,
-        tenant: &str,
-        read: Read,
-        fence: u64,
-        attempt: u32,
-    ) -> StorageResult<bool> {
-        let reached = match read {
-            Read::Stopped | Read::Drained { reached: None } => return Ok(true),
-            Read::Drained {
-                reached: Some(reached),
-            } => reached,
-        };
-        if reached >= fence || !self.tenant_has_events_in(tenant, reached + 1, fence).await? {
-            return Ok(true);
-        }
-        metrics().stale_reads.inc();
-        tracing::debug!(
-            reached,
-            fence,
-            attempt,
-            "a history read was served by a server behind; reading again"
-        );
-        tokio::time::sleep(Duration::from_millis(20) * attempt).await;
-        Ok(false)
+        Err(kept_behind(fence))
     }
 
     async fn newest_first(
@@ -172,13 +135,13 @@ impl JetStreamLog {
                     ControlFlow::Continue(())
                 });
                 if self
-                    .reached_far_enough(tenant, read.await?, fence, attempt)
+                    .reached_far_enough(Some(tenant), read.await?, fence, attempt)
                     .await?
                 {
                     break newest;
                 }
                 if attempt == FENCE_ATTEMPTS {
-                    return Err(read_kept_short(fence));
+                    return Err(kept_behind(fence));
                 }
             };
             for older in newest.into_iter().rev() {
