@@ -22,14 +22,13 @@ use crate::support::{ADMIN_TOKEN, PASSWORD, TestServer};
 /// A Broker node on `nats`, replicating what it creates to all three servers.
 pub async fn node(nats: &NatsCluster) -> TestServer {
     // The fault tests' writers insert as one user as fast as they can: `--user_insert_rate` off.
-    let flags = [
-        "--nats",
-        &nats.urls(),
-        "--nats_replicas",
-        "3",
-        "--user_insert_rate",
-        "0",
-    ];
+    node_with(nats, &["--user_insert_rate", "0"]).await
+}
+
+/// A Broker node on `nats` (three replicas) with `flags` besides.
+pub async fn node_with(nats: &NatsCluster, flags: &[&str]) -> TestServer {
+    let urls = nats.urls();
+    let flags = [&["--nats", urls.as_str(), "--nats_replicas", "3"][..], flags].concat();
     TestServer::start_with(&flags).await
 }
 

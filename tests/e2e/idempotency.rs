@@ -193,11 +193,9 @@ async fn retention_keeps_a_keyed_event_while_its_retry_may_come() {
 #[tokio::test]
 async fn in_a_cluster_retention_keeps_a_keyed_event_while_its_retry_may_come() {
     let nats = crate::support::nats::NatsCluster::start().await;
-    let urls = nats.urls();
-    let flags = [&["--nats", urls.as_str(), "--nats_replicas", "3"][..], &KEEP_ONE].concat();
     let (first, second) = (
-        TestServer::start_with(&flags).await,
-        TestServer::start_with(&flags).await,
+        crate::cluster::node_with(&nats, &KEEP_ONE).await,
+        crate::cluster::node_with(&nats, &KEEP_ONE).await,
     );
     retention_keeps_a_keyed_event_within_the_window(&first, &second).await;
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::cluster::node_with;
 use crate::support::nats::NatsCluster;
 use crate::support::{TestServer, start_refused};
 
@@ -52,12 +53,7 @@ const BY_AGE: [&str; 4] = ["--retain_age", "2s", "--retention_interval", "1"];
 
 /// Two nodes of a cluster on `nats` with `flags`.
 async fn cluster_nodes(nats: &NatsCluster, flags: &[&str]) -> (TestServer, TestServer) {
-    let urls = nats.urls();
-    let flags = [&["--nats", urls.as_str(), "--nats_replicas", "3"][..], flags].concat();
-    (
-        TestServer::start_with(&flags).await,
-        TestServer::start_with(&flags).await,
-    )
+    (node_with(nats, flags).await, node_with(nats, flags).await)
 }
 
 #[tokio::test]
