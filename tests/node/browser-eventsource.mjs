@@ -9,23 +9,12 @@
 // to listeners of its name). Prints {"open": true} once the stream is open, then one JSON line per
 // event {"event","id","data"}, and exits after <count> of them; non-zero on an error or after 20 s.
 
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const [base, username, password, filter, names, count] = process.argv.slice(2);
 
 let timer;
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launchChromium();
 try {
   const context = await browser.newContext({ httpCredentials: { username, password, origin: base } });
   const page = await context.newPage();

@@ -10,7 +10,7 @@
 
 import { copyFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const [base, adminToken, guestFile, guestsDir, screenshot, receiver, webhookSecret] = process.argv.slice(2);
 const PASSWORD = "correct horse battery staple";
@@ -18,19 +18,7 @@ const STEP_TIMEOUT = 15_000;
 
 const step = (name) => console.log(`step: ${name}`);
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  // As root in a container, without a GPU, and with no network beyond loopback.
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launchChromium();
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 1100 } });
   page.setDefaultTimeout(STEP_TIMEOUT);
