@@ -62,6 +62,21 @@ pub fn unix_micros() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// A refusal's `Retry-After`, in seconds (1 when it has none), as the JavaScript client reads it.
+pub fn retry_after_secs(response: &reqwest::Response) -> u64 {
+    (response.headers().get("retry-after"))
+        .and_then(|value| value.to_str().ok()?.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Sleeps `seconds`, or until `stop` is set: a phase that ends mid-wait need not sit it out.
+pub async fn wait_unless_stopped(seconds: u64, stop: &std::sync::atomic::AtomicBool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 impl Target {
     /// The same target, talking to the node client `client` uses (clients take the nodes in turn).
     /// The same server, as another tenant of this run (`suffix` names it).

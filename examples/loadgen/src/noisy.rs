@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::api::{Auth, Target};
+use crate::api::{Auth, Target, retry_after_secs, wait_unless_stopped};
 use crate::{Args, Progress, Scenario, fanout};
 
 /// B's publishers: enough to cover each insert's commit wait at 100/s.
@@ -41,17 +41,9 @@ async fn flood(target: Target, auth: Auth, client: usize, stop: Arc<AtomicBool>,
             }
             Ok(response) if response.status().as_u16() == 429 => {
                 counts.refused.fetch_add(1, Ordering::Relaxed);
-                let wait = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
-                    .unwrap_or(1);
+                let wait = retry_after_secs(&response);
                 let _ = response.bytes().await;
-                // Stopped mid-wait: the phase is over, no need to sleep it out.
-                let until = Instant::now() + Duration::from_secs(wait);
-                while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                wait_unless_stopped(wait, &stop).await;
             }
             Ok(_) | Err(_) => {
                 counts.failed.fetch_add(1, Ordering::Relaxed);

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::api::{Auth, Target};
+use crate::api::{Auth, Target, retry_after_secs, wait_unless_stopped};
 use crate::stats::Latencies;
 use crate::{Args, Progress};
 
@@ -66,14 +66,15 @@ impl Phase {
     }
 }
 
-/// One insert of version `version` of `name`: the answer's status (0: none).
+/// One insert of version `version` of `name`: the answer's status (0: none) and, for a 429, its
+/// `Retry-After` in seconds.
 async fn insert_version(
     http: &reqwest::Client,
     target: &Target,
     auth: &Auth,
     name: &str,
     version: u64,
-) -> (u16, Option<u64>) {
+) -> (u16, u64) {
     let body = json!({"event": name, "data": {"version": version}});
     match auth
         .apply(http.post(format!("{}/insert", target.url)))
@@ -82,13 +83,11 @@ async fn insert_version(
         .await
     {
         Ok(response) => {
-            let status = response.status().as_u16();
-            let retry_after =
-                (response.headers().get("retry-after")).and_then(|value| value.to_str().ok()?.parse().ok());
+            let (status, retry_after) = (response.status().as_u16(), retry_after_secs(&response));
             let _ = response.bytes().await;
             (status, retry_after)
         }
-        Err(_) => (0, None),
+        Err(_) => (0, 1),
     }
 }
 
@@ -149,7 +148,7 @@ async fn flooder(target: Target, auth: Auth, client: usize, stop: Arc<AtomicBool
                 version += 1;
             }
             (400, _) => version += 1,
-            (429, wait) => tokio::time::sleep(Duration::from_secs(wait.unwrap_or(1))).await,
+            (429, wait) => wait_unless_stopped(wait, &stop).await,
             _ => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
