@@ -54,6 +54,8 @@ pub struct Metrics {
     pub lag_recoveries: Counter,
     /// Cluster mode: replay or catch-up reads served by a server behind this node, made again.
     pub stale_reads: Counter,
+    /// Cluster mode: replay and catch-up reads, by how they were made (`batch`, `consumer`).
+    pub cluster_reads: Family<KindLabels, Counter>,
     pub open_streams: Gauge,
     pub open_connections: Gauge,
     pub guest_call_seconds: Histogram,
@@ -97,6 +99,7 @@ impl Metrics {
             deliveries: Counter::default(),
             lag_recoveries: Counter::default(),
             stale_reads: Counter::default(),
+            cluster_reads: Family::default(),
             open_streams: Gauge::default(),
             open_connections: Gauge::default(),
             guest_call_seconds: Histogram::new(seconds_buckets()),
@@ -146,6 +149,11 @@ impl Metrics {
             "Cluster mode: replay or catch-up reads served by a NATS server behind this node, made again",
             metrics.stale_reads.clone(),
         );
+        r.register(
+            "cluster_reads",
+            "Cluster mode: replay and catch-up reads, by how (batch: batch direct get; consumer: an ordered consumer, for the newest of more names than a batch answers)",
+            metrics.cluster_reads.clone(),
+        );
         r.register("open_streams", "Open SSE streams", metrics.open_streams.clone());
         r.register(
             "open_connections",
@@ -193,6 +201,10 @@ impl Metrics {
             metrics.webhooks_delivering.clone(),
         );
         Self { registry, ..metrics }
+    }
+
+    pub fn cluster_read(&self, kind: &'static str) {
+        self.cluster_reads.get_or_create(&KindLabels { kind }).inc();
     }
 
     pub fn insert(&self, outcome: &'static str) {

@@ -590,3 +590,61 @@ async fn three_servers_and_no_replica_flag_make_three_replicas() {
         "{created:?}"
     );
 }
+
+/// The value of `series` (name and labels) in a scrape of `server`'s `/metrics`, 0 if absent.
+async fn metric(server: &TestServer, series: &str) -> f64 {
+    let address = crate::metrics::metrics_address(server);
+    let scrape = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.parse().unwrap())
+}
+
+#[tokio::test]
+async fn replays_and_catch_ups_are_batch_reads_and_a_tenant_of_over_1024_names_replays_them_all() {
+    let nats = NatsCluster::start().await;
+    let a = node_with(&nats, &["--user_insert_rate", "0", "--metrics_port", "0"]).await;
+    const BATCH: &str = "broker_cluster_reads_total{kind=\"batch\"}";
+    const CONSUMER: &str = "broker_cluster_reads_total{kind=\"consumer\"}";
+
+    // A few names: the replay and a resume are each one batch direct get, no consumer.
+    let jwt = a.signup("few", "t").await;
+    let mut sent = Vec::new();
+    for round in 0..3 {
+        for name in ["a", "b", "c"] {
+            sent.push(a.insert_ok(&jwt, name, json!(round)).await);
+        }
+    }
+    let mut replay = a.subscribe(&jwt).await;
+    let newest = replay.take(3).await;
+    assert_eq!(ids(&newest), sent[6..]);
+    assert!(newest.iter().all(|event| event.data == json!(2)));
+    let mut resumed = a.subscribe_from(&jwt, Some(sent[1])).await;
+    assert_eq!(ids(&resumed.take(7).await), sent[2..]);
+    assert!(metric(&a, BATCH).await >= 2.0);
+    assert_eq!(metric(&a, CONSUMER).await, 0.0);
+
+    // More names than one batch answers for: the replay goes through a consumer and has them all.
+    let jwt = a.signup("many", "u").await;
+    let names: Vec<String> = (0..1030).map(|k| format!("n{k}")).collect();
+    let mut sent = Vec::new();
+    for chunk in names.chunks(16) {
+        let inserts = chunk.iter().map(|name| a.insert_ok(&jwt, name, json!(1)));
+        sent.extend(futures_util::future::join_all(inserts).await);
+    }
+    sent.sort_unstable();
+    let mut replay = a.subscribe(&jwt).await;
+    assert_eq!(ids(&replay.take(names.len()).await), sent);
+    assert_eq!(metric(&a, CONSUMER).await, 1.0);
+
+    // A resume from the start reads them all again: pages of 500, each more than one batch of 256.
+    let mut resumed = a.subscribe_from(&jwt, Some(0)).await;
+    assert_eq!(ids(&resumed.take(names.len()).await), sent);
+    assert_eq!(metric(&a, CONSUMER).await, 1.0);
+}

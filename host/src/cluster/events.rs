@@ -19,6 +19,7 @@ use async_nats::jetstream::stream;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::batch_get::{self, Batch};
 use super::cas::{Expect, Published};
 use super::{Cluster, subjects};
 use crate::event_log::{Erase, EventLog, EventPage, HistoryPage, Keep, LatestReplay, PageStart};
@@ -68,6 +69,15 @@ async fn next_event(messages: &mut push::Ordered) -> StorageResult<(Event, usize
         consumer_sequence: info.consumer_sequence,
     };
     Ok((event, message.payload.len(), delivery))
+}
+
+/// Where a replay or catch-up read starts.
+#[derive(Clone, Copy)]
+enum ReadFrom {
+    /// The newest event of each name (a replay).
+    NewestPerName,
+    /// The events after this sequence (a catch-up).
+    After(u64),
 }
 
 /// How a scan ended.
@@ -216,18 +226,19 @@ impl JetStreamLog {
             .ok_or(StorageError::StaleRead)
     }
 
-    /// Reads `tenant`'s events from an ordered consumer until it has nothing pending, or `limit`
-    /// events or `max_bytes` were read.
+    /// Reads `tenant`'s events from `from` until none is left, or `limit` events or `max_bytes`
+    /// were read: by batch direct get, or through an ordered consumer where a batch cannot answer
+    /// (the newest of more names than one batch may ask about).
     ///
     /// Fenced: a read that ends for want of events must have been served by a server holding the
-    /// stream at least up to this node's tail. The consumer may sit on a follower still catching up
-    /// (the server enables reads there at 90% synchronized); its short answer would end a replay or
-    /// catch-up before events this node's streams have not been sent, and they would be missed.
-    /// Such a read is made again, from the start.
+    /// stream at least up to this node's tail. A replica answering may still be catching up (the
+    /// server lets it read at 90% synchronized); its short answer would end a replay or catch-up
+    /// before events this node's streams have not been sent, and they would be missed. Such a read
+    /// is made again, from the start.
     async fn read(
         &self,
         tenant: &str,
-        deliver_policy: DeliverPolicy,
+        from: ReadFrom,
         limit: usize,
         max_bytes: usize,
     ) -> StorageResult<EventPage> {
@@ -235,24 +246,21 @@ impl JetStreamLog {
         let mut failures = 0;
         for attempt in 1..=FENCE_ATTEMPTS {
             let mut page = EventPage::default();
-            let read = self
-                .scan(
-                    subjects::tenant_subjects(tenant),
-                    deliver_policy,
-                    fence,
-                    |event, size| {
-                        page.bytes += size;
-                        page.events.push(event);
-                        if page.events.len() < limit && page.bytes < max_bytes {
-                            ControlFlow::Continue(())
-                        } else {
-                            ControlFlow::Break(())
-                        }
-                    },
-                )
-                .await;
-            // A consumer placed on a server that is restarting may not answer: another is placed
-            // afresh, likely elsewhere.
+            let read = match from {
+                ReadFrom::After(after) => {
+                    self.read_batches_after(tenant, after, limit, max_bytes, &mut page)
+                        .await
+                }
+                ReadFrom::NewestPerName => match self.read_newest_batch(tenant, &mut page).await {
+                    Ok(Some(read)) => Ok(read),
+                    Ok(None) => {
+                        page = EventPage::default();
+                        self.read_by_consumer(tenant, fence, &mut page).await
+                    }
+                    Err(error) => Err(error),
+                },
+            };
+            // A server that is restarting may not answer: the read goes again, likely elsewhere.
             let read = match read {
                 Err(StorageError::Unavailable(reason)) if failures < READ_FAILURES_RETRIED => {
                     failures += 1;
@@ -269,6 +277,96 @@ impl JetStreamLog {
             }
         }
         Err(kept_behind(fence))
+    }
+
+    /// Reads `tenant`'s events after `after` into `page`, a batch at a time, until none is left or
+    /// the page is full. A drained read reached its last event (or `after`): whether the leader
+    /// holds more of the tenant's up to the fence is for the caller to ask.
+    async fn read_batches_after(
+        &self,
+        tenant: &str,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+        page: &mut EventPage,
+    ) -> StorageResult<Read> {
+        metrics().cluster_read("batch");
+        let filter = subjects::tenant_subjects(tenant);
+        let mut last = after;
+        loop {
+            let Some(from) = last.checked_add(1) else {
+                return Ok(Read::Drained { reached: Some(last) });
+            };
+            let count = limit.saturating_sub(page.events.len());
+            let bytes = max_bytes.saturating_sub(page.bytes);
+            let cluster = &self.cluster;
+            let batch =
+                batch_get::after(&cluster.client, &cluster.events, &filter, from, count, bytes).await?;
+            let (messages, pending) = match batch {
+                Batch::Messages {
+                    messages, pending, ..
+                } => (messages, pending),
+                Batch::Nothing | Batch::TooManySubjects => (Vec::new(), 0),
+            };
+            for message in messages {
+                page.bytes += message.payload.len();
+                page.events.push(decode(&message.payload, message.sequence)?);
+                last = message.sequence;
+                if page.events.len() >= limit || page.bytes >= max_bytes {
+                    return Ok(Read::Stopped);
+                }
+            }
+            if pending == 0 {
+                return Ok(Read::Drained { reached: Some(last) });
+            }
+        }
+    }
+
+    /// Reads the newest event of each of `tenant`'s names into `page`, oldest first, in one batch;
+    /// `None` if one batch cannot hold them all (more names than the server answers at once, or
+    /// more bytes than it sends in one reply).
+    async fn read_newest_batch(&self, tenant: &str, page: &mut EventPage) -> StorageResult<Option<Read>> {
+        let filter = subjects::tenant_subjects(tenant);
+        let cluster = &self.cluster;
+        match batch_get::newest_per_subject(&cluster.client, &cluster.events, &filter).await? {
+            // The serving replica holds none of the tenant's events.
+            Batch::Nothing => {
+                metrics().cluster_read("batch");
+                Ok(Some(Read::Drained { reached: Some(0) }))
+            }
+            Batch::Messages {
+                messages,
+                pending: 0,
+                up_to,
+            } => {
+                metrics().cluster_read("batch");
+                for message in messages {
+                    page.bytes += message.payload.len();
+                    page.events.push(decode(&message.payload, message.sequence)?);
+                }
+                let newest = page.events.last().map_or(0, |event| event.seq);
+                Ok(Some(Read::Drained {
+                    reached: Some(up_to.unwrap_or(newest)),
+                }))
+            }
+            Batch::Messages { .. } | Batch::TooManySubjects => Ok(None),
+        }
+    }
+
+    /// Reads the newest event of each of `tenant`'s names into `page` through an ordered consumer.
+    async fn read_by_consumer(&self, tenant: &str, fence: u64, page: &mut EventPage) -> StorageResult<Read> {
+        metrics().cluster_read("consumer");
+        self.scan(
+            subjects::tenant_subjects(tenant),
+            DeliverPolicy::LastPerSubject,
+            fence,
+            |event, size| {
+                page.bytes += size;
+                page.events.push(event);
+                ControlFlow::Continue(())
+            },
+        )
+        .await
     }
 
     /// Whether a read that ended as `read` covered what it is about up to `fence`: `tenant`'s
@@ -456,16 +554,7 @@ impl EventLog for JetStreamLog {
         limit: usize,
         max_bytes: usize,
     ) -> StorageResult<EventPage> {
-        let Some(start_sequence) = after.checked_add(1) else {
-            return Ok(EventPage::default());
-        };
-        self.read(
-            tenant,
-            DeliverPolicy::ByStartSequence { start_sequence },
-            limit,
-            max_bytes,
-        )
-        .await
+        self.read(tenant, ReadFrom::After(after), limit, max_bytes).await
     }
 
     async fn history(
@@ -481,7 +570,7 @@ impl EventLog for JetStreamLog {
 
     async fn latest_events(&self, tenant: &str) -> StorageResult<LatestReplay> {
         let page = self
-            .read(tenant, DeliverPolicy::LastPerSubject, usize::MAX, usize::MAX)
+            .read(tenant, ReadFrom::NewestPerName, usize::MAX, usize::MAX)
             .await?;
         let mut events = page.events;
         events.sort_by_key(|event| event.seq);

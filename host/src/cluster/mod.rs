@@ -8,11 +8,13 @@
 //!   shared values (the biscuit root key) live in `broker_meta`; each node watches the users bucket
 //!   so a change made anywhere reaches every node's streams;
 //! - `subjects`: names as subject tokens and keys;
+//! - `batch_get`: many messages in one request (replay and catch-up reads);
 //! - `cas`: publishing on a condition the server enforces, per subject (see there);
 //! - `server_version`: the oldest nats-server whose guarantees Broker relies on.
 //!
 //! Broker creates the stream and buckets on first start and says so in its log.
 
+mod batch_get;
 pub mod cas;
 pub mod events;
 mod history;
