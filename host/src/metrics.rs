@@ -154,6 +154,11 @@ impl Metrics {
             "Cluster mode: replay and catch-up reads, by how (batch: batch direct get; consumer: an ordered consumer, for the newest of more names than a batch answers)",
             metrics.cluster_reads.clone(),
         );
+        // Served at 0 from the start (on LMDB too, like the other cluster counters): a dashboard
+        // finds both kinds before the first read.
+        for kind in ["batch", "consumer"] {
+            metrics.cluster_reads.get_or_create(&KindLabels { kind });
+        }
         r.register("open_streams", "Open SSE streams", metrics.open_streams.clone());
         r.register(
             "open_connections",
