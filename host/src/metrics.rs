@@ -157,7 +157,7 @@ impl Metrics {
         // Served at 0 from the start (on LMDB too, like the other cluster counters): a dashboard
         // finds both kinds before the first read.
         for kind in ["batch", "consumer"] {
-            metrics.cluster_reads.get_or_create(&KindLabels { kind });
+            let _ = metrics.cluster_reads.get_or_create(&KindLabels { kind });
         }
         r.register("open_streams", "Open SSE streams", metrics.open_streams.clone());
         r.register(
