@@ -593,13 +593,7 @@ async fn three_servers_and_no_replica_flag_make_three_replicas() {
 
 /// The value of `series` (name and labels) in a scrape of `server`'s `/metrics`, 0 if absent.
 async fn metric(server: &TestServer, series: &str) -> f64 {
-    let address = crate::metrics::metrics_address(server);
-    let scrape = reqwest::get(format!("http://{address}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = crate::metrics::scrape(server).await;
     scrape
         .lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))

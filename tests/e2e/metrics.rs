@@ -24,11 +24,16 @@ pub fn metrics_address(server: &TestServer) -> String {
     url.trim().trim_end_matches("/metrics").to_owned()
 }
 
-/// Asserts that the metrics text has each of `lines`, exactly.
-pub async fn assert_metrics_lines(server: &TestServer, lines: &[&str]) {
+/// The metrics text `server` serves now.
+pub async fn scrape(server: &TestServer) -> String {
     let address = metrics_address(server);
     let response = reqwest::get(format!("http://{address}/metrics")).await.unwrap();
-    let scraped = response.text().await.unwrap();
+    response.text().await.unwrap()
+}
+
+/// Asserts that the metrics text has each of `lines`, exactly.
+pub async fn assert_metrics_lines(server: &TestServer, lines: &[&str]) {
+    let scraped = scrape(server).await;
     for line in lines {
         assert!(scraped.lines().any(|l| l == *line), "{line} in:\n{scraped}");
     }
@@ -82,12 +87,7 @@ async fn prometheus_scrapes_what_broker_did_and_the_public_port_has_no_metrics()
     }
 
     // Labels are bounded: no tenant, user or path of a client's choosing becomes a series.
-    let text = reqwest::get(format!("http://{address}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = scrape(&server).await;
     for private in ["metered-user", "metered-tenant", "picky"] {
         assert!(!text.contains(private), "{private} in the metrics:\n{text}");
     }

@@ -30,7 +30,7 @@ use crate::metrics::metrics;
 use crate::model::{Event, LatestRead, NewEvent};
 use crate::storage::{StorageError, StorageResult};
 
-/// Longest wait for the next message of a replay or catch-up read.
+/// Longest wait for the next message of a read through a consumer (a batch has its own).
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Times a replay or catch-up read is made again while the server answering it is behind the fence.
 pub(super) const FENCE_ATTEMPTS: u32 = 10;
@@ -309,9 +309,8 @@ impl JetStreamLog {
                 Batch::Nothing | Batch::TooManySubjects => (Vec::new(), 0),
             };
             for message in messages {
-                page.bytes += message.payload.len();
-                page.events.push(decode(&message.payload, message.sequence)?);
                 last = message.sequence;
+                keep(page, message)?;
                 if page.events.len() >= limit || page.bytes >= max_bytes {
                     return Ok(Read::Stopped);
                 }
@@ -341,8 +340,7 @@ impl JetStreamLog {
             } => {
                 metrics().cluster_read("batch");
                 for message in messages {
-                    page.bytes += message.payload.len();
-                    page.events.push(decode(&message.payload, message.sequence)?);
+                    keep(page, message)?;
                 }
                 let newest = page.events.last().map_or(0, |event| event.seq);
                 Ok(Some(Read::Drained {
@@ -689,6 +687,13 @@ fn encode(event: &Event) -> StorageResult<bytes::Bytes> {
     Ok(serde_json::to_vec(event)
         .map_err(StorageError::unavailable)?
         .into())
+}
+
+/// Adds a batch's `message` to `page`, decoded, with its stored size.
+fn keep(page: &mut EventPage, message: batch_get::Fetched) -> StorageResult<()> {
+    page.bytes += message.payload.len();
+    page.events.push(decode(&message.payload, message.sequence)?);
+    Ok(())
 }
 
 fn decode(payload: &[u8], seq: u64) -> StorageResult<Event> {
