@@ -329,14 +329,13 @@ async fn a_publish_retried_after_a_lost_acknowledgement_is_stored_once() {
 /// whole stream.
 #[tokio::test]
 async fn a_compare_and_set_that_keeps_losing_gives_up_after_40_attempts() {
-    use broker::cluster::subjects::event_subject;
     use broker::storage::StorageError;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     let nats = NatsCluster::start().await;
     let config = Config::parse_from(["broker", "--nats", &nats.urls(), "--nats_replicas", "3"]);
     let cluster = Arc::new(Cluster::connect(&config, &nats.urls()).await.unwrap());
-    let subject = event_subject("contended", "doc");
+    let subject = cluster.name_tokens.event_subject("contended", "doc");
     let attempts = AtomicU32::new(0);
     let (attempts, subject, jetstream) = (&attempts, &subject, &cluster.jetstream);
     // Publishes on the subject (another writer, winning), then offers its own payload.
@@ -641,4 +640,104 @@ async fn replays_and_catch_ups_are_batch_reads_and_a_tenant_of_over_1024_names_r
     let mut resumed = a.subscribe_from(&jwt, Some(0)).await;
     assert_eq!(ids(&resumed.take(names.len()).await), sent);
     assert_eq!(metric(&a, CONSUMER).await, 1.0);
+}
+
+/// Takes the name-tokens stamp off the event stream, as a stream an older Broker made is.
+async fn unstamp(jetstream: &async_nats::jetstream::Context) {
+    let mut stream = jetstream.get_stream("BROKER_EVENTS").await.unwrap();
+    let mut config = stream.info().await.unwrap().config.clone();
+    assert!(
+        config.metadata.remove("broker.name_tokens").is_some(),
+        "{config:?}"
+    );
+    jetstream.update_stream(&config).await.unwrap();
+}
+
+async fn stamp(jetstream: &async_nats::jetstream::Context) -> Option<String> {
+    let mut stream = jetstream.get_stream("BROKER_EVENTS").await.unwrap();
+    let info = stream.info().await.unwrap();
+    info.config.metadata.get("broker.name_tokens").cloned()
+}
+
+/// The (name, data) of each event of one page of `filter`, newest first.
+async fn named_page(server: &TestServer, jwt: &str, filter: &str) -> Vec<(String, serde_json::Value)> {
+    let response = (server.http.get(server.endpoint("/events")))
+        .query(&[("events", filter)])
+        .bearer_auth(jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let events = body["events"].as_array().unwrap();
+    events
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap().to_owned(), e["data"].clone()))
+        .collect()
+}
+
+/// A stream Broker makes holds an event name one subject token per dot-separated part (so that a
+/// prefix filter is a subject filter) and says so in its metadata. A stream an older Broker made,
+/// without that stamp, is stamped at start if it holds no dotted name as one token; if it does, it
+/// keeps that form, and that name's old and new events are read together.
+#[tokio::test]
+async fn the_event_streams_name_form_is_stamped_and_an_older_form_is_kept() {
+    use broker::cluster::subjects::token;
+    let nats = NatsCluster::start().await;
+    let client = async_nats::connect(nats.url(0)).await.unwrap();
+    // Acknowledgements wait as long as Broker's own on a busy machine.
+    let jetstream = async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build(client);
+    let server = node(&nats).await;
+    let jwt = server.signup("former", "forms").await;
+    let first = server.insert_ok(&jwt, "a.b", json!({"n": 1})).await;
+    let stream = jetstream.get_stream("BROKER_EVENTS").await.unwrap();
+    let tenant = token("forms");
+    let per_part = format!("broker.ev.{tenant}.{}.{}", token("a"), token("b"));
+    let whole = format!("broker.ev.{tenant}.{}", token("a.b"));
+    assert_eq!(stamp(&jetstream).await.as_deref(), Some("per-part"));
+    let message = stream.get_raw_message(first).await.unwrap();
+    assert_eq!(message.subject.as_str(), per_part);
+
+    // No dotted name in one token: the two forms agree, and the stream is stamped.
+    server.terminate().await;
+    unstamp(&jetstream).await;
+    let server = node(&nats).await;
+    server
+        .wait_for_log("now holds names one subject token per part", 1)
+        .await;
+    assert_eq!(stamp(&jetstream).await.as_deref(), Some("per-part"));
+
+    // `a.b` in one token, as an older Broker published it.
+    server.terminate().await;
+    let moved = jetstream
+        .publish(whole.clone(), message.payload.clone())
+        .await
+        .unwrap();
+    let moved = moved.await.unwrap().sequence;
+    stream.delete_message(first).await.unwrap();
+    unstamp(&jetstream).await;
+    let server = node(&nats).await;
+    server
+        .wait_for_log("holds event names with dots as one subject token", 1)
+        .await;
+    assert_eq!(stamp(&jetstream).await, None);
+    let jwt = server.login("former").await;
+    let second = server.insert_ok(&jwt, "a.b", json!({"n": 2})).await;
+    assert!(second > moved);
+    let message = stream.get_raw_message(second).await.unwrap();
+    assert_eq!(message.subject.as_str(), whole);
+    let both = vec![
+        ("a.b".to_owned(), json!({"n": 2})),
+        ("a.b".to_owned(), json!({"n": 1})),
+    ];
+    assert_eq!(named_page(&server, &jwt, "a.b").await, both);
+    assert_eq!(named_page(&server, &jwt, "a.*").await, both);
+    let mut live = server.subscribe(&jwt).await;
+    assert_eq!(
+        live.take(1).await[0].id,
+        second,
+        "the replay holds the newest a.b"
+    );
 }

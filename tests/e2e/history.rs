@@ -230,3 +230,73 @@ async fn scoped(server: &TestServer, username: &str, scopes: &[&str]) -> String 
     assert_eq!(status, StatusCode::OK, "{body}");
     server.login(username).await
 }
+
+/// Names whose parts a prefix can cut anywhere: dots at either end, empty parts, a part that is a
+/// prefix of another.
+const PARTED: [&str; 10] = [
+    "a", "ab", "a.b", "a.bc", "a.b.c", "a..b", "a.", ".a", "a.b.", "b.a",
+];
+
+/// A prefix filter is a prefix of the name's text, wherever it cuts a part; exact names are exact.
+fn lets_through(filter: &str, name: &str) -> bool {
+    filter.split(',').any(|item| match item.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == item,
+    })
+}
+
+#[tokio::test]
+async fn prefix_pages_cut_names_anywhere_in_a_part() {
+    let server = TestServer::start().await;
+    pages_of_parted_names(&server).await;
+}
+
+/// On JetStream a prefix of whole parts is a subject filter and any other prefix reads more
+/// subjects than it keeps: either way a page holds what the filter lets through, no more.
+#[tokio::test]
+async fn prefix_pages_cut_names_anywhere_in_a_part_in_a_cluster() {
+    let nats = crate::support::nats::NatsCluster::start().await;
+    pages_of_parted_names(&crate::cluster::node(&nats).await).await;
+}
+
+async fn pages_of_parted_names(server: &TestServer) {
+    let jwt = server.signup("parter", "parts").await;
+    let mut inserted = Vec::new();
+    for round in 0..2 {
+        for name in PARTED {
+            let id = server
+                .insert_ok(&jwt, name, json!({"name": name, "round": round}))
+                .await;
+            inserted.push((name.to_owned(), id));
+        }
+    }
+    let filters = [
+        "a.*",
+        "a.b*",
+        "a.b.*",
+        "a..*",
+        ".*",
+        "a*",
+        "a.b,a..b",
+        "a.b.*,b.a",
+        "a.b,a.*",
+        "a.,.a",
+        "b*",
+    ];
+    for filter in filters {
+        let expected: Vec<(String, u64)> = inserted
+            .iter()
+            .filter(|(name, _)| lets_through(filter, name))
+            .cloned()
+            .collect();
+        let newest_first = every_page(server, &jwt, &[("events", filter), ("limit", "3")], "before").await;
+        let newest_first = newest_first.concat();
+        assert_eq!(
+            newest_first,
+            expected.iter().rev().cloned().collect::<Vec<_>>(),
+            "newest first, {filter}"
+        );
+        let oldest_first = every_page(server, &jwt, &[("events", filter), ("after", "0")], "after").await;
+        assert_eq!(oldest_first.concat(), expected, "oldest first, {filter}");
+    }
+}

@@ -157,7 +157,10 @@ impl JetStreamLog {
     }
 
     async fn publish_once(&self, event: &Event) -> StorageResult<Published> {
-        let subject = subjects::event_subject(&event.tenant_name, &event.event);
+        let subject = self
+            .cluster
+            .name_tokens
+            .event_subject(&event.tenant_name, &event.event);
         self.cluster
             .publish(&subject, encode(event)?, &message_id(event), Expect::Nothing)
             .await
@@ -168,12 +171,22 @@ impl JetStreamLog {
     /// condition on that name's subject alone; reads of several names, a condition on the whole
     /// stream after checking each against the leader.
     async fn publish_if_reads_hold(&self, event: &Event, reads: &[LatestRead]) -> StorageResult<Published> {
-        let subject = subjects::event_subject(&event.tenant_name, &event.event);
+        let subject = self
+            .cluster
+            .name_tokens
+            .event_subject(&event.tenant_name, &event.event);
         let payload = encode(event)?;
         let message_id = message_id(event);
         let read_subjects: Vec<(String, u64)> = reads
             .iter()
-            .map(|read| (subjects::event_subject(&event.tenant_name, &read.name), read.seq))
+            .map(|read| {
+                (
+                    self.cluster
+                        .name_tokens
+                        .event_subject(&event.tenant_name, &read.name),
+                    read.seq,
+                )
+            })
             .collect();
         let Some((read_subject, sequence)) = single_subject(&read_subjects) else {
             return self
@@ -269,8 +282,9 @@ impl JetStreamLog {
                 }
                 read => read?,
             };
+            let read_subjects = [subjects::tenant_subjects(tenant)];
             if self
-                .reached_far_enough(Some(tenant), read, fence, attempt)
+                .reached_far_enough(Some(&read_subjects), read, fence, attempt)
                 .await?
             {
                 return Ok(page);
@@ -355,7 +369,7 @@ impl JetStreamLog {
     async fn read_by_consumer(&self, tenant: &str, fence: u64, page: &mut EventPage) -> StorageResult<Read> {
         metrics().cluster_read("consumer");
         self.scan(
-            subjects::tenant_subjects(tenant),
+            vec![subjects::tenant_subjects(tenant)],
             DeliverPolicy::LastPerSubject,
             fence,
             |event, size| {
@@ -367,12 +381,12 @@ impl JetStreamLog {
         .await
     }
 
-    /// Whether a read that ended as `read` covered what it is about up to `fence`: `tenant`'s
-    /// events, or with `None` the whole stream. If not, counts a stale read and waits a little
-    /// (longer each `attempt`) before the caller makes it again.
+    /// Whether a read that ended as `read` covered what it is about up to `fence`: the events on
+    /// `read_subjects`, or with `None` the whole stream. If not, counts a stale read and waits a
+    /// little (longer each `attempt`) before the caller makes it again.
     pub(super) async fn reached_far_enough(
         &self,
-        tenant: Option<&str>,
+        read_subjects: Option<&[String]>,
         read: Read,
         fence: u64,
         attempt: u32,
@@ -386,11 +400,11 @@ impl JetStreamLog {
         if reached >= fence {
             return Ok(true);
         }
-        // The serving server had everything up to where it looked; beyond that only other
-        // tenants' messages, or none, up to the fence (a newest-per-name read stops at the
-        // tenant's last message, not the stream's): nothing was missed.
-        if let Some(tenant) = tenant
-            && !self.tenant_has_events_in(tenant, reached + 1, fence).await?
+        // The serving server had everything up to where it looked (a filtered read reaches its
+        // last match, not the stream's last message); beyond that only messages on other subjects,
+        // or none, up to the fence: nothing was missed.
+        if let Some(read_subjects) = read_subjects
+            && !self.has_events_in(read_subjects, reached + 1, fence).await?
         {
             return Ok(true);
         }
@@ -405,28 +419,51 @@ impl JetStreamLog {
         Ok(false)
     }
 
-    /// Hands each event on `filter_subject` from `deliver_policy` on, with its stored size, to
-    /// `each` until it breaks or nothing is pending, through an ordered consumer of its own. With a
-    /// `fence` above 0, a drained read says how far the serving server's stream reached.
+    /// Hands each event on `filter_subjects` (at least one, none overlapping another) from
+    /// `deliver_policy` on, with its stored size, to `each` until it breaks or nothing is pending,
+    /// through an ordered consumer of its own. With a `fence` above 0, a drained read says how far
+    /// the serving server's stream reached.
     pub(super) async fn scan(
         &self,
-        filter_subject: String,
+        filter_subjects: Vec<String>,
+        deliver_policy: DeliverPolicy,
+        fence: u64,
+        each: impl FnMut(Event, usize) -> ControlFlow<()> + Send,
+    ) -> StorageResult<Read> {
+        let (read, _) = self
+            .scan_counting(filter_subjects, deliver_policy, fence, each)
+            .await?;
+        Ok(read)
+    }
+
+    /// `scan`, also answering how many messages matched from where it started to the stream's
+    /// end when it started (whether it read them all or not).
+    pub(super) async fn scan_counting(
+        &self,
+        mut filter_subjects: Vec<String>,
         deliver_policy: DeliverPolicy,
         fence: u64,
         mut each: impl FnMut(Event, usize) -> ControlFlow<()> + Send,
-    ) -> StorageResult<Read> {
+    ) -> StorageResult<(Read, u64)> {
+        // One subject goes in the consumer's name on the server's API (older servers take only that).
+        let filter_subject = match filter_subjects.as_slice() {
+            [_] => filter_subjects.pop().unwrap_or_default(),
+            _ => String::new(),
+        };
         let consumer = self
             .cluster
             .events
             .create_consumer(push::OrderedConfig {
                 deliver_subject: self.cluster.client.new_inbox(),
                 filter_subject,
+                filter_subjects,
                 deliver_policy,
                 ..Default::default()
             })
             .await
             .map_err(StorageError::unavailable)?;
-        let mut pending = consumer.cached_info().num_pending;
+        let matching = consumer.cached_info().num_pending;
+        let mut pending = matching;
         let name = consumer.cached_info().name.clone();
         let mut messages = consumer.messages().await.map_err(StorageError::unavailable)?;
         // The consumer sequence of the last message handed to `each`.
@@ -435,11 +472,11 @@ impl JetStreamLog {
             let (event, size, info) = next_event(&mut messages).await?;
             (pending, consumed) = (info.pending, info.consumer_sequence);
             if each(event, size).is_break() {
-                return Ok(Read::Stopped);
+                return Ok((Read::Stopped, matching));
             }
         }
         if fence == 0 {
-            return Ok(Read::Drained { reached: None });
+            return Ok((Read::Drained { reached: None }, matching));
         }
         // The server may have delivered more since (a follower catching up delivers as it goes):
         // take what it sent up to where it reached, so that the read covers all of it.
@@ -448,12 +485,11 @@ impl JetStreamLog {
             let (event, size, info) = next_event(&mut messages).await?;
             consumed = info.consumer_sequence;
             if each(event, size).is_break() {
-                return Ok(Read::Stopped);
+                return Ok((Read::Stopped, matching));
             }
         }
-        Ok(Read::Drained {
-            reached: Some(reach.stream_sequence),
-        })
+        let reached = Some(reach.stream_sequence);
+        Ok((Read::Drained { reached }, matching))
     }
 
     /// The stream sequence this node's tail has handed on: what any read here must reach.
@@ -461,23 +497,28 @@ impl JetStreamLog {
         *self.tailed.borrow()
     }
 
-    /// Whether the stream leader holds an event of `tenant` numbered `from` to `to`.
-    async fn tenant_has_events_in(&self, tenant: &str, from: u64, to: u64) -> StorageResult<bool> {
-        let next = (self.cluster.events.raw_message_builder())
-            .sequence(from)
-            .next_by_subject(subjects::tenant_subjects(tenant))
-            .send()
-            .await;
-        match next {
-            Ok(message) => Ok(message.sequence <= to),
-            Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(false),
-            Err(error) => Err(StorageError::unavailable(error)),
+    /// Whether the stream leader holds an event on one of `subjects` numbered `from` to `to`
+    /// (one request per subject).
+    async fn has_events_in(&self, subjects: &[String], from: u64, to: u64) -> StorageResult<bool> {
+        for subject in subjects {
+            let next = (self.cluster.events.raw_message_builder())
+                .sequence(from)
+                .next_by_subject(subject.clone())
+                .send()
+                .await;
+            match next {
+                Ok(message) if message.sequence <= to => return Ok(true),
+                Ok(_) => {}
+                Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => {}
+                Err(error) => return Err(StorageError::unavailable(error)),
+            }
         }
+        Ok(false)
     }
 
-    /// How far the server holding consumer `name` has looked in the stream (once it finds no
-    /// further message, the consumer's delivered stream sequence is that server's last sequence),
-    /// and how many messages it delivered. Asked a few times, as the server may not have looked
+    /// How far the server holding consumer `name` has looked in the stream (the stream sequence
+    /// of the last message it delivered: with a filter, what it skipped after that does not
+    /// count), and how many messages it delivered. Asked a few times, as the server may not have looked
     /// yet; nothing reached if the consumer is gone.
     async fn consumer_reach(&self, name: &str, fence: u64) -> Reach {
         let mut reach = Reach::default();
@@ -585,7 +626,7 @@ impl EventLog for JetStreamLog {
     async fn latest_of(&self, tenant: &str, name: &str) -> StorageResult<Option<Event>> {
         // From the leader: a replica answering a direct get may not have applied the caller's own
         // acknowledged insert yet, and a guest judging on it would refuse a valid next version.
-        let subject = subjects::event_subject(tenant, name);
+        let subject = self.cluster.name_tokens.event_subject(tenant, name);
         let message = self.cluster.last_message(&self.cluster.events, &subject).await?;
         message
             .map(|message| decode(&message.payload, message.sequence))
@@ -626,7 +667,7 @@ impl EventLog for JetStreamLog {
         let doomed = loop {
             attempt += 1;
             let mut doomed = Vec::new();
-            let read = self.scan(everything.clone(), DeliverPolicy::All, fence, |event, _| {
+            let read = self.scan(vec![everything.clone()], DeliverPolicy::All, fence, |event, _| {
                 if event.username == username {
                     doomed.push(event.seq);
                 }

@@ -1,7 +1,8 @@
 //! Cluster mode (`--nats`): several Broker nodes as one service over NATS JetStream. JetStream is the
 //! second implementation of both storage seams:
 //!
-//! - `events`: the event log is one stream (`BROKER_EVENTS`, subjects `broker.ev.<tenant>.<name>`);
+//! - `events`: the event log is one stream (`BROKER_EVENTS`, subjects `broker.ev.<tenant>.<name>`,
+//!   the name one token per dot-separated part, see `subjects`);
 //!   the stream sequence is the event id, the same on every node; each node tails the stream into
 //!   its own fan-out;
 //! - `users`: the user directory is a key-value bucket (`broker_users`) with compare-and-set, and
@@ -29,6 +30,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::{self, kv, stream};
+use futures_util::TryStreamExt;
 
 use crate::config::Config;
 use crate::storage::{StorageError, StorageResult};
@@ -37,6 +39,10 @@ use crate::storage::{StorageError, StorageResult};
 const EVENTS_STREAM: &str = "BROKER_EVENTS";
 const USERS_BUCKET: &str = "broker_users";
 const META_BUCKET: &str = "broker_meta";
+/// The event stream's metadata key that says its subjects hold a name one token per part, and its
+/// value. A stream without it was made by an older Broker (see `name_tokens`).
+const NAME_TOKENS_KEY: &str = "broker.name_tokens";
+const PER_PART: &str = "per-part";
 /// JetStream API calls and publish acknowledgements wait this long before a retry or a 503.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// A publish whose acknowledgement was lost is retried (with the same message id, so it is stored
@@ -50,6 +56,8 @@ pub struct Cluster {
     pub client: async_nats::Client,
     pub jetstream: jetstream::Context,
     pub events: stream::Stream,
+    /// How the event stream's subjects hold event names.
+    pub name_tokens: subjects::NameTokens,
     /// The users bucket, as a key-value store (to list and watch) and as its stream (to read from
     /// the leader and to write with `cas`).
     pub users: kv::Store,
@@ -121,16 +129,19 @@ impl Cluster {
                 max_messages_per_subject: -1,
                 max_bytes,
                 discard: stream::DiscardPolicy::New,
+                metadata: [(NAME_TOKENS_KEY.to_owned(), PER_PART.to_owned())].into(),
                 ..Default::default()
             },
         )
         .await?;
+        let name_tokens = name_tokens(jetstream, &events).await?;
         let (users_stream, users) = ensure_bucket(jetstream, USERS_BUCKET, replicas).await?;
         let (meta_stream, _) = ensure_bucket(jetstream, META_BUCKET, replicas).await?;
         Ok(Self {
             client: client.clone(),
             jetstream: jetstream.clone(),
             events,
+            name_tokens,
             users,
             users_stream,
             meta_stream,
@@ -224,6 +235,60 @@ async fn adjust_stream(
         stream.info().await.context("reading the stream back")?;
     }
     Ok(stream)
+}
+
+/// How the event stream holds names. One Broker made or stamped says so in its metadata. A stream
+/// an older Broker made holds names with dots as one token, each message under the subject it was
+/// published on: if it holds any such name it keeps that form (a dotted name's events must stay on
+/// one subject, which per-name compare-and-set and reads rely on); if not, the two forms agree on
+/// every subject it holds, and it is stamped. Every node of a cluster must run this version
+/// before any writes a dotted name (an older one would write it in the other form).
+async fn name_tokens(
+    jetstream: &jetstream::Context,
+    events: &stream::Stream,
+) -> anyhow::Result<subjects::NameTokens> {
+    let config = &events.cached_info().config;
+    if config.metadata.get(NAME_TOKENS_KEY).map(String::as_str) == Some(PER_PART) {
+        return Ok(subjects::NameTokens::PerPart);
+    }
+    // Every subject of one name token; a dotted name in one token is the older form.
+    let listed = events
+        .info_with_subjects(format!("{}.*.*", subjects::EVENTS_PREFIX))
+        .await;
+    let mut listed = listed.context("listing the event stream's subjects")?;
+    let mut whole = 0u64;
+    while let Some((subject, _)) = listed
+        .try_next()
+        .await
+        .context("listing the event stream's subjects")?
+    {
+        let name = subject
+            .rsplit_once('.')
+            .and_then(|(_, token)| subjects::name(token));
+        whole += u64::from(name.is_some_and(|name| name.contains('.')));
+    }
+    if whole > 0 {
+        tracing::warn!(
+            stream = config.name,
+            names = whole,
+            "the event stream holds event names with dots as one subject token, as Broker did before; \
+             it keeps that form, and a history page of a prefix filter reads all of a tenant's events"
+        );
+        return Ok(subjects::NameTokens::Whole);
+    }
+    let mut stamped = config.clone();
+    stamped
+        .metadata
+        .insert(NAME_TOKENS_KEY.to_owned(), PER_PART.to_owned());
+    jetstream
+        .update_stream(&stamped)
+        .await
+        .context("stamping the event stream's metadata")?;
+    tracing::info!(
+        stream = config.name,
+        "the event stream now holds names one subject token per part"
+    );
+    Ok(subjects::NameTokens::PerPart)
 }
 
 fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {
