@@ -300,3 +300,32 @@ async fn pages_of_parted_names(server: &TestServer) {
         assert_eq!(oldest_first.concat(), expected, "oldest first, {filter}");
     }
 }
+
+/// nats-server 2.15 holds a stream to 1,000 consumers by default, and a page newest first reads
+/// through a consumer of its own: each is deleted once its page is read (left alone it would stay
+/// 30 s), so a cluster node answers more pages than that in a row.
+#[tokio::test]
+async fn a_cluster_node_answers_more_pages_in_a_row_than_the_servers_consumer_limit() {
+    use futures_util::StreamExt;
+    let nats = crate::support::nats::NatsCluster::start().await;
+    let server = crate::cluster::node(&nats).await;
+    let jwt = server.signup("reader", "pages").await;
+    server.insert_ok(&jwt, "e", json!({"name": "e"})).await;
+    let answers: Vec<(StatusCode, Value)> = futures_util::stream::iter(0..1_100)
+        .map(|_| page(&server, &jwt, &[("events", "e")]))
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let refused: Vec<&(StatusCode, Value)> = answers
+        .iter()
+        .filter(|(status, body)| {
+            *status != StatusCode::OK || body["events"].as_array().map(Vec::len) != Some(1)
+        })
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "{} of 1,100 pages failed, the first {:?}",
+        refused.len(),
+        refused.first()
+    );
+}

@@ -14,7 +14,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{DeliverPolicy, push};
+use async_nats::jetstream::consumer::{Consumer, DeliverPolicy, push};
 use async_nats::jetstream::stream;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +38,10 @@ pub(super) const FENCE_ATTEMPTS: u32 = 10;
 const READ_FAILURES_RETRIED: u32 = 2;
 /// Times a drained read's consumer is asked how far its server looked.
 const REACH_CHECKS: usize = 4;
+/// Reads through a consumer (history windows, an erasure's scan, a replay of over 1,024 names) a
+/// node makes at once; more wait up to `READ_TIMEOUT` for one to end. nats-server 2.15 holds a
+/// stream to 1,000 consumers by default, shared by every node.
+const CONSUMER_READS: usize = 64;
 
 /// How far a consumer's server looked in the stream, and how many messages it delivered.
 #[derive(Default)]
@@ -94,6 +98,8 @@ pub struct JetStreamLog {
     recent: Arc<RecentKeys>,
     /// The stream sequence this node's tail has handed on.
     tailed: tokio::sync::watch::Receiver<u64>,
+    /// Reads through a consumer of their own under way on this node (`CONSUMER_READS`).
+    consumer_reads: tokio::sync::Semaphore,
 }
 
 impl JetStreamLog {
@@ -116,6 +122,7 @@ impl JetStreamLog {
             cluster,
             recent,
             tailed,
+            consumer_reads: tokio::sync::Semaphore::new(CONSUMER_READS),
         })
     }
 
@@ -443,13 +450,17 @@ impl JetStreamLog {
         mut filter_subjects: Vec<String>,
         deliver_policy: DeliverPolicy,
         fence: u64,
-        mut each: impl FnMut(Event, usize) -> ControlFlow<()> + Send,
+        each: impl FnMut(Event, usize) -> ControlFlow<()> + Send,
     ) -> StorageResult<(Read, u64)> {
         // One subject goes in the consumer's name on the server's API (older servers take only that).
         let filter_subject = match filter_subjects.as_slice() {
             [_] => filter_subjects.pop().unwrap_or_default(),
             _ => String::new(),
         };
+        let _permit = tokio::time::timeout(READ_TIMEOUT, self.consumer_reads.acquire())
+            .await
+            .map_err(|_| StorageError::Unavailable("too many reads through consumers at once".into()))?
+            .map_err(StorageError::unavailable)?;
         let consumer = self
             .cluster
             .events
@@ -462,6 +473,19 @@ impl JetStreamLog {
             })
             .await
             .map_err(StorageError::unavailable)?;
+        let name = consumer.cached_info().name.clone();
+        let read = self.drain(consumer, fence, each).await;
+        self.forget_consumer(name);
+        read
+    }
+
+    /// `scan_counting`'s reading of its consumer's messages (dropped when it returns).
+    async fn drain(
+        &self,
+        consumer: Consumer<push::OrderedConfig>,
+        fence: u64,
+        mut each: impl FnMut(Event, usize) -> ControlFlow<()> + Send,
+    ) -> StorageResult<(Read, u64)> {
         let matching = consumer.cached_info().num_pending;
         let mut pending = matching;
         let name = consumer.cached_info().name.clone();
@@ -490,6 +514,18 @@ impl JetStreamLog {
         }
         let reached = Some(reach.stream_sequence);
         Ok((Read::Drained { reached }, matching))
+    }
+
+    /// Deletes a finished read's consumer, in the background. Left alone, an ordered consumer
+    /// stays 30 s after its reader went, and nats-server 2.15 holds a stream to 1,000 consumers
+    /// by default: pages read faster than that would be refused.
+    fn forget_consumer(&self, name: String) {
+        let events = self.cluster.events.clone();
+        tokio::spawn(async move {
+            if let Err(error) = events.delete_consumer(&name).await {
+                tracing::debug!(%error, consumer = name, "could not delete a read's consumer; it expires in 30 s");
+            }
+        });
     }
 
     /// The stream sequence this node's tail has handed on: what any read here must reach.
