@@ -44,7 +44,7 @@ const REACH_CHECKS: usize = 4;
 const CONSUMER_READS: usize = 64;
 
 /// How far a consumer's server looked in the stream, and how many messages it delivered.
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
 struct Reach {
     stream_sequence: u64,
     delivered: u64,
@@ -554,26 +554,27 @@ impl JetStreamLog {
 
     /// How far the server holding consumer `name` has looked in the stream (the stream sequence
     /// of the last message it delivered: with a filter, what it skipped after that does not
-    /// count), and how many messages it delivered. Asked a few times, as the server may not have looked
-    /// yet; nothing reached if the consumer is gone.
+    /// count), and how many messages it delivered. Asked again a few times while short of
+    /// `fence` and still delivering (a follower catching up); a filtered read whose last match is
+    /// below the fence stops delivering at once. Nothing reached if the consumer is gone.
     async fn consumer_reach(&self, name: &str, fence: u64) -> Reach {
-        let mut reach = Reach::default();
+        let mut reach: Option<Reach> = None;
         for _ in 0..REACH_CHECKS {
-            match self.cluster.events.consumer_info(name).await {
-                Ok(info) => {
-                    reach = Reach {
-                        stream_sequence: info.delivered.stream_sequence,
-                        delivered: info.delivered.consumer_sequence,
-                    }
-                }
-                Err(_) => return Reach::default(),
+            let Ok(info) = self.cluster.events.consumer_info(name).await else {
+                return Reach::default();
+            };
+            let now = Reach {
+                stream_sequence: info.delivered.stream_sequence,
+                delivered: info.delivered.consumer_sequence,
+            };
+            let still = reach.is_some_and(|before| before.delivered == now.delivered);
+            if now.stream_sequence >= fence || still {
+                return now;
             }
-            if reach.stream_sequence >= fence {
-                break;
-            }
+            reach = Some(now);
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        reach
+        reach.unwrap_or_default()
     }
 
     /// The stream's first and last sequences.
@@ -773,7 +774,7 @@ fn keep(page: &mut EventPage, message: batch_get::Fetched) -> StorageResult<()> 
     Ok(())
 }
 
-fn decode(payload: &[u8], seq: u64) -> StorageResult<Event> {
+pub(super) fn decode(payload: &[u8], seq: u64) -> StorageResult<Event> {
     let mut event: Event = serde_json::from_slice(payload)
         .map_err(|e| StorageError::Unavailable(format!("an undecodable event: {e}")))?;
     event.seq = seq;

@@ -1,7 +1,9 @@
 //! Pages of history on JetStream. A page reads only the subjects of its filter
 //! (`NameTokens::filter_subjects`: each exact name's, and for a prefix of whole parts like
 //! `room.42.*` the subjects under them), and nats-server skips the other subjects by its own index;
-//! what they hold beyond the filter (`room.4*` reads all of `room.…`) is dropped here.
+//! what they hold beyond the filter (`room.4*` reads all of `room.…`) is dropped here. A filter of
+//! one name is read by batch direct gets from any replica; any other through an ordered consumer
+//! (creating one is a round of the servers' meta group, milliseconds on a busy cluster).
 //!
 //! JetStream reads forward only. Newest first, a page is read from windows of sequences ending at
 //! the `before` id, each at least four times as wide as the last and as wide as the density of
@@ -20,9 +22,11 @@ use std::ops::ControlFlow;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 
-use super::events::{FENCE_ATTEMPTS, JetStreamLog, kept_behind};
+use super::batch_get::{self, Batch};
+use super::events::{FENCE_ATTEMPTS, JetStreamLog, Read, decode, kept_behind};
 use crate::event_log::{HistoryPage, PageStart};
 use crate::filter::EventFilter;
+use crate::metrics::metrics;
 use crate::model::Event;
 use crate::storage::StorageResult;
 
@@ -42,6 +46,64 @@ fn next_window(window: u64, wanted: u64, matching: u64, span: u64) -> u64 {
 }
 
 impl JetStreamLog {
+    /// Hands each event on `subjects` from sequence `from` on, with its stored size, to `each`
+    /// until it breaks or none is left, as `scan_counting` does (with how many matched from `from`
+    /// to the stream's end). One name's subject is read by batch direct gets from any replica,
+    /// `per_batch` messages at a time (a batch does not stop where the caller will: asking for more
+    /// than it needs reads further into the stream). Several subjects, or a wildcard, go through a
+    /// consumer: a batch request takes one subject, and answers each request with a count of what
+    /// matches after it, which for a wildcard over a large stream took seconds (nats-server 2.15).
+    async fn read_from(
+        &self,
+        subjects: &[String],
+        from: u64,
+        per_batch: usize,
+        fence: u64,
+        mut each: impl FnMut(Event, usize) -> ControlFlow<()> + Send,
+    ) -> StorageResult<(Read, u64)> {
+        let subject = match subjects {
+            [subject] if !subject.ends_with('>') => subject,
+            _ => {
+                let deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: from };
+                return (self.scan_counting(subjects.to_vec(), deliver_policy, fence, each)).await;
+            }
+        };
+        metrics().cluster_read("batch");
+        let cluster = self.cluster();
+        let (mut next, mut matching, mut first) = (from.max(1), 0, true);
+        loop {
+            let batch = batch_get::after(
+                &cluster.client,
+                &cluster.events,
+                subject,
+                next,
+                per_batch,
+                usize::MAX,
+            );
+            let (messages, pending) = match batch.await? {
+                Batch::Messages {
+                    messages, pending, ..
+                } => (messages, pending),
+                Batch::Nothing | Batch::TooManySubjects => (Vec::new(), 0),
+            };
+            if std::mem::take(&mut first) {
+                matching = messages.len() as u64 + pending;
+            }
+            for message in messages {
+                next = message.sequence + 1;
+                let event = decode(&message.payload, message.sequence)?;
+                if each(event, message.payload.len()).is_break() {
+                    return Ok((Read::Stopped, matching));
+                }
+            }
+            if pending == 0 {
+                // The serving replica sent its last match; the caller asks the leader past it.
+                let reached = (fence > 0).then(|| next - 1);
+                return Ok((Read::Drained { reached }, matching));
+            }
+        }
+    }
+
     pub(super) async fn history_page(
         &self,
         tenant: &str,
@@ -83,8 +145,7 @@ impl JetStreamLog {
         let fence = self.tail_position();
         for attempt in 1..=FENCE_ATTEMPTS {
             let (mut page, mut bytes) = (HistoryPage::default(), 0);
-            let deliver_policy = DeliverPolicy::ByStartSequence { start_sequence };
-            let read = self.scan(subjects.to_vec(), deliver_policy, fence, |event, size| {
+            let read = self.read_from(subjects, start_sequence, limit + 1, fence, |event, size| {
                 if !filter.matches(&event.event) {
                     return ControlFlow::Continue(());
                 }
@@ -97,8 +158,9 @@ impl JetStreamLog {
                 page.events.push(event);
                 ControlFlow::Continue(())
             });
+            let (read, _) = read.await?;
             if self
-                .reached_far_enough(Some(subjects), read.await?, fence, attempt)
+                .reached_far_enough(Some(subjects), read, fence, attempt)
                 .await?
             {
                 return Ok(page);
@@ -130,8 +192,7 @@ impl JetStreamLog {
             let (newest, matching) = loop {
                 attempt += 1;
                 let mut newest: VecDeque<(Event, usize)> = VecDeque::with_capacity(wanted);
-                let deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: from };
-                let read = self.scan_counting(subjects.to_vec(), deliver_policy, fence, |event, size| {
+                let read = self.read_from(subjects, from, wanted, fence, |event, size| {
                     if event.seq >= end {
                         return ControlFlow::Break(());
                     }
