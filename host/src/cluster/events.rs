@@ -311,33 +311,64 @@ impl JetStreamLog {
         max_bytes: usize,
         page: &mut EventPage,
     ) -> StorageResult<Read> {
+        let Some(from) = after.checked_add(1) else {
+            return Ok(Read::Drained { reached: Some(after) });
+        };
+        let (count, bytes) = (
+            limit.saturating_sub(page.events.len()),
+            max_bytes.saturating_sub(page.bytes),
+        );
+        let subject = subjects::tenant_subjects(tenant);
+        let read = self.read_batches(&subject, from, count, bytes, |event, size| {
+            page.bytes += size;
+            page.events.push(event);
+            match page.events.len() >= limit || page.bytes >= max_bytes {
+                true => ControlFlow::Break(()),
+                false => ControlFlow::Continue(()),
+            }
+        });
+        Ok(read.await?.0)
+    }
+
+    /// Hands each event on `subject` from sequence `from` on, with its stored size, to `each`
+    /// until it breaks or the serving replica has none left, by batch direct gets of `count`
+    /// messages and about `bytes` each; also answers how many matched from `from` to that
+    /// replica's end. A drained read reached its last event (or `from` - 1): whether the leader
+    /// holds more up to a fence is for the caller to ask.
+    pub(super) async fn read_batches(
+        &self,
+        subject: &str,
+        from: u64,
+        count: usize,
+        bytes: usize,
+        mut each: impl FnMut(Event, usize) -> ControlFlow<()> + Send,
+    ) -> StorageResult<(Read, u64)> {
         metrics().cluster_read("batch");
-        let filter = subjects::tenant_subjects(tenant);
-        let mut last = after;
+        let cluster = &self.cluster;
+        let (mut next, mut matching) = (from.max(1), None);
         loop {
-            let Some(from) = last.checked_add(1) else {
-                return Ok(Read::Drained { reached: Some(last) });
-            };
-            let count = limit.saturating_sub(page.events.len());
-            let bytes = max_bytes.saturating_sub(page.bytes);
-            let cluster = &self.cluster;
-            let batch =
-                batch_get::after(&cluster.client, &cluster.events, &filter, from, count, bytes).await?;
-            let (messages, pending) = match batch {
+            let batch = batch_get::after(&cluster.client, &cluster.events, subject, next, count, bytes);
+            let (messages, pending) = match batch.await? {
                 Batch::Messages {
                     messages, pending, ..
                 } => (messages, pending),
                 Batch::Nothing | Batch::TooManySubjects => (Vec::new(), 0),
             };
+            let matching = *matching.get_or_insert(messages.len() as u64 + pending);
             for message in messages {
-                last = message.sequence;
-                keep(page, message)?;
-                if page.events.len() >= limit || page.bytes >= max_bytes {
-                    return Ok(Read::Stopped);
+                next = message.sequence.saturating_add(1);
+                let event = decode(&message.payload, message.sequence)?;
+                if each(event, message.payload.len()).is_break() {
+                    return Ok((Read::Stopped, matching));
                 }
             }
             if pending == 0 {
-                return Ok(Read::Drained { reached: Some(last) });
+                return Ok((
+                    Read::Drained {
+                        reached: Some(next - 1),
+                    },
+                    matching,
+                ));
             }
         }
     }
@@ -774,7 +805,7 @@ fn keep(page: &mut EventPage, message: batch_get::Fetched) -> StorageResult<()> 
     Ok(())
 }
 
-pub(super) fn decode(payload: &[u8], seq: u64) -> StorageResult<Event> {
+fn decode(payload: &[u8], seq: u64) -> StorageResult<Event> {
     let mut event: Event = serde_json::from_slice(payload)
         .map_err(|e| StorageError::Unavailable(format!("an undecodable event: {e}")))?;
     event.seq = seq;

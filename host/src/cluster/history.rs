@@ -22,11 +22,9 @@ use std::ops::ControlFlow;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 
-use super::batch_get::{self, Batch};
-use super::events::{FENCE_ATTEMPTS, JetStreamLog, Read, decode, kept_behind};
+use super::events::{FENCE_ATTEMPTS, JetStreamLog, Read, kept_behind};
 use crate::event_log::{HistoryPage, PageStart};
 use crate::filter::EventFilter;
-use crate::metrics::metrics;
 use crate::model::Event;
 use crate::storage::StorageResult;
 
@@ -59,73 +57,15 @@ impl JetStreamLog {
         from: u64,
         per_batch: usize,
         fence: u64,
-        mut each: impl FnMut(Event, usize) -> ControlFlow<()> + Send,
+        each: impl FnMut(Event, usize) -> ControlFlow<()> + Send,
     ) -> StorageResult<(Read, u64)> {
-        let subject = match subjects {
-            [subject] if !subject.ends_with('>') => subject,
+        match subjects {
+            [subject] if !subject.ends_with('>') => {
+                (self.read_batches(subject, from, per_batch, usize::MAX, each)).await
+            }
             _ => {
                 let deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: from };
-                return (self.scan_counting(subjects.to_vec(), deliver_policy, fence, each)).await;
-            }
-        };
-        metrics().cluster_read("batch");
-        let cluster = self.cluster();
-        let (mut next, mut matching, mut first) = (from.max(1), 0, true);
-        loop {
-            let batch = batch_get::after(
-                &cluster.client,
-                &cluster.events,
-                subject,
-                next,
-                per_batch,
-                usize::MAX,
-            );
-            let (messages, pending) = match batch.await? {
-                Batch::Messages {
-                    messages, pending, ..
-                } => (messages, pending),
-                Batch::Nothing | Batch::TooManySubjects => (Vec::new(), 0),
-            };
-            if std::mem::take(&mut first) {
-                matching = messages.len() as u64 + pending;
-            }
-            for message in messages {
-                next = message.sequence + 1;
-                let event = decode(&message.payload, message.sequence)?;
-                if each(event, message.payload.len()).is_break() {
-                    return Ok((Read::Stopped, matching));
-                }
-            }
-            if pending == 0 {
-                // The serving replica sent its last match; the caller asks the leader past it.
-                let reached = (fence > 0).then(|| next - 1);
-                return Ok((Read::Drained { reached }, matching));
-            }
-        }
-    }
-
-    pub(super) async fn history_page(
-        &self,
-        tenant: &str,
-        filter: &EventFilter,
-        start: PageStart,
-        limit: usize,
-        max_bytes: usize,
-    ) -> StorageResult<HistoryPage> {
-        let limit = limit.max(1);
-        let subjects = self.cluster().name_tokens.filter_subjects(tenant, filter);
-        if subjects.is_empty() {
-            // A filter that lets nothing through (a stream's narrowed to scopes that cover none).
-            return Ok(HistoryPage::default());
-        }
-        match start {
-            PageStart::After(after) => {
-                self.oldest_first(filter, &subjects, after, limit, max_bytes)
-                    .await
-            }
-            PageStart::Before(before) => {
-                self.newest_first(filter, &subjects, before, limit, max_bytes)
-                    .await
+                (self.scan_counting(subjects.to_vec(), deliver_policy, fence, each)).await
             }
         }
     }
