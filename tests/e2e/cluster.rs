@@ -337,7 +337,12 @@ async fn a_compare_and_set_that_keeps_losing_gives_up_after_40_attempts() {
     let cluster = Arc::new(Cluster::connect(&config, &nats.urls()).await.unwrap());
     let subject = cluster.name_tokens.event_subject("contended", "doc");
     let attempts = AtomicU32::new(0);
-    let (attempts, subject, jetstream) = (&attempts, &subject, &cluster.jetstream);
+    // The other writer's acknowledgements wait longer than Broker's 3 s: on a machine busy with
+    // other tests, a timed-out publish would fail the test without saying anything about Broker.
+    let jetstream = async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build(cluster.client.clone());
+    let (attempts, subject, jetstream) = (&attempts, &subject, &jetstream);
     // Publishes on the subject (another writer, winning), then offers its own payload.
     let overtake = move || async move {
         let n = attempts.fetch_add(1, Ordering::SeqCst);

@@ -70,6 +70,32 @@ impl JetStreamLog {
         }
     }
 
+    pub(super) async fn history_page(
+        &self,
+        tenant: &str,
+        filter: &EventFilter,
+        start: PageStart,
+        limit: usize,
+        max_bytes: usize,
+    ) -> StorageResult<HistoryPage> {
+        let limit = limit.max(1);
+        let subjects = self.cluster().name_tokens.filter_subjects(tenant, filter);
+        if subjects.is_empty() {
+            // A filter that lets nothing through (a stream's narrowed to scopes that cover none).
+            return Ok(HistoryPage::default());
+        }
+        match start {
+            PageStart::After(after) => {
+                self.oldest_first(filter, &subjects, after, limit, max_bytes)
+                    .await
+            }
+            PageStart::Before(before) => {
+                self.newest_first(filter, &subjects, before, limit, max_bytes)
+                    .await
+            }
+        }
+    }
+
     async fn oldest_first(
         &self,
         filter: &EventFilter,
