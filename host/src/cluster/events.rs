@@ -608,9 +608,13 @@ impl JetStreamLog {
         reach.unwrap_or_default()
     }
 
-    /// The stream's first and last sequences.
+    /// The stream's first and last sequences; the last at least as far as this node's tail has
+    /// handed on. While the stream has no leader, a replica still catching up may answer with its
+    /// own state, lower than that: a newest-first page or an erasure fenced on it would stop short
+    /// (likely why a history page in the fault test once came back empty).
     pub(super) async fn bounds(&self) -> StorageResult<(u64, u64)> {
-        stream_bounds(&self.cluster).await
+        let (first, last) = stream_bounds(&self.cluster).await?;
+        Ok((first, last.max(self.tail_position())))
     }
 }
 
