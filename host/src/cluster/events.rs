@@ -164,10 +164,7 @@ impl JetStreamLog {
     }
 
     async fn publish_once(&self, event: &Event) -> StorageResult<Published> {
-        let subject = self
-            .cluster
-            .name_tokens
-            .event_subject(&event.tenant_name, &event.event);
+        let subject = self.subject(&event.tenant_name, &event.event);
         self.cluster
             .publish(&subject, encode(event)?, &message_id(event), Expect::Nothing)
             .await
@@ -178,22 +175,12 @@ impl JetStreamLog {
     /// condition on that name's subject alone; reads of several names, a condition on the whole
     /// stream after checking each against the leader.
     async fn publish_if_reads_hold(&self, event: &Event, reads: &[LatestRead]) -> StorageResult<Published> {
-        let subject = self
-            .cluster
-            .name_tokens
-            .event_subject(&event.tenant_name, &event.event);
+        let subject = self.subject(&event.tenant_name, &event.event);
         let payload = encode(event)?;
         let message_id = message_id(event);
         let read_subjects: Vec<(String, u64)> = reads
             .iter()
-            .map(|read| {
-                (
-                    self.cluster
-                        .name_tokens
-                        .event_subject(&event.tenant_name, &read.name),
-                    read.seq,
-                )
-            })
+            .map(|read| (self.subject(&event.tenant_name, &read.name), read.seq))
             .collect();
         let Some((read_subject, sequence)) = single_subject(&read_subjects) else {
             return self
@@ -322,9 +309,10 @@ impl JetStreamLog {
         let read = self.read_batches(&subject, from, count, bytes, |event, size| {
             page.bytes += size;
             page.events.push(event);
-            match page.events.len() >= limit || page.bytes >= max_bytes {
-                true => ControlFlow::Break(()),
-                false => ControlFlow::Continue(()),
+            if page.events.len() >= limit || page.bytes >= max_bytes {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
             }
         });
         Ok(read.await?.0)
@@ -505,7 +493,7 @@ impl JetStreamLog {
             .await
             .map_err(StorageError::unavailable)?;
         let name = consumer.cached_info().name.clone();
-        let read = self.drain(consumer, fence, each).await;
+        let read = self.drain(consumer, &name, fence, each).await;
         self.forget_consumer(name);
         read
     }
@@ -514,12 +502,12 @@ impl JetStreamLog {
     async fn drain(
         &self,
         consumer: Consumer<push::OrderedConfig>,
+        name: &str,
         fence: u64,
         mut each: impl FnMut(Event, usize) -> ControlFlow<()> + Send,
     ) -> StorageResult<(Read, u64)> {
         let matching = consumer.cached_info().num_pending;
         let mut pending = matching;
-        let name = consumer.cached_info().name.clone();
         let mut messages = consumer.messages().await.map_err(StorageError::unavailable)?;
         // The consumer sequence of the last message handed to `each`.
         let mut consumed = 0;
@@ -535,7 +523,7 @@ impl JetStreamLog {
         }
         // The server may have delivered more since (a follower catching up delivers as it goes):
         // take what it sent up to where it reached, so that the read covers all of it.
-        let reach = self.consumer_reach(&name, fence).await;
+        let reach = self.consumer_reach(name, fence).await;
         while consumed < reach.delivered {
             let (event, size, info) = next_event(&mut messages).await?;
             consumed = info.consumer_sequence;
@@ -557,6 +545,11 @@ impl JetStreamLog {
                 tracing::debug!(%error, consumer = name, "could not delete a read's consumer; it expires in 30 s");
             }
         });
+    }
+
+    /// The subject of `tenant`'s events named `name`, in this stream's form.
+    fn subject(&self, tenant: &str, name: &str) -> String {
+        self.cluster.name_tokens.event_subject(tenant, name)
     }
 
     /// The stream sequence this node's tail has handed on: what any read here must reach.
@@ -698,7 +691,7 @@ impl EventLog for JetStreamLog {
     async fn latest_of(&self, tenant: &str, name: &str) -> StorageResult<Option<Event>> {
         // From the leader: a replica answering a direct get may not have applied the caller's own
         // acknowledged insert yet, and a guest judging on it would refuse a valid next version.
-        let subject = self.cluster.name_tokens.event_subject(tenant, name);
+        let subject = self.subject(tenant, name);
         let message = self.cluster.last_message(&self.cluster.events, &subject).await?;
         message
             .map(|message| decode(&message.payload, message.sequence))
